@@ -1,0 +1,1 @@
+"""lsnn.bench: the command line and the benchmark harness."""

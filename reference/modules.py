@@ -1,0 +1,154 @@
+"""Thin ``nn.Module`` wrappers around the pure step functions of :mod:`.functional`.
+
+* :class:`LSNN`: one ``ai.lsnn::ALIF`` layer holding ``n_lif`` plain LIF
+  neurons (``beta = 0``) followed by ``n_alif`` adaptive ones, and an
+  ``ai.lsnn::LI`` readout.
+* :class:`LIFNet`: the same with no adaptive neurons (the paper's control).
+* :class:`LSTMNet`: ``torch.nn.LSTM`` with a linear readout (the baseline).
+
+Every model maps ``X [T, B, n_in]`` to a :class:`NetOutput` whose ``Y`` is the
+readout ``[T, B, n_out]``; the spiking ones also return spikes and state.
+Defaults are the paper's sequential-MNIST network (Bellec et al. 2018).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, fields
+from typing import NamedTuple
+
+import torch
+from torch import nn
+
+from .functional import ALIFState, alif, li
+from .spike import heaviside, spike
+
+
+@dataclass
+class LSNNConfig:
+    n_in: int = 80
+    n_lif: int = 120
+    n_alif: int = 100
+    n_out: int = 10
+    tau_m: float = 20.0  # ms
+    tau_a: float = 700.0  # ms
+    beta: float = 1.8
+    thr: float = 0.01
+    n_refractory: int = 5
+    dt: float = 1.0  # ms
+    tau_out: float = 20.0  # ms
+    w_in_scale: float = 1.0  # input weights ~ N(0, w_in_scale^2 / n_in)
+    w_rec_scale: float = 1.0  # recurrent weights ~ N(0, w_rec_scale^2 / H)
+
+    @property
+    def n_hidden(self) -> int:
+        return self.n_lif + self.n_alif
+
+
+@dataclass
+class LSTMConfig:
+    n_in: int = 80
+    n_hidden: int = 128
+    n_out: int = 10
+
+
+class NetOutput(NamedTuple):
+    Y: torch.Tensor  # readout [T, B, O]
+    Z: torch.Tensor | None = None  # spikes [T, B, H]
+    V: torch.Tensor | None = None
+    A: torch.Tensor | None = None
+    state: tuple | None = None
+
+
+class LSNN(nn.Module):
+    """Recurrent ALIF layer (LIF + adaptive neurons) and a leaky-integrator readout."""
+
+    kind = "lsnn"
+
+    def __init__(self, config: LSNNConfig | None = None, **overrides):
+        super().__init__()
+        c = config or LSNNConfig()
+        if overrides:
+            c = LSNNConfig(**{**asdict(c), **overrides})
+        self.config = c
+        H = c.n_hidden
+        if H <= 0:
+            raise ValueError("an LSNN needs at least one neuron (n_lif + n_alif > 0)")
+        self.W = nn.Parameter(torch.randn(H, c.n_in) * c.w_in_scale / math.sqrt(c.n_in))
+        self.R_raw = nn.Parameter(torch.randn(H, H) * c.w_rec_scale / math.sqrt(H))
+        self.register_buffer("no_self", 1 - torch.eye(H))
+        beta = torch.cat([torch.zeros(c.n_lif), torch.full((c.n_alif,), c.beta)])
+        self.register_buffer("beta", beta)
+        self.register_buffer("alpha", torch.full((H,), math.exp(-c.dt / c.tau_m)))
+        self.register_buffer("rho", torch.full((H,), math.exp(-c.dt / c.tau_a)))
+        self.W_out = nn.Parameter(torch.randn(c.n_out, H) / math.sqrt(H))
+        self.b_out = nn.Parameter(torch.zeros(c.n_out))
+        self.register_buffer("alpha_out", torch.full((c.n_out,), math.exp(-c.dt / c.tau_out)))
+
+    @property
+    def R(self) -> torch.Tensor:
+        """Recurrent weights with the diagonal (self-connections) held at zero."""
+        return self.R_raw * self.no_self
+
+    def forward(self, X: torch.Tensor, state: ALIFState | None = None, y0: torch.Tensor | None = None) -> NetOutput:
+        c = self.config
+        spike_fn = spike if torch.is_grad_enabled() else heaviside
+        Z, V, A, final = alif(X, self.W, self.R, self.beta, self.alpha, self.rho,
+                              c.thr, c.n_refractory, state=state, spike_fn=spike_fn)
+        Y, final_y = li(Z, self.W_out, self.alpha_out, self.b_out, y0)
+        return NetOutput(Y, Z, V, A, (final, final_y))
+
+
+class LIFNet(LSNN):
+    """An LSNN without adaptive neurons: every neuron has ``beta = 0``."""
+
+    kind = "lif"
+
+    def __init__(self, config: LSNNConfig | None = None, **overrides):
+        c = config or LSNNConfig()
+        if overrides:
+            c = LSNNConfig(**{**asdict(c), **overrides})
+        if c.n_alif:
+            c = LSNNConfig(**{**asdict(c), "n_lif": c.n_lif + c.n_alif, "n_alif": 0})
+        super().__init__(c)
+
+
+class LSTMNet(nn.Module):
+    """``torch.nn.LSTM`` followed by a linear readout at every step."""
+
+    kind = "lstm"
+
+    def __init__(self, config: LSTMConfig | None = None, **overrides):
+        super().__init__()
+        c = config or LSTMConfig()
+        if overrides:
+            c = LSTMConfig(**{**asdict(c), **overrides})
+        self.config = c
+        self.lstm = nn.LSTM(c.n_in, c.n_hidden)
+        self.readout = nn.Linear(c.n_hidden, c.n_out)
+
+    def forward(self, X: torch.Tensor, state=None) -> NetOutput:
+        H, final = self.lstm(X, state)
+        return NetOutput(self.readout(H), state=final)
+
+
+MODELS = {cls.kind: cls for cls in (LSNN, LIFNet, LSTMNet)}
+
+
+def _config_class(kind: str):
+    return LSTMConfig if kind == "lstm" else LSNNConfig
+
+
+def build_model(kind: str, **params) -> nn.Module:
+    """Build a model by kind (``lsnn``, ``lif``, ``lstm``) from config fields."""
+    if kind not in MODELS:
+        raise ValueError(f"unknown model '{kind}'; choose one of {sorted(MODELS)}")
+    cfg_cls = _config_class(kind)
+    known = {f.name for f in fields(cfg_cls)}
+    unknown = set(params) - known
+    if unknown:
+        raise ValueError(f"model '{kind}' has no parameter(s) {sorted(unknown)}")
+    return MODELS[kind](cfg_cls(**params))
+
+
+def model_config(model: nn.Module) -> dict:
+    return {"kind": model.kind, **asdict(model.config)}

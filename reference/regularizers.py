@@ -1,0 +1,18 @@
+"""Firing-rate regulariser of Bellec et al. (2018)."""
+from __future__ import annotations
+
+import torch
+
+
+def firing_rates_hz(Z: torch.Tensor, dt_ms: float = 1.0) -> torch.Tensor:
+    """Mean rate of each neuron over time and batch, in Hz (``Z`` is ``[T, B, H]``)."""
+    return Z.mean(dim=(0, 1)) * (1000.0 / dt_ms)
+
+
+def firing_rate_loss(Z: torch.Tensor, target_hz: float = 10.0, dt_ms: float = 1.0) -> torch.Tensor:
+    """``sum_j (f_j - f0)^2`` with rates ``f`` in spikes per step (``f0 = target_hz * dt``).
+
+    Pulls every neuron toward the target rate; scale it with a coefficient.
+    """
+    per_step = Z.mean(dim=(0, 1))
+    return ((per_step - target_hz * dt_ms / 1000.0) ** 2).sum()

@@ -1,0 +1,19 @@
+"""The tasks of the paper, in one home: ``store-recall`` and ``smnist``."""
+from __future__ import annotations
+
+from .base import Task, accuracy, decisions, step_loss
+from .smnist import SMNIST, DEFAULT_DATA_DIR
+from .store_recall import StoreRecall
+
+TASKS = {"store-recall": StoreRecall, "smnist": SMNIST}
+
+
+def make_task(name: str, **params) -> Task:
+    if name not in TASKS:
+        raise ValueError(f"unknown task '{name}'; choose one of {sorted(TASKS)}")
+    params = {k: v for k, v in params.items() if k != "name"}
+    return TASKS[name](**params)
+
+
+__all__ = ["Task", "TASKS", "make_task", "accuracy", "decisions", "step_loss",
+           "StoreRecall", "SMNIST", "DEFAULT_DATA_DIR"]

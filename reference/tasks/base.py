@@ -1,0 +1,59 @@
+"""What every task provides, and how a readout is scored against it.
+
+A batch is ``(X, target)``: ``X`` is float32 ``[T, B, n_in]`` (time-major,
+as the ops), ``target`` int64 ``[T, B]`` holding the class the readout must
+report at each step, or ``-1`` where nothing is asked. Each maximal run of
+steps with ``target >= 0`` in one sequence is one *decision*: the prediction
+is the arg-max of the readout averaged over that run.
+"""
+from __future__ import annotations
+
+from typing import Iterator
+
+import numpy as np
+import torch
+
+
+class Task:
+    name: str
+    n_in: int
+    n_out: int
+
+    def batch(self, batch_size: int, rng: np.random.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        raise NotImplementedError
+
+    def heldout(self, batch_size: int, limit: int | None = None) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        raise NotImplementedError
+
+    def config(self) -> dict:
+        raise NotImplementedError
+
+
+def decisions(Y: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Predictions and labels, one per decision window (see module docstring)."""
+    Y = torch.as_tensor(Y)
+    target = torch.as_tensor(target)
+    T, B = target.shape
+    valid = target >= 0
+    # a window starts where valid begins or the label changes
+    prev = torch.cat([torch.full((1, B), -1, dtype=target.dtype), target[:-1]])
+    starts = valid & (prev != target)
+    # number the windows sequence by sequence: cumulative count in [B, T] order
+    window = torch.cumsum(starts.t().reshape(-1).to(torch.int64), 0).reshape(B, T).t() - 1
+    ids = window[valid]
+    n = int(starts.sum())
+    sums = torch.zeros(n, Y.shape[-1], dtype=Y.dtype).index_add_(0, ids, Y[valid])
+    labels = torch.full((n,), -1, dtype=target.dtype).scatter_(0, ids, target[valid])
+    return sums.argmax(-1), labels
+
+
+def accuracy(Y: torch.Tensor, target: torch.Tensor) -> tuple[int, int]:
+    """``(correct, total)`` decisions."""
+    pred, labels = decisions(Y, target)
+    return int((pred == labels).sum()), int(labels.numel())
+
+
+def step_loss(Y: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy of the readout at every step that asks for a class."""
+    valid = target >= 0
+    return torch.nn.functional.cross_entropy(Y[valid], target[valid])

@@ -1,0 +1,93 @@
+import json
+
+import pytest
+import torch
+
+from lsnn.bench.cli import main
+from lsnn.reference import LIFNet, LSNN, LSTMNet, build_model, checkpoint
+from lsnn.reference.train import train
+
+TINY_TASK = ["--task-param", "period_ms=10", "--task-param", "n_periods=4", "--task-param", "min_delay_ms=10",
+             "--task-param", "heldout_size=16"]
+TINY_MODEL = ["--model-param", "n_lif=4", "--model-param", "n_alif=4"]
+
+
+def test_models_default_to_the_papers_smnist_network():
+    m = LSNN()
+    c = m.config
+    assert (c.n_in, c.n_lif, c.n_alif, c.n_out) == (80, 120, 100, 10)
+    assert m.beta[:120].abs().sum() == 0 and torch.allclose(m.beta[120:], torch.tensor(1.8))
+    assert torch.allclose(m.alpha, torch.tensor(0.951229424)) and torch.allclose(m.rho, torch.tensor(0.998572466))
+    assert torch.diagonal(m.R).abs().sum() == 0 and m.R.abs().sum() > 0  # no self-connections
+    lif = LIFNet()
+    assert lif.config.n_alif == 0 and lif.config.n_lif == 220 and lif.beta.abs().sum() == 0
+    out = LSTMNet()(torch.zeros(5, 2, 80))
+    assert out.Y.shape == (5, 2, 10) and out.Z is None
+
+
+def test_lsnn_forward_shapes_and_gradients():
+    m = build_model("lsnn", n_in=6, n_lif=3, n_alif=2, n_out=4)
+    X = (torch.rand(30, 2, 6) < 0.5).float()
+    out = m(X)
+    assert out.Y.shape == (30, 2, 4) and out.Z.shape == (30, 2, 5)
+    out.Y.sum().backward()
+    assert m.W.grad.abs().sum() > 0 and m.W_out.grad.abs().sum() > 0
+    assert torch.diagonal(m.R_raw.grad).abs().sum() == 0
+
+
+def test_build_model_rejects_unknown():
+    with pytest.raises(ValueError, match="unknown model"):
+        build_model("gru")
+    with pytest.raises(ValueError, match="no parameter"):
+        build_model("lsnn", n_neurons=3)
+
+
+def test_train_cli_writes_checkpoint_and_resumes(tmp_path, capsys):
+    out = tmp_path / "run"
+    args = ["train", "--task", "store-recall", "--model", "lsnn", "--out", str(out), "--steps", "3",
+            "--batch-size", "4", "--quiet", *TINY_TASK, *TINY_MODEL]
+    assert main(args) == 0
+    config = json.loads((out / "config.json").read_text())
+    assert config["training"]["seed"] == 0 and config["training"]["steps"] == 3
+    assert config["model"]["n_lif"] == 4 and config["task"]["period_ms"] == 10
+    assert config["command"][:2] == ["lsnn", "train"] and "git_commit" in config
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert 0 <= metrics["accuracy"] <= 1 and "alif" in metrics["firing_rate_hz"]
+    log = [json.loads(line) for line in (out / "train_log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in log] == [1, 2, 3]
+    assert not list(out.glob(".*.tmp"))
+    before = checkpoint.load(out)[2]["model"]["W"].clone()
+    args[args.index("--steps") + 1] = "5"
+    assert main(args + ["--resume"]) == 0
+    log = [json.loads(line) for line in (out / "train_log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in log] == [1, 2, 3, 4, 5]
+    model, config, state = checkpoint.load(out)
+    assert state["step"] == 5 and not torch.equal(before, model.W.detach())
+
+
+def test_resume_is_deterministic(tmp_path):
+    kw = dict(batch_size=4, progress=False, model_params={"n_lif": 3, "n_alif": 3},
+              task_params={"period_ms": 10, "n_periods": 4, "min_delay_ms": 10, "heldout_size": 8})
+    train("store-recall", "lsnn", tmp_path / "a", steps=4, **kw)
+    train("store-recall", "lsnn", tmp_path / "b", steps=2, **kw)
+    train("store-recall", "lsnn", tmp_path / "b", steps=4, resume=True, progress=False)
+    wa = checkpoint.load(tmp_path / "a")[0].state_dict()
+    wb = checkpoint.load(tmp_path / "b")[0].state_dict()
+    assert all(torch.equal(wa[k], wb[k]) for k in wa)
+
+
+def test_lstm_trains_on_tiny_smnist(tmp_path):
+    from test_tasks import tiny_mnist
+
+    data = tiny_mnist(tmp_path)
+    metrics = train("smnist", "lstm", tmp_path / "m", steps=2, batch_size=4, data_dir=str(data), progress=False,
+                    model_params={"n_hidden": 8}, task_params={"cue_steps": 4})
+    assert metrics["decisions"] == 12 and "firing_rate_hz" not in metrics
+
+
+def test_cli_errors_are_named(tmp_path, capsys):
+    assert main(["evaluate", str(tmp_path)]) == 2
+    assert "config.json is missing" in capsys.readouterr().err
+    assert main(["train", "--task", "store-recall", "--model", "lsnn", "--out", str(tmp_path / "x"),
+                 "--resume"]) == 2
+    assert "no checkpoint" in capsys.readouterr().err
