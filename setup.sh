@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# Set up everything lsnn needs, then run the main job on the embedded default.
+#   bash setup.sh                 install, then evaluate the committed checkpoints
+#   bash setup.sh --install-only  install only (what CI does before the tests)
+set -euo pipefail
+cd "$(dirname "$0")"
+
+DEBS=(dataset-fashion-mnist)
+missing=()
+for p in "${DEBS[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if ((${#missing[@]})); then
+  if [ "$(id -u)" = 0 ]; then
+    echo "==> installing Debian packages: ${missing[*]}"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -q || echo "apt-get update failed; trying the install with the lists at hand" >&2
+    apt-get install -y -q --no-install-recommends "${missing[@]}"
+  else
+    echo "==> not root: please install the Debian packages: sudo apt-get install ${missing[*]}" >&2
+  fi
+fi
+
+PY=${PYTHON:-python3}
+if [ ! -x .venv/bin/python ]; then
+  echo "==> creating .venv"
+  "$PY" -m venv .venv
+fi
+echo "==> installing lsnn and its pinned dependencies into .venv"
+.venv/bin/python -m pip install -q --disable-pip-version-check -e ".[test]"
+
+if [ "${1:-}" = "--install-only" ]; then
+  exit 0
+fi
+echo "==> held-out accuracy of the committed checkpoints (lsnn evaluate models/*)"
+.venv/bin/lsnn evaluate models/*/

@@ -1,0 +1,59 @@
+"""The committed checkpoints load, and their held-out accuracy is what metrics.json claims."""
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+from lsnn.reference import checkpoint
+from lsnn.reference.tasks import DEFAULT_DATA_DIR, make_task
+from lsnn.reference.train import evaluate
+
+MODELS = Path(__file__).resolve().parent.parent / "models"
+COMMITTED = ["store-recall-lsnn", "store-recall-lif", "smnist-lsnn", "smnist-lstm"]
+
+
+def metrics(name):
+    return json.loads((MODELS / name / "metrics.json").read_text())
+
+
+@pytest.mark.parametrize("name", COMMITTED)
+def test_checkpoint_reproduces_its_accuracy(name):
+    model, config, _ = checkpoint.load(MODELS / name)
+    task = make_task(**config["task"])
+    if task.name == "smnist":
+        if not Path(DEFAULT_DATA_DIR).is_dir() and not os.environ.get("CI"):
+            pytest.skip("Fashion-MNIST (dataset-fashion-mnist) is not installed")
+        task.data_dir = DEFAULT_DATA_DIR
+        limit = 1000
+    else:
+        limit = 256  # the first 256 of the 512 held-out sequences
+    got = evaluate(model, task, limit=limit)["accuracy"]
+    claimed = metrics(name)["accuracy"]
+    # a subset of the same held-out set: binomial noise only
+    assert abs(got - claimed) < 0.06, (got, claimed)
+
+
+def test_lsnn_remembers_and_lif_does_not():
+    """The paper's central claim: only threshold adaptation bridges the >= 1 s delay."""
+    lsnn, lif = metrics("store-recall-lsnn"), metrics("store-recall-lif")
+    assert lsnn["accuracy"] >= 0.95
+    assert lif["accuracy"] <= 0.60
+    for m in (lsnn, lif):
+        assert m["train_seconds"] <= 30 * 60
+    cfg_lsnn = json.loads((MODELS / "store-recall-lsnn" / "config.json").read_text())
+    cfg_lif = json.loads((MODELS / "store-recall-lif" / "config.json").read_text())
+    assert cfg_lsnn["training"] == cfg_lif["training"] and cfg_lsnn["task"] == cfg_lif["task"]
+    size = lambda c: c["model"]["n_lif"] + c["model"]["n_alif"]
+    assert size(cfg_lsnn) == size(cfg_lif) and cfg_lif["model"]["n_alif"] == 0
+    assert cfg_lsnn["task"]["min_delay_ms"] >= 1000
+
+
+def test_smnist_training_curve_rises():
+    for name in ("smnist-lsnn", "smnist-lstm"):
+        log = [json.loads(l) for l in (MODELS / name / "train_log.jsonl").read_text().splitlines()]
+        n = len(log) // 10
+        first = sum(r["accuracy"] for r in log[:n]) / n
+        last = sum(r["accuracy"] for r in log[-n:]) / n
+        assert last > first + 0.1, (name, first, last)
+        assert metrics(name)["accuracy"] > 0.3
