@@ -67,6 +67,60 @@ def cmd_evaluate(args) -> int:
     return 0
 
 
+def _write_atomic(path: Path, write) -> None:
+    from lsnn.reference.checkpoint import atomic_write
+
+    atomic_write(path, write)
+
+
+def cmd_export(args) -> int:
+    from lsnn.compiler.onnx.export import export_checkpoint
+
+    model = export_checkpoint(args.checkpoint, streaming=args.streaming)
+    _write_atomic(Path(args.output), lambda f: f.write(model.SerializeToString()))
+    kinds = sorted({f"{n.domain or 'ai.onnx'}::{n.op_type}" for n in model.graph.node})
+    print(f"wrote {args.output} ({', '.join(kinds)}{', streaming' if args.streaming else ''})")
+    return 0
+
+
+def _load_npz(path: str) -> dict:
+    import numpy as np
+
+    p = Path(path)
+    if not p.is_file():
+        raise FileNotFoundError(f"inputs file not found: {p}")
+    try:
+        with np.load(p, allow_pickle=False) as z:
+            return {k: z[k] for k in z.files}
+    except (OSError, ValueError) as e:
+        raise ValueError(f"{p}: not a readable .npz file ({e})") from e
+
+
+def cmd_run(args) -> int:
+    import numpy as np
+
+    from lsnn.targets import open_runtime
+
+    _threads(args.threads)
+    inputs = _load_npz(args.inputs)
+    rt = open_runtime(args.model, args.runtime, args.threads)
+    outputs = rt.run(inputs)
+    _write_atomic(Path(args.outputs), lambda f: np.savez(f, **outputs))
+    shapes = ", ".join(f"{k} {list(v.shape)}" for k, v in outputs.items())
+    print(f"wrote {args.outputs}: {shapes}")
+    return 0
+
+
+def cmd_verify(args) -> int:
+    from lsnn.bench.verify import format_report, verify
+
+    _threads(args.threads)
+    report = verify(args.model, args.runtime, task=args.task, data_dir=args.data_dir, limit=args.limit,
+                    threads=args.threads, progress=not args.json)
+    print(json.dumps(report, indent=2) if args.json else format_report(report))
+    return 0 if report["passed"] else 1
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="lsnn", description="Compile, verify and benchmark LSNNs.")
     sub = p.add_subparsers(dest="command", required=True)
@@ -97,6 +151,30 @@ def parser() -> argparse.ArgumentParser:
     e.add_argument("--threads", type=int, default=1)
     e.add_argument("--json", action="store_true")
     e.set_defaults(func=cmd_evaluate)
+
+    x = sub.add_parser("export", help="export a checkpoint to ONNX (ai.lsnn ops with function bodies)")
+    x.add_argument("checkpoint", help="checkpoint folder")
+    x.add_argument("-o", "--output", required=True, help="ONNX file to write")
+    x.add_argument("--streaming", action="store_true", help="recurrent state as graph inputs and outputs")
+    x.set_defaults(func=cmd_export)
+
+    r = sub.add_parser("run", help="run a model on named arrays (.npz in, .npz out)")
+    r.add_argument("model", help="ONNX file")
+    r.add_argument("--inputs", required=True, help=".npz with one array per graph input")
+    r.add_argument("--outputs", required=True, help=".npz to write")
+    r.add_argument("--runtime", default="ort", choices=["ort", "torch"])
+    r.add_argument("--threads", type=int, default=1)
+    r.set_defaults(func=cmd_run)
+
+    v = sub.add_parser("verify", help="parity of a runtime with the reference, on held-out and random data")
+    v.add_argument("model", help="ONNX file")
+    v.add_argument("--runtime", default="ort", choices=["ort", "torch"])
+    v.add_argument("--task", choices=["store-recall", "smnist"], help="default: the task in the model's metadata")
+    v.add_argument("--data-dir")
+    v.add_argument("--limit", type=int, help="held-out examples (default: 64 store-recall, 256 smnist)")
+    v.add_argument("--threads", type=int, default=1)
+    v.add_argument("--json", action="store_true", help="the report as JSON")
+    v.set_defaults(func=cmd_verify)
     return p
 
 
@@ -106,7 +184,7 @@ def main(argv: list[str] | None = None) -> int:
     args.argv = argv
     try:
         return args.func(args)
-    except (FileNotFoundError, ValueError) as e:
+    except (FileNotFoundError, ValueError) as e:  # ModelError and SpecError are ValueErrors
         print(f"lsnn {args.command}: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -1,0 +1,148 @@
+"""Export of the reference models to ONNX.
+
+``LSNN`` and ``LIFNet`` become one ``ai.lsnn::ALIF`` node and one
+``ai.lsnn::LI`` node, with their function bodies attached so that stock
+runtimes execute the file; ``LSTMNet`` becomes ONNX's own ``LSTM`` op (not
+unrolled) and its readout. Time and batch are symbolic (``T``, ``B``).
+``streaming=True`` makes the recurrent state graph inputs and outputs.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import onnx
+import torch
+from onnx import TensorProto, helper, numpy_helper
+
+from .functions import attach
+from .schema import DOMAIN, ONNX_OPSET, VERSION
+
+F = TensorProto.FLOAT
+FORMAT = "lsnn-onnx/1"
+# state names of a streaming model: (graph input, graph output)
+ALIF_STATE = [("initial_v", "final_v"), ("initial_a", "final_a"), ("initial_z", "final_z"), ("initial_r", "final_r")]
+
+
+def _vi(name, shape):
+    return helper.make_tensor_value_info(name, F, shape)
+
+
+def _init(name, tensor) -> onnx.TensorProto:
+    arr = tensor.detach().cpu().numpy() if isinstance(tensor, torch.Tensor) else np.asarray(tensor)
+    return numpy_helper.from_array(np.ascontiguousarray(arr, dtype=np.float32), name)
+
+
+def _spiking_graph(model, streaming: bool) -> onnx.GraphProto:
+    c = model.config
+    H, O = c.n_hidden, c.n_out
+    inputs = [_vi("X", ["T", "B", c.n_in])]
+    outputs = [_vi("Y", ["T", "B", O]), _vi("Z", ["T", "B", H])]
+    inits = [_init("alif.W", model.W), _init("alif.R", model.R), _init("alif.beta", model.beta),
+             _init("alif.alpha", model.alpha), _init("alif.rho", model.rho),
+             _init("readout.W", model.W_out), _init("readout.alpha", model.alpha_out),
+             _init("readout.bias", model.b_out)]
+    alif_in = ["X", "alif.W", "alif.R", "alif.beta", "alif.alpha", "alif.rho"]
+    alif_out = ["Z"]
+    li_in = ["Z", "readout.W", "readout.alpha", "readout.bias"]
+    li_out = ["Y"]
+    if streaming:
+        alif_in += [i for i, _ in ALIF_STATE]
+        alif_out += ["", ""] + [o for _, o in ALIF_STATE]
+        li_in.append("initial_y")
+        li_out.append("final_y")
+        inputs += [_vi(i, ["B", H]) for i, _ in ALIF_STATE] + [_vi("initial_y", ["B", O])]
+        outputs += [_vi(o, ["B", H]) for _, o in ALIF_STATE] + [_vi("final_y", ["B", O])]
+    nodes = [
+        helper.make_node("ALIF", alif_in, alif_out, name="alif", domain=DOMAIN,
+                         thr=float(c.thr), n_refractory=int(c.n_refractory)),
+        helper.make_node("LI", li_in, li_out, name="readout", domain=DOMAIN),
+    ]
+    return helper.make_graph(nodes, f"{model.kind}", inputs, outputs, inits)
+
+
+def lstm_onnx_weights(lstm: torch.nn.LSTM):
+    """torch's gate order (i, f, g, o) to ONNX's (i, o, f, c), as ``W [1,4H,I]``, ``R [1,4H,H]``, ``B [1,8H]``."""
+    H = lstm.hidden_size
+    order = torch.cat([torch.arange(0, H), torch.arange(3 * H, 4 * H), torch.arange(H, 2 * H),
+                       torch.arange(2 * H, 3 * H)])
+    W = lstm.weight_ih_l0.detach()[order].unsqueeze(0)
+    R = lstm.weight_hh_l0.detach()[order].unsqueeze(0)
+    B = torch.cat([lstm.bias_ih_l0.detach()[order], lstm.bias_hh_l0.detach()[order]]).unsqueeze(0)
+    return W, R, B
+
+
+def _lstm_graph(model, streaming: bool) -> onnx.GraphProto:
+    c = model.config
+    H, O = c.n_hidden, c.n_out
+    W, R, B = lstm_onnx_weights(model.lstm)
+    inits = [_init("lstm.W", W), _init("lstm.R", R), _init("lstm.B", B),
+             _init("readout.WT", model.readout.weight.detach().t()), _init("readout.bias", model.readout.bias),
+             numpy_helper.from_array(np.array([1], np.int64), "axis1")]
+    inputs = [_vi("X", ["T", "B", c.n_in])]
+    outputs = [_vi("Y", ["T", "B", O])]
+    lstm_in = ["X", "lstm.W", "lstm.R", "lstm.B"]
+    lstm_out = ["H_all"]
+    if streaming:
+        lstm_in += ["", "initial_h", "initial_c"]
+        lstm_out += ["final_h", "final_c"]
+        inputs += [_vi("initial_h", [1, "B", H]), _vi("initial_c", [1, "B", H])]
+        outputs += [_vi("final_h", [1, "B", H]), _vi("final_c", [1, "B", H])]
+    nodes = [
+        helper.make_node("LSTM", lstm_in, lstm_out, name="lstm", hidden_size=H),
+        helper.make_node("Squeeze", ["H_all", "axis1"], ["H_seq"], name="squeeze"),
+        helper.make_node("MatMul", ["H_seq", "readout.WT"], ["readout_mm"], name="readout_matmul"),
+        helper.make_node("Add", ["readout_mm", "readout.bias"], ["Y"], name="readout_bias"),
+    ]
+    return helper.make_graph(nodes, "lstm", inputs, outputs, inits)
+
+
+def export(model, *, streaming: bool = False, metadata: dict | None = None) -> onnx.ModelProto:
+    """An ONNX model of a reference ``LSNN``, ``LIFNet`` or ``LSTMNet``; checked with
+    ``onnx.checker`` (full check) and strict shape inference."""
+    if model.kind in ("lsnn", "lif"):
+        graph = _spiking_graph(model, streaming)
+    elif model.kind == "lstm":
+        graph = _lstm_graph(model, streaming)
+    else:
+        raise ValueError(f"cannot export a model of kind '{model.kind}'")
+    opsets = [helper.make_opsetid("", ONNX_OPSET)]
+    if model.kind != "lstm":
+        opsets.append(helper.make_opsetid(DOMAIN, VERSION))
+    proto = helper.make_model(graph, opset_imports=opsets, producer_name="lsnn", producer_version="0.1.0")
+    proto.ir_version = 10  # what onnxruntime 1.32 and onnx 1.23 both read
+    meta = {"lsnn.format": FORMAT, "lsnn.kind": model.kind, "lsnn.streaming": json.dumps(streaming)}
+    for k, v in (metadata or {}).items():
+        meta[k] = v if isinstance(v, str) else json.dumps(v, sort_keys=True)
+    helper.set_model_props(proto, meta)
+    proto = attach(proto)
+    onnx.checker.check_model(proto, full_check=True)
+    onnx.shape_inference.infer_shapes(proto, check_type=True, strict_mode=True)
+    return proto
+
+
+def export_checkpoint(directory: str | Path, *, streaming: bool = False) -> onnx.ModelProto:
+    """Export a checkpoint folder; its config and metrics go into the model's metadata."""
+    from lsnn.reference import checkpoint
+
+    directory = Path(directory)
+    model, config, _ = checkpoint.load(directory)
+    meta = {"lsnn.config": config}
+    metrics_path = directory / checkpoint.METRICS
+    if metrics_path.is_file():
+        metrics = json.loads(metrics_path.read_text())
+        meta["lsnn.metrics"] = metrics
+        meta["lsnn.accuracy"] = str(metrics.get("accuracy"))
+    return export(model, streaming=streaming, metadata=meta)
+
+
+def metadata(model: onnx.ModelProto) -> dict:
+    """The ``lsnn.*`` metadata of a model, JSON values decoded."""
+    out = {}
+    for p in model.metadata_props:
+        try:
+            out[p.key] = json.loads(p.value)
+        except json.JSONDecodeError:
+            out[p.key] = p.value
+    return out
