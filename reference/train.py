@@ -22,7 +22,7 @@ DEFAULTS = {
         "model": {"lsnn": {"n_lif": 50, "n_alif": 50, "tau_a": 2000.0},
                   "lif": {"n_lif": 50, "n_alif": 50, "tau_a": 2000.0},
                   "lstm": {"n_hidden": 64}},
-        "steps": 600, "batch_size": 64, "lr": 0.01,
+        "steps": 650, "batch_size": 64, "lr": 0.005,
     },
     "smnist": {
         "model": {"lsnn": {}, "lif": {}, "lstm": {"n_hidden": 128}},
@@ -86,7 +86,7 @@ def train(task_name: str, kind: str, out: Path, *, steps: int | None = None, bat
         task = make_task(task_name, **tp)
         hp = {"steps": steps or defaults.get("steps", 1000), "batch_size": batch_size or defaults.get("batch_size", 64),
               "lr": lr or defaults.get("lr", 0.01), "seed": seed, "reg": reg, "target_rate_hz": target_rate_hz,
-              "clip": clip, "optimizer": "adam"}
+              "clip": clip, "optimizer": "adam", "lr_schedule": "cosine"}
         mp = {"n_in": task.n_in, "n_out": task.n_out, **defaults.get("model", {}).get(kind, {}), **(model_params or {})}
         torch.manual_seed(seed)
         model = build_model(kind, **mp)
@@ -95,6 +95,11 @@ def train(task_name: str, kind: str, out: Path, *, steps: int | None = None, bat
     config["command"] = command or sys.argv
     config["git_commit"] = checkpoint.git_commit()
     opt = torch.optim.Adam(model.parameters(), lr=hp["lr"])
+
+    def set_lr(step):  # cosine decay to zero: the last weights are the settled ones
+        scale = 0.5 * (1 + math.cos(math.pi * step / hp["steps"])) if hp.get("lr_schedule") == "cosine" else 1.0
+        for group in opt.param_groups:
+            group["lr"] = hp["lr"] * scale
     start = 0
     rng = np.random.default_rng(hp["seed"])
     log_path = out / "train_log.jsonl"
@@ -119,6 +124,7 @@ def train(task_name: str, kind: str, out: Path, *, steps: int | None = None, bat
     last_save = began = time.monotonic()
     seconds_before = state.get("train_seconds", 0.0) if state is not None else 0.0
     for step in bar:
+        set_lr(step)
         X, target = task.batch(hp["batch_size"], rng)
         out_ = model(X)
         loss = step_loss(out_.Y, target)
