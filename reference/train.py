@@ -113,9 +113,10 @@ def train(task_name: str, kind: str, out: Path, *, steps: int | None = None, bat
     if not resume:
         log_path.unlink(missing_ok=True)
 
-    def save(step):
+    def save(step, rngs=None):
+        np_state, torch_state = rngs or (rng.bit_generator.state, torch.get_rng_state())
         checkpoint.save(out, model, opt, step, config,
-                        {"rng": rng.bit_generator.state, "torch_rng": torch.get_rng_state(),
+                        {"rng": np_state, "torch_rng": torch_state,
                          "train_seconds": seconds_before + time.monotonic() - began})
 
     bar = tqdm(range(start, hp["steps"]), initial=start, total=hp["steps"], desc=f"{kind} {task_name}",
@@ -123,7 +124,10 @@ def train(task_name: str, kind: str, out: Path, *, steps: int | None = None, bat
     ema_loss = ema_acc = None
     last_save = began = time.monotonic()
     seconds_before = state.get("train_seconds", 0.0) if state is not None else 0.0
-    for step in bar:
+    done = start
+
+    def _train_step(step):
+        nonlocal ema_loss, ema_acc
         set_lr(step)
         X, target = task.batch(hp["batch_size"], rng)
         out_ = model(X)
@@ -150,9 +154,23 @@ def train(task_name: str, kind: str, out: Path, *, steps: int | None = None, bat
         with open(log_path, "a") as f:
             f.write(json.dumps(rec) + "\n")
         bar.set_postfix(loss=f"{ema_loss:.3f}", acc=f"{ema_acc:.3f}", **({"Hz": rec["rate_hz"]} if "rate_hz" in rec else {}))
-        if step + 1 == hp["steps"] or time.monotonic() - last_save > 60:
-            save(step + 1)
-            last_save = time.monotonic()
+
+    try:
+        for step in bar:
+            rngs = (rng.bit_generator.state, torch.get_rng_state())  # to redo this step after an interrupt
+            done = step
+            _train_step(step)
+            done = step + 1
+            if step + 1 == hp["steps"] or time.monotonic() - last_save > 60:
+                save(step + 1)
+                last_save = time.monotonic()
+    except KeyboardInterrupt:
+        if done > start:  # keep what was learnt; --resume continues exactly here
+            save(done, None if done == step + 1 else rngs)
+            print(f"\ninterrupted: checkpoint of step {done} saved in {out}; continue with --resume",
+                  file=sys.stderr)
+        raise
+    bar.close()
     if start >= hp["steps"]:
         save(start)
     seconds = seconds_before + time.monotonic() - began

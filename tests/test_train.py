@@ -65,15 +65,32 @@ def test_train_cli_writes_checkpoint_and_resumes(tmp_path, capsys):
     assert state["step"] == 5 and not torch.equal(before, model.W.detach())
 
 
-def test_resume_is_deterministic(tmp_path):
+def test_interrupt_then_resume_equals_one_run(tmp_path, monkeypatch):
+    from lsnn.reference.tasks import StoreRecall
+
     kw = dict(batch_size=4, progress=False, model_params={"n_lif": 3, "n_alif": 3},
               task_params={"period_ms": 10, "n_periods": 4, "min_delay_ms": 10, "heldout_size": 8})
-    train("store-recall", "lsnn", tmp_path / "a", steps=4, **kw)
-    train("store-recall", "lsnn", tmp_path / "b", steps=2, **kw)
-    train("store-recall", "lsnn", tmp_path / "b", steps=4, resume=True, progress=False)
+    train("store-recall", "lsnn", tmp_path / "a", steps=5, **kw)
+    real_batch, calls = StoreRecall.batch, []
+
+    def batch_then_interrupt(self, *a, **k):
+        calls.append(1)
+        if len(calls) == 4:
+            raise KeyboardInterrupt
+        return real_batch(self, *a, **k)
+
+    monkeypatch.setattr(StoreRecall, "batch", batch_then_interrupt)
+    with pytest.raises(KeyboardInterrupt):
+        train("store-recall", "lsnn", tmp_path / "b", steps=5, **kw)
+    assert checkpoint.load(tmp_path / "b")[2]["step"] == 3
+    assert not (tmp_path / "b" / "metrics.json").exists()
+    monkeypatch.setattr(StoreRecall, "batch", real_batch)
+    train("store-recall", "lsnn", tmp_path / "b", steps=5, resume=True, progress=False)
     wa = checkpoint.load(tmp_path / "a")[0].state_dict()
     wb = checkpoint.load(tmp_path / "b")[0].state_dict()
     assert all(torch.equal(wa[k], wb[k]) for k in wa)
+    steps = [json.loads(line)["step"] for line in (tmp_path / "b" / "train_log.jsonl").read_text().splitlines()]
+    assert steps == [1, 2, 3, 4, 5]
 
 
 def test_lstm_trains_on_tiny_smnist(tmp_path):

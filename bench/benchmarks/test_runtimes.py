@@ -1,0 +1,63 @@
+"""Latency per sequence of the runtimes, one thread each, measured side by side.
+
+Run: ``.venv/bin/python -m pytest bench/benchmarks --benchmark-columns=median,iqr,rounds``
+(not part of the test suite). Uses the committed sMNIST checkpoints when present
+(their trained firing rates), else fresh models of the same size, on 840-step
+sequences of the task's encoding.
+"""
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from lsnn.compiler.onnx.export import export
+from lsnn.reference import build_model, checkpoint
+from lsnn.reference.tasks import DEFAULT_DATA_DIR, make_task
+from lsnn.targets import open_runtime
+
+MODELS = Path(__file__).resolve().parents[2] / "models"
+torch.set_num_threads(1)
+
+
+def _model(name, kind, **params):
+    if (MODELS / name / "checkpoint.pt").is_file():
+        return checkpoint.load(MODELS / name)[0]
+    torch.manual_seed(0)
+    return build_model(kind, **params).eval()
+
+
+def _inputs(batch):
+    if Path(DEFAULT_DATA_DIR).is_dir():
+        X, _ = next(make_task("smnist").heldout(batch))
+        return X.numpy()
+    rng = np.random.default_rng(0)
+    return (rng.random((840, batch, 80)) < 0.02).astype(np.float32)
+
+
+@pytest.fixture(scope="module")
+def nets():
+    return {"lsnn": _model("smnist-lsnn", "lsnn"), "lstm": _model("smnist-lstm", "lstm", n_hidden=128)}
+
+
+@pytest.mark.parametrize("batch", [1, 64])
+@pytest.mark.parametrize("kind", ["lsnn", "lstm"])
+@pytest.mark.parametrize("runtime", ["ort", "torch-eager"])
+def test_latency_per_sequence(benchmark, nets, kind, runtime, batch):
+    net = nets[kind]
+    X = _inputs(batch)
+    benchmark.group = f"{kind} smnist batch {batch}"
+    benchmark.extra_info.update({"threads": 1, "steps": X.shape[0], "batch": batch})
+    if runtime == "ort":
+        rt = open_runtime(export(net), "ort", threads=1)
+        feeds = {"X": X}
+        rt.run(feeds)
+        benchmark.pedantic(rt.session.run, args=(["Y"], feeds), rounds=5 if batch == 1 else 3, warmup_rounds=1)
+    else:
+        Xt = torch.from_numpy(X)
+
+        def call():
+            with torch.no_grad():
+                return net(Xt).Y
+
+        benchmark.pedantic(call, rounds=5 if batch == 1 else 3, warmup_rounds=1)
