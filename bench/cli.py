@@ -13,6 +13,7 @@ def _threads(n: int) -> None:
 
     torch.set_num_threads(n)
     os.environ.setdefault("OMP_NUM_THREADS", str(n))
+    os.environ.setdefault("TVM_NUM_THREADS", str(n))
 
 
 def _kv(items: list[str] | None) -> dict:
@@ -103,7 +104,12 @@ def cmd_run(args) -> int:
 
     _threads(args.threads)
     inputs = _load_npz(args.inputs)
-    rt = open_runtime(args.model, args.runtime, args.threads)
+    if Path(args.model).is_dir():  # a compiled artifact: load, do not recompile
+        from lsnn.targets import load
+
+        rt = load(args.model)
+    else:
+        rt = open_runtime(args.model, args.runtime, args.threads)
     outputs = rt.run(inputs)
     _write_atomic(Path(args.outputs), lambda f: np.savez(f, **outputs))
     shapes = ", ".join(f"{k} {list(v.shape)}" for k, v in outputs.items())
@@ -111,11 +117,24 @@ def cmd_run(args) -> int:
     return 0
 
 
+def cmd_compile(args) -> int:
+    from lsnn.compiler import compile
+
+    _threads(1)
+    options = _kv(args.option)
+    print(f"compiling {args.model} for {args.target} ...", file=sys.stderr)
+    artifact = compile(args.model, args.target, **options)
+    out = artifact.save(args.output)
+    m = artifact.manifest
+    print(f"wrote {out}: {json.dumps(m['target']['tvm_target'])}, compiled in {m['compile_seconds']:.1f} s")
+    return 0
+
+
 def cmd_verify(args) -> int:
     from lsnn.bench.verify import format_report, verify
 
     _threads(args.threads)
-    report = verify(args.model, args.runtime, task=args.task, data_dir=args.data_dir, limit=args.limit,
+    report = verify(args.model, args.target or args.runtime, task=args.task, data_dir=args.data_dir, limit=args.limit,
                     threads=args.threads, progress=not args.json)
     print(json.dumps(report, indent=2) if args.json else format_report(report))
     return 0 if report["passed"] else 1
@@ -158,8 +177,15 @@ def parser() -> argparse.ArgumentParser:
     x.add_argument("--streaming", action="store_true", help="recurrent state as graph inputs and outputs")
     x.set_defaults(func=cmd_export)
 
-    r = sub.add_parser("run", help="run a model on named arrays (.npz in, .npz out)")
-    r.add_argument("model", help="ONNX file")
+    c = sub.add_parser("compile", help="compile an ONNX model with TVM into a self-contained artifact folder")
+    c.add_argument("model", help="ONNX file")
+    c.add_argument("--target", default="cpu", help="compile target (default: cpu)")
+    c.add_argument("-o", "--output", required=True, help="artifact folder to write")
+    c.add_argument("--option", action="append", metavar="KEY=VALUE", help="target option, e.g. mcpu=skylake")
+    c.set_defaults(func=cmd_compile)
+
+    r = sub.add_parser("run", help="run a model or compiled artifact on named arrays (.npz in, .npz out)")
+    r.add_argument("model", help="ONNX file, or an artifact folder from lsnn compile")
     r.add_argument("--inputs", required=True, help=".npz with one array per graph input")
     r.add_argument("--outputs", required=True, help=".npz to write")
     r.add_argument("--runtime", default="ort", choices=["ort", "torch"])
@@ -169,6 +195,7 @@ def parser() -> argparse.ArgumentParser:
     v = sub.add_parser("verify", help="parity of a runtime with the reference, on held-out and random data")
     v.add_argument("model", help="ONNX file")
     v.add_argument("--runtime", default="ort", choices=["ort", "torch"])
+    v.add_argument("--target", help="compile for this target (e.g. cpu) and verify the compiled model")
     v.add_argument("--task", choices=["store-recall", "smnist"], help="default: the task in the model's metadata")
     v.add_argument("--data-dir")
     v.add_argument("--limit", type=int, help="held-out examples (default: 64 store-recall, 256 smnist)")

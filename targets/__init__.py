@@ -22,7 +22,30 @@ def open_runtime(model, runtime: str = "ort", threads: int = 1, probes: list[str
         from .torch_runtime import TorchRuntime
 
         return TorchRuntime(proto, threads, probes)
-    raise ValueError(f"unknown runtime '{runtime}'; choose one of {', '.join(RUNTIMES)}")
+    from .base import available, get_target
+
+    if runtime in available():  # a compile target: compile now, probes as extra outputs
+        from onnx import TensorProto, helper
+
+        from lsnn.compiler import compile
+
+        if probes:
+            have = {o.name for o in proto.graph.output}
+            probed = type(proto)()
+            probed.CopyFrom(proto)
+            probed.graph.output.extend(helper.make_tensor_value_info(p, TensorProto.FLOAT, None)
+                                       for p in probes if p not in have)
+            proto = probed
+        return compile(proto, get_target(runtime))
+    raise ValueError(f"unknown runtime '{runtime}'; choose one of {', '.join(RUNTIMES + tuple(available()))}")
 
 
-__all__ = ["Runtime", "RUNTIMES", "open_runtime"]
+def load(directory):
+    """A saved compiled artifact, ready to run (no recompilation)."""
+    from . import cpu  # noqa: F401  (registers the target)
+    from .artifact import load as _load
+
+    return _load(directory)
+
+
+__all__ = ["Runtime", "RUNTIMES", "open_runtime", "load"]

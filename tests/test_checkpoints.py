@@ -57,3 +57,25 @@ def test_smnist_training_curve_rises():
         last = sum(r["accuracy"] for r in log[-n:]) / n
         assert last > first + 0.1, (name, first, last)
         assert metrics(name)["accuracy"] > 0.3
+
+
+@pytest.mark.parametrize("name", COMMITTED)
+@pytest.mark.parametrize("streaming", [False, True])
+def test_checkpoint_exports_and_passes_ort_parity(name, streaming, tmp_path):
+    from lsnn.bench.cli import main
+
+    config = json.loads((MODELS / name / "config.json").read_text())
+    if config["task"]["name"] == "smnist" and not Path(DEFAULT_DATA_DIR).is_dir() and not os.environ.get("CI"):
+        pytest.skip("Fashion-MNIST (dataset-fashion-mnist) is not installed")
+    path = tmp_path / "model.onnx"
+    args = ["export", str(MODELS / name), "-o", str(path)] + (["--streaming"] if streaming else [])
+    assert main(args) == 0
+    from lsnn.bench.verify import verify
+    from lsnn.compiler.onnx.export import metadata
+    from lsnn.compiler.onnx.validate import load
+
+    assert metadata(load(path))["lsnn.metrics"]["accuracy"] == metrics(name)["accuracy"]
+    report = verify(path, "ort", data_dir=DEFAULT_DATA_DIR if "smnist" in name else None, limit=64, progress=False)
+    assert report["passed"], report
+    held = report["datasets"]["heldout"]
+    assert held["decisions"] >= 64 and held["prediction_agreement"] >= 0.95

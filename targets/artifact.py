@@ -1,0 +1,148 @@
+"""A compiled model: the exported library plus a manifest, runnable and saveable.
+
+Folder layout: ``manifest.json`` (inputs and outputs with shapes and dtypes,
+target, options, TVM version, SHA-256 of the source model and of the
+library) and ``model.so``. Saving writes a temporary folder and renames it
+into place, so a failure leaves nothing behind.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from .base import TargetError, get_target
+from .runtime import Runtime
+
+FORMAT = "lsnn-artifact/1"
+MANIFEST = "manifest.json"
+LIBRARY = "model.so"
+
+
+class ArtifactError(ValueError):
+    pass
+
+
+def sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+class Artifact(Runtime):
+    name = "compiled"
+
+    def __init__(self, module, manifest: dict, executable=None):
+        self.manifest = manifest
+        self.executable = executable  # kept for save(); None when loaded from disk
+        self.inputs = [i["name"] for i in manifest["inputs"]]
+        self.outputs = [o["name"] for o in manifest["outputs"]]
+        self.target = manifest["target"]["name"]
+        self._module = module
+        self._vm = None
+
+    def _machine(self):
+        if self._vm is None:
+            import tvm
+            from tvm import relax
+
+            target = get_target(self.target, **self.manifest["target"]["options"])
+            ok, why = target.can_run()
+            if not ok:
+                raise TargetError(f"cannot run a '{self.target}' artifact here: {why}")
+            self._device = tvm.device(target.device_type(), 0) if hasattr(target, "device_type") else tvm.cpu()
+            self._vm = relax.VirtualMachine(self._module, self._device)
+        return self._vm
+
+    def _check(self, inputs: dict[str, np.ndarray]) -> None:
+        unknown = set(inputs) - set(self.inputs)
+        if unknown:
+            raise ArtifactError(f"unknown input(s) {sorted(unknown)}; the model takes {self.inputs}")
+        env: dict[str, int] = {}
+        for spec in self.manifest["inputs"]:
+            name = spec["name"]
+            if name not in inputs:
+                raise ArtifactError(f"missing input '{name}'")
+            arr = inputs[name]
+            if str(arr.dtype) != spec["dtype"]:
+                raise ArtifactError(f"input '{name}' is {arr.dtype}, the model takes {spec['dtype']}")
+            if spec["shape"] is None:
+                continue
+            if arr.ndim != len(spec["shape"]):
+                raise ArtifactError(f"input '{name}' has shape {list(arr.shape)}, the model takes {spec['shape']}")
+            for d, n in zip(spec["shape"], arr.shape):
+                if isinstance(d, int) and d != n or isinstance(d, str) and env.setdefault(d, n) != n:
+                    raise ArtifactError(f"input '{name}' has shape {list(arr.shape)}, the model takes "
+                                        f"{spec['shape']} ({d} = {env.get(d, d)})")
+
+    def run(self, inputs, outputs=None):
+        import tvm
+
+        self._check(inputs)
+        vm = self._machine()
+        args = [tvm.runtime.tensor(np.ascontiguousarray(inputs[n]), self._device) for n in self.inputs]
+        result = vm["main"](*args)
+        values = [result] if len(self.outputs) == 1 else list(result)
+        out = {n: v.numpy() for n, v in zip(self.outputs, values)}
+        return {n: out[n] for n in (outputs or self.outputs)}
+
+    def save(self, directory: str | Path) -> Path:
+        if self.executable is None:
+            raise ArtifactError("this artifact was loaded from disk; copy its folder instead")
+        directory = Path(directory)
+        directory.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(dir=directory.parent, prefix=f".{directory.name}."))
+        try:
+            self.executable.export_library(str(tmp / LIBRARY))
+            manifest = dict(self.manifest, library=LIBRARY, library_sha256=sha256(tmp / LIBRARY))
+            (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
+            if directory.exists():
+                if not (directory / MANIFEST).is_file():
+                    raise ArtifactError(f"{directory} exists and is not an artifact folder; not overwriting it")
+                old = Path(tempfile.mkdtemp(dir=directory.parent, prefix=f".{directory.name}.old."))
+                directory.rename(old / "prev")
+                tmp.rename(directory)
+                shutil.rmtree(old, ignore_errors=True)
+            else:
+                tmp.rename(directory)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        self.manifest = manifest
+        return directory
+
+
+def load(directory: str | Path) -> Artifact:
+    """Load a saved artifact without recompiling; a damaged folder gets an error naming the problem."""
+    import tvm
+
+    directory = Path(directory)
+    mpath = directory / MANIFEST
+    if not directory.is_dir():
+        raise FileNotFoundError(f"artifact folder not found: {directory}")
+    if not mpath.is_file():
+        raise ArtifactError(f"{directory}: not an artifact folder ({MANIFEST} is missing)")
+    try:
+        manifest = json.loads(mpath.read_text())
+    except json.JSONDecodeError as e:
+        raise ArtifactError(f"{mpath}: corrupt manifest ({e})") from e
+    if manifest.get("format") != FORMAT:
+        raise ArtifactError(f"{mpath}: format {manifest.get('format')!r}, expected {FORMAT!r}")
+    lib = directory / manifest.get("library", LIBRARY)
+    if not lib.is_file():
+        raise ArtifactError(f"{directory}: the library {lib.name} is missing")
+    if sha256(lib) != manifest.get("library_sha256"):
+        raise ArtifactError(f"{lib}: corrupt library (its SHA-256 does not match the manifest)")
+    if manifest.get("tvm_version") != tvm.__version__:
+        raise ArtifactError(f"{directory} was built with TVM {manifest.get('tvm_version')}, this is {tvm.__version__}")
+    try:
+        module = tvm.runtime.load_module(str(lib))
+    except Exception as e:
+        raise ArtifactError(f"{lib}: cannot load the library ({e})") from e
+    return Artifact(module, manifest)

@@ -1,0 +1,81 @@
+"""The target abstraction: what a compiled model needs from a place it runs.
+
+A :class:`Target` names a TVM target, says whether this machine can run it,
+gives the TIR kernel of each sequence op (``ALIF``, ``LI``, ``LSTM``) for it,
+and turns a compiled module into a runnable :class:`~lsnn.targets.artifact.Artifact`.
+The CPU target runs in this process; CUDA and Cortex-M (later) plug in the same way.
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+
+class TargetError(ValueError):
+    """An unknown target, a bad option, or a target this machine cannot run."""
+
+
+class Target:
+    name: str = ""
+    #: op name -> kernel builder (attributes as keyword arguments) -> TIR PrimFunc
+    kernels: dict[str, Callable] = {}
+
+    def __init__(self, **options):
+        unknown = set(options) - set(self.option_defaults())
+        if unknown:
+            raise TargetError(f"target '{self.name}' has no option(s) {sorted(unknown)}; "
+                              f"it takes {sorted(self.option_defaults())}")
+        self.options = {**self.option_defaults(), **options}
+
+    @classmethod
+    def option_defaults(cls) -> dict:
+        return {}
+
+    def target_dict(self) -> dict:
+        """The TVM target as a JSON dict (``{"kind": "llvm", ...}``)."""
+        raise NotImplementedError
+
+    def tvm_target(self):
+        import tvm
+
+        return tvm.target.Target(self.target_dict())
+
+    def can_run(self) -> tuple[bool, str]:
+        """Whether this machine can run artifacts of this target, and why not."""
+        return True, ""
+
+    def kernel(self, op: str, **attrs):
+        if op not in self.kernels:
+            raise TargetError(f"target '{self.name}' has no kernel for {op}")
+        return self.kernels[op](**attrs)
+
+    def relax_pipeline(self):
+        from tvm import relax
+
+        return relax.get_default_pipeline(self.tvm_target())
+
+    def describe(self) -> dict:
+        return {"name": self.name, "options": self.options, "tvm_target": self.target_dict()}
+
+
+_REGISTRY: dict[str, type[Target]] = {}
+
+
+def register(cls: type[Target]) -> type[Target]:
+    _REGISTRY[cls.name] = cls
+    return cls
+
+
+def get_target(target: str | Target, **options) -> Target:
+    from . import cpu  # noqa: F401  (each target module registers itself)
+
+    if isinstance(target, Target):
+        return target
+    if target not in _REGISTRY:
+        raise TargetError(f"unknown target '{target}'; available: {', '.join(sorted(_REGISTRY))}")
+    return _REGISTRY[target](**options)
+
+
+def available() -> list[str]:
+    from . import cpu  # noqa: F401
+
+    return sorted(_REGISTRY)

@@ -1,0 +1,44 @@
+"""The CPU target: LLVM for the host's CPU (x86-64 or aarch64), its vector units detected."""
+from __future__ import annotations
+
+import platform
+
+from ..base import Target, register
+from .alif import alif_kernel
+from .li import li_kernel
+from .lstm import lstm_kernel
+
+TRIPLES = {"x86_64": "x86_64-unknown-linux-gnu", "aarch64": "aarch64-unknown-linux-gnu",
+           "arm64": "aarch64-unknown-linux-gnu"}
+
+
+def host_cpu() -> tuple[str, str]:
+    """(mtriple, mcpu) of this machine: LLVM's name for the host CPU, so that AVX2/AVX-512
+    or NEON are used (the wheel's default triple would fall back to generic code)."""
+    from tvm.target import codegen
+
+    machine = platform.machine()
+    return TRIPLES.get(machine, f"{machine}-unknown-linux-gnu"), codegen.llvm_get_system_cpu()
+
+
+@register
+class CpuTarget(Target):
+    name = "cpu"
+    kernels = {"ALIF": alif_kernel, "LI": li_kernel, "LSTM": lstm_kernel}
+
+    @classmethod
+    def option_defaults(cls) -> dict:
+        return {"mcpu": "host", "opt_level": 3}
+
+    def target_dict(self) -> dict:
+        triple, cpu = host_cpu()
+        mcpu = cpu if self.options["mcpu"] == "host" else self.options["mcpu"]
+        return {"kind": "llvm", "mtriple": triple, "mcpu": mcpu}
+
+    def features(self) -> list[str]:
+        """Vector extensions LLVM will use for this target (from the CPU's flags)."""
+        try:
+            flags = open("/proc/cpuinfo").read().split()
+        except OSError:
+            return []
+        return sorted({f for f in flags if f in ("avx", "avx2", "fma", "avx512f", "neon", "asimd", "sve")})
