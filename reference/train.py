@@ -26,7 +26,7 @@ DEFAULTS = {
     },
     "smnist": {
         "model": {"lsnn": {}, "lif": {}, "lstm": {"n_hidden": 128}},
-        "steps": 1000, "batch_size": 64, "lr": 0.01,
+        "steps": 1500, "batch_size": 64, "lr": 0.005,
     },
 }
 

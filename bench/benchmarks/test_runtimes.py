@@ -1,4 +1,6 @@
-"""Latency per sequence of the runtimes, one thread each, measured side by side.
+"""Latency per sequence of the runtimes, one thread each, measured side by side:
+the TVM-compiled CPU artifact, onnxruntime on the same exported file, and the
+PyTorch reference in eager mode.
 
 Run: ``.venv/bin/python -m pytest bench/benchmarks --benchmark-columns=median,iqr,rounds``
 (not part of the test suite). Uses the committed sMNIST checkpoints when present
@@ -42,13 +44,25 @@ def nets():
 
 @pytest.mark.parametrize("batch", [1, 64])
 @pytest.mark.parametrize("kind", ["lsnn", "lstm"])
-@pytest.mark.parametrize("runtime", ["ort", "torch-eager"])
-def test_latency_per_sequence(benchmark, nets, kind, runtime, batch):
+@pytest.fixture(scope="module")
+def compiled(nets):
+    from lsnn import compiler
+
+    return {k: compiler.compile(export(net), "cpu") for k, net in nets.items()}
+
+
+@pytest.mark.parametrize("runtime", ["tvm-cpu", "ort", "torch-eager"])
+def test_latency_per_sequence(benchmark, nets, compiled, kind, runtime, batch):
     net = nets[kind]
     X = _inputs(batch)
     benchmark.group = f"{kind} smnist batch {batch}"
     benchmark.extra_info.update({"threads": 1, "steps": X.shape[0], "batch": batch})
-    if runtime == "ort":
+    if runtime == "tvm-cpu":
+        art = compiled[kind]
+        feeds = {"X": X}
+        art.run(feeds)
+        benchmark.pedantic(art.run, args=(feeds, ["Y"]), rounds=20 if batch == 1 else 5, warmup_rounds=2)
+    elif runtime == "ort":
         rt = open_runtime(export(net), "ort", threads=1)
         feeds = {"X": X}
         rt.run(feeds)
