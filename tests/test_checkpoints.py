@@ -60,8 +60,8 @@ def test_smnist_training_curve_rises():
 
 
 @pytest.mark.parametrize("name", COMMITTED)
-@pytest.mark.parametrize("streaming", [False, True])
-def test_checkpoint_exports_and_passes_ort_parity(name, streaming, tmp_path):
+@pytest.mark.parametrize("streaming, runtime", [(False, "ort"), (True, "ort"), (False, "cpu")])
+def test_checkpoint_exports_and_passes_parity(name, streaming, runtime, tmp_path):
     from lsnn.bench.cli import main
 
     config = json.loads((MODELS / name / "config.json").read_text())
@@ -75,7 +75,7 @@ def test_checkpoint_exports_and_passes_ort_parity(name, streaming, tmp_path):
     from lsnn.compiler.onnx.validate import load
 
     assert metadata(load(path))["lsnn.metrics"]["accuracy"] == metrics(name)["accuracy"]
-    report = verify(path, "ort", data_dir=DEFAULT_DATA_DIR if "smnist" in name else None, limit=64, progress=False)
+    report = verify(path, runtime, data_dir=DEFAULT_DATA_DIR if "smnist" in name else None, limit=64, progress=False)
     assert report["passed"], report
     held = report["datasets"]["heldout"]
     assert held["decisions"] >= 64 and held["prediction_agreement"] >= 0.95
