@@ -140,6 +140,18 @@ def cmd_verify(args) -> int:
     return 0 if report["passed"] else 1
 
 
+def cmd_bench(args) -> int:
+    from lsnn.bench.harness import load_config, run_bench
+    from lsnn.bench.report import write
+
+    cfg = load_config(args.config, args.quick)
+    _threads(cfg["threads"])
+    results = run_bench(cfg, Path(args.out), progress=True)
+    out = write(results, Path(args.out))
+    print(f"report: {out / 'report.html'} (and report.md, results.json)")
+    return 0
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="lsnn", description="Compile, verify and benchmark LSNNs.")
     sub = p.add_subparsers(dest="command", required=True)
@@ -202,6 +214,13 @@ def parser() -> argparse.ArgumentParser:
     v.add_argument("--threads", type=int, default=1)
     v.add_argument("--json", action="store_true", help="the report as JSON")
     v.set_defaults(func=cmd_verify)
+
+    b = sub.add_parser("bench", help="accuracy, latency, memory and energy of the models on every runtime")
+    g = b.add_mutually_exclusive_group()
+    g.add_argument("--config", help="JSON file overriding the full configuration")
+    g.add_argument("--quick", action="store_true", help="the quick configuration (what CI runs)")
+    b.add_argument("--out", required=True, help="report folder")
+    b.set_defaults(func=cmd_bench)
     return p
 
 

@@ -1,0 +1,305 @@
+"""``lsnn bench``: accuracy, latency, memory, spike statistics and spike-based energy
+of LSNN, LIF and LSTM checkpoints on every runtime and target, as one matrix.
+
+Definitions (also written into the report):
+
+* accuracy: held-out decisions correct, per model and runtime;
+* latency: wall time of one call on a batch after ``warmup`` calls, over
+  ``repeats`` calls: median, p10, p90; per sequence = per call / batch, per
+  step = per sequence / T; throughput = sequences per second; threads fixed;
+* memory: weight bytes (the model's initializers), artifact size (the ONNX
+  file, or the compiled library), peak working memory (the largest growth of
+  the process's resident memory during the first call on a batch, sampled
+  every millisecond);
+* spike statistics: firing rate per population (LIF, adaptive) on the
+  held-out inputs and its distribution over neurons;
+* energy: synaptic operations per inference as NeuroBench counts them
+  (:mod:`lsnn.bench.energy`), ``ACs x E_AC + MACs x E_MAC``.
+"""
+from __future__ import annotations
+
+import json
+import os
+import platform
+import tempfile
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from .energy import E_AC_PJ, E_MAC_PJ, SOURCE, lsnn_ops, lstm_ops
+
+SCHEMA = "lsnn-bench/1"
+RUNTIMES = ["torch", "ort", "cpu", "cuda", "cortex-m"]
+
+QUICK = {
+    "models": ["models/store-recall-lsnn", "models/store-recall-lif", "models/store-recall-lstm",
+               "models/smnist-lsnn", "models/smnist-lstm"],
+    "runtimes": RUNTIMES,
+    "batch_sizes": [1, 16],
+    "heldout_limit": 64,
+    "repeats": 3,
+    "warmup": 1,
+    "threads": 1,
+    "data_dir": None,
+    "e_ac_pj": E_AC_PJ,
+    "e_mac_pj": E_MAC_PJ,
+}
+FULL = dict(QUICK, batch_sizes=[1, 16, 64], heldout_limit=512, repeats=10, warmup=2)
+
+
+def load_config(path: str | None, quick: bool) -> dict:
+    base = dict(QUICK if quick or path is None else FULL)
+    if path:
+        p = Path(path)
+        if not p.is_file():
+            raise FileNotFoundError(f"bench config not found: {p}")
+        try:
+            user = json.loads(p.read_text())
+        except json.JSONDecodeError as e:
+            raise ValueError(f"{p}: not valid JSON ({e})") from e
+        unknown = set(user) - set(base)
+        if unknown:
+            raise ValueError(f"{p}: unknown key(s) {sorted(unknown)}; known: {sorted(base)}")
+        base.update(user)
+    bad = set(base["runtimes"]) - set(RUNTIMES)
+    if bad:
+        raise ValueError(f"unknown runtime(s) {sorted(bad)}; known: {RUNTIMES}")
+    return base
+
+
+def unavailable_reason(runtime: str) -> str | None:
+    """Why this machine cannot run ``runtime``, or None."""
+    if runtime in ("torch", "ort", "cpu"):
+        return None
+    if runtime == "cuda":
+        return "the CUDA target is not built yet (issue 7)" + ("" if _has_gpu() else "; this machine has no NVIDIA GPU")
+    if runtime == "cortex-m":
+        return "the Cortex-M target is not built yet (issue 6)"
+    return f"unknown runtime {runtime}"
+
+
+def _has_gpu() -> bool:
+    return Path("/dev/nvidia0").exists()
+
+
+class RssSampler:
+    """Peak growth of this process's resident memory while active (1 ms sampling)."""
+
+    def __init__(self):
+        self._page = os.sysconf("SC_PAGE_SIZE")
+
+    def _rss(self) -> int:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * self._page
+
+    def __enter__(self):
+        self.base = self.peak = self._rss()
+        self._stop = threading.Event()
+        self._t = threading.Thread(target=self._loop, daemon=True)
+        self._t.start()
+        return self
+
+    def _loop(self):
+        while not self._stop.wait(0.001):
+            self.peak = max(self.peak, self._rss())
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._t.join()
+        self.peak = max(self.peak, self._rss())
+        self.growth = self.peak - self.base
+
+
+@dataclass
+class ModelEntry:
+    name: str
+    path: Path
+    kind: str
+    task: str
+    onnx_path: Path
+    weight_bytes: int
+    heldout: list = field(default_factory=list)  # (X, target) batches
+    stats: dict = field(default_factory=dict)
+
+
+def environment(threads: int) -> dict:
+    import onnx
+    import onnxruntime
+    import torch
+    import tvm
+
+    cpu = "unknown"
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return {"cpu": cpu, "cores": os.cpu_count(), "machine": platform.machine(), "python": platform.python_version(),
+            "threads": threads, "torch": torch.__version__, "onnxruntime": onnxruntime.__version__,
+            "onnx": onnx.__version__, "tvm": tvm.__version__, "numpy": np.__version__,
+            "gpu": _has_gpu(), "time": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+
+
+def _prepare(path: Path, cfg: dict, work: Path) -> ModelEntry:
+    import onnx
+
+    from lsnn.compiler.onnx.export import export_checkpoint
+    from lsnn.reference import checkpoint
+    from lsnn.reference.tasks import make_task
+
+    _, config, _ = checkpoint.load(path)
+    proto = export_checkpoint(path)
+    onnx_path = work / f"{path.name}.onnx"
+    onnx.save(proto, str(onnx_path))
+    params = dict(config["task"])
+    if cfg.get("data_dir") and params["name"] == "smnist":
+        params["data_dir"] = cfg["data_dir"]
+    task = make_task(**params)
+    heldout = list(task.heldout(max(cfg["batch_sizes"]), cfg["heldout_limit"]))
+    weights = sum(int(np.prod(t.dims)) * 4 for t in proto.graph.initializer)
+    return ModelEntry(path.name, path, config["model"]["kind"], task.name, onnx_path, weights, heldout)
+
+
+def _reference_stats(entry: ModelEntry, cfg: dict) -> None:
+    """Firing rates, a raster, synaptic operations and energy from the reference run."""
+    import torch
+
+    from lsnn.reference import checkpoint
+
+    model, _, _ = checkpoint.load(entry.path)
+    Zs, ops, n_seq, steps = [], None, 0, 0
+    with torch.no_grad():
+        for X, _ in entry.heldout:
+            out = model(X)
+            x = X.numpy()
+            if out.Z is not None:
+                Z = out.Z.numpy()
+                Zs.append(Z.mean(0))  # per-sequence rates [B, H]
+                layer = lsnn_ops(x, Z, model.W.numpy(), model.R.numpy(), model.W_out.numpy())
+                if "raster" not in entry.stats:
+                    entry.stats["raster"] = np.argwhere(Z[:, 0] > 0).tolist()
+            else:
+                lstm = model.lstm
+                layer = lstm_ops(x, lstm.weight_ih_l0.numpy(), lstm.weight_hh_l0.numpy(),
+                                 model.readout.weight.numpy())
+            ops = layer if ops is None else {k: ops[k] + layer[k] for k in ops}
+            n_seq += x.shape[1]
+            steps = x.shape[0]
+    per = {k: {"acs": v.acs / n_seq, "macs": v.macs / n_seq} for k, v in ops.items()}
+    acs = sum(v["acs"] for v in per.values())
+    macs = sum(v["macs"] for v in per.values())
+    entry.stats.update({
+        "steps": steps, "synops_per_inference": per, "acs_per_inference": acs, "macs_per_inference": macs,
+        "energy_uj_per_inference": (acs * cfg["e_ac_pj"] + macs * cfg["e_mac_pj"]) * 1e-6,
+    })
+    if Zs:
+        rates = np.concatenate(Zs).mean(0) * 1000.0  # Hz per neuron (dt = 1 ms)
+        c = model.config
+        entry.stats["firing_rate_hz"] = {
+            "all": float(rates.mean()),
+            "lif": float(rates[:c.n_lif].mean()) if c.n_lif else None,
+            "alif": float(rates[c.n_lif:].mean()) if c.n_alif else None,
+        }
+        entry.stats["rate_per_neuron_hz"] = rates.tolist()
+        entry.stats["n_lif"] = c.n_lif
+
+
+def _open(entry: ModelEntry, runtime: str, threads: int, work: Path):
+    """(callable runtime, artifact bytes)."""
+    from lsnn.targets import open_runtime
+
+    if runtime == "cpu":
+        from lsnn.compiler import compile
+
+        t0 = time.perf_counter()
+        art = compile(entry.onnx_path, "cpu")
+        entry.stats.setdefault("compile_seconds", {})["cpu"] = time.perf_counter() - t0
+        d = art.save(work / f"{entry.name}-cpu")
+        size = sum(p.stat().st_size for p in d.iterdir())
+        return art, size
+    rt = open_runtime(entry.onnx_path, runtime, threads)
+    return rt, entry.onnx_path.stat().st_size
+
+
+def _percentiles(ts: list[float]) -> dict:
+    a = np.asarray(ts)
+    return {"median": float(np.median(a)), "p10": float(np.percentile(a, 10)), "p90": float(np.percentile(a, 90))}
+
+
+def run_bench(cfg: dict, out: Path, progress: bool = True) -> dict:
+    """Run the matrix and return the results (also written by :func:`lsnn.bench.report.write`)."""
+    import torch
+    from tqdm import tqdm
+
+    from lsnn.reference.tasks import decisions
+
+    torch.set_num_threads(cfg["threads"])
+    os.environ["TVM_NUM_THREADS"] = str(cfg["threads"])
+    results = {"schema": SCHEMA, "environment": environment(cfg["threads"]), "config": cfg,
+               "energy_source": SOURCE, "models": [], "runs": [], "unavailable": []}
+    for r in cfg["runtimes"]:
+        why = unavailable_reason(r)
+        if why:
+            results["unavailable"].append({"runtime": r, "reason": why})
+    runnable = [r for r in cfg["runtimes"] if not unavailable_reason(r)]
+    with tempfile.TemporaryDirectory(prefix="lsnn-bench-") as tmp:
+        work = Path(tmp)
+        paths = []
+        for m in cfg["models"]:
+            p = Path(m)
+            if not (p / "config.json").is_file():
+                results["unavailable"].append({"model": m, "reason": "no checkpoint at this path"})
+                continue
+            paths.append(p)
+        jobs = [(p, r) for p in paths for r in runnable]
+        bar = tqdm(total=len(paths) + len(jobs), desc="lsnn bench", disable=not progress, dynamic_ncols=True)
+        entries = []
+        for p in paths:
+            bar.set_postfix_str(f"{p.name}: reference")
+            e = _prepare(p, cfg, work)
+            _reference_stats(e, cfg)
+            entries.append(e)
+            bar.update()
+        for e in entries:
+            model_result = {"name": e.name, "kind": e.kind, "task": e.task, "weight_bytes": e.weight_bytes,
+                            "accuracy": {}, **{k: v for k, v in e.stats.items()}}
+            for r in runnable:
+                bar.set_postfix_str(f"{e.name}: {r}")
+                rt, size = _open(e, r, cfg["threads"], work)
+                correct = total = 0
+                for X, target in e.heldout:
+                    Y = rt.run({"X": X.numpy()}, ["Y"])["Y"]
+                    pred, labels = decisions(Y, target.numpy())
+                    correct += int((pred.numpy() == labels.numpy()).sum())
+                    total += labels.numel()
+                model_result["accuracy"][r] = correct / max(total, 1)
+                X_all = np.concatenate([x.numpy() for x, _ in e.heldout], axis=1)
+                for B in cfg["batch_sizes"]:
+                    X = np.ascontiguousarray(X_all[:, np.arange(B) % X_all.shape[1]])
+                    feeds = {"X": X}
+                    with RssSampler() as mem:
+                        rt.run(feeds, ["Y"])
+                    for _ in range(cfg["warmup"] - 1):
+                        rt.run(feeds, ["Y"])
+                    ts = []
+                    for _ in range(cfg["repeats"]):
+                        t0 = time.perf_counter()
+                        rt.run(feeds, ["Y"])
+                        ts.append(time.perf_counter() - t0)
+                    call = _percentiles(ts)
+                    per_seq = {k: v / B for k, v in call.items()}
+                    results["runs"].append({
+                        "model": e.name, "runtime": r, "batch": B, "threads": cfg["threads"], "steps": X.shape[0],
+                        "latency_per_call_s": call, "latency_per_sequence_s": per_seq,
+                        "latency_per_step_s": {k: v / X.shape[0] for k, v in per_seq.items()},
+                        "throughput_seq_per_s": B / call["median"], "artifact_bytes": size,
+                        "peak_working_memory_bytes": int(mem.growth), "repeats": cfg["repeats"]})
+                bar.update()
+            results["models"].append(model_result)
+        bar.close()
+    return results

@@ -1,0 +1,173 @@
+"""The bench report: ``results.json`` (versioned schema), ``report.md`` and a
+self-contained ``report.html`` with its plots inlined. Files are written to a
+temporary folder and renamed into place."""
+from __future__ import annotations
+
+import base64
+import html
+import io
+import json
+import shutil
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from .harness import __doc__ as DEFINITIONS
+
+
+def _fmt_s(x: float) -> str:
+    return f"{x * 1e3:.3f} ms" if x >= 1e-3 else f"{x * 1e6:.1f} us"
+
+
+def _latency(results, model, runtime, batch):
+    for r in results["runs"]:
+        if r["model"] == model and r["runtime"] == runtime and r["batch"] == batch:
+            return r
+    return None
+
+
+def markdown(results: dict) -> str:
+    env, cfg = results["environment"], results["config"]
+    runtimes = list(dict.fromkeys(r["runtime"] for r in results["runs"]))
+    b1 = min(cfg["batch_sizes"])
+    out = ["# lsnn bench report", "",
+           f"Schema `{results['schema']}`. {env['cpu']}, {env['cores']} cores, {env['threads']} thread(s); "
+           f"torch {env['torch']}, onnxruntime {env['onnxruntime']}, TVM {env['tvm']}; {env['time']}.", "",
+           "## LSNN against LSTM", "",
+           f"Latency per sequence at batch {b1} (median); energy per inference from synaptic operations.", "",
+           "| task | model | accuracy | " + " | ".join(f"latency {r}" for r in runtimes) +
+           " | ACs | MACs | energy (uJ) | firing rate (Hz) |",
+           "|---|---|---|" + "---|" * len(runtimes) + "---|---|---|---|"]
+    for m in sorted(results["models"], key=lambda m: (m["task"], m["kind"])):
+        acc = m["accuracy"].get("torch", next(iter(m["accuracy"].values()), float("nan")))
+        lat = []
+        for r in runtimes:
+            run = _latency(results, m["name"], r, b1)
+            lat.append(_fmt_s(run["latency_per_sequence_s"]["median"]) if run else "-")
+        rate = m.get("firing_rate_hz", {}).get("all")
+        out.append(f"| {m['task']} | {m['name']} ({m['kind']}) | {acc:.4f} | " + " | ".join(lat) +
+                   f" | {m['acs_per_inference']:.3g} | {m['macs_per_inference']:.3g} | "
+                   f"{m['energy_uj_per_inference']:.3f} | {'-' if rate is None else f'{rate:.2f}'} |")
+    out += ["", "## Accuracy per runtime (held-out decisions)", "",
+            "| model | " + " | ".join(runtimes) + " |", "|---|" + "---|" * len(runtimes)]
+    for m in results["models"]:
+        out.append(f"| {m['name']} | " + " | ".join(f"{m['accuracy'].get(r, float('nan')):.4f}" for r in runtimes) + " |")
+    out += ["", "## Latency, throughput and memory", "",
+            "| model | runtime | batch | per sequence median (p10-p90) | per step | throughput (seq/s) | "
+            "artifact | peak working memory |", "|---|---|---|---|---|---|---|---|"]
+    for r in results["runs"]:
+        s = r["latency_per_sequence_s"]
+        out.append(f"| {r['model']} | {r['runtime']} | {r['batch']} | {_fmt_s(s['median'])} "
+                   f"({_fmt_s(s['p10'])}-{_fmt_s(s['p90'])}) | {_fmt_s(r['latency_per_step_s']['median'])} | "
+                   f"{r['throughput_seq_per_s']:.1f} | {r['artifact_bytes'] / 1024:.0f} KiB | "
+                   f"{r['peak_working_memory_bytes'] / 2**20:.1f} MiB |")
+    out += ["", "## Weights and spikes", "", "| model | weight bytes | rate all | rate LIF | rate adaptive | "
+            "compile cpu (s) |", "|---|---|---|---|---|---|"]
+    for m in results["models"]:
+        fr = m.get("firing_rate_hz", {})
+        f = lambda x: "-" if x is None else f"{x:.2f}"  # noqa: E731
+        cs = m.get("compile_seconds", {}).get("cpu")
+        out.append(f"| {m['name']} | {m['weight_bytes']} | {f(fr.get('all'))} | {f(fr.get('lif'))} | "
+                   f"{f(fr.get('alif'))} | {f(cs)} |")
+    if results["unavailable"]:
+        out += ["", "## Not run here", ""]
+        out += [f"- {u.get('runtime') or u.get('model')}: {u['reason']}" for u in results["unavailable"]]
+    out += ["", "## Definitions", "", DEFINITIONS.strip(), "",
+            f"Energy constants: E_AC = {cfg['e_ac_pj']} pJ, E_MAC = {cfg['e_mac_pj']} pJ. Source: "
+            f"{results['energy_source']}.", ""]
+    return "\n".join(out)
+
+
+def _png(fig) -> str:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=100, bbox_inches="tight")
+    import matplotlib.pyplot as plt
+
+    plt.close(fig)
+    return base64.b64encode(buf.getvalue()).decode()
+
+
+def plots(results: dict) -> dict[str, str]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figs = {}
+    b1 = min(results["config"]["batch_sizes"])
+    runs = [r for r in results["runs"] if r["batch"] == b1]
+    models = list(dict.fromkeys(r["model"] for r in runs))
+    runtimes = list(dict.fromkeys(r["runtime"] for r in runs))
+    fig, ax = plt.subplots(figsize=(8, 3.5))
+    w = 0.8 / max(len(runtimes), 1)
+    for k, rt in enumerate(runtimes):
+        vals = [next((r["latency_per_sequence_s"]["median"] * 1e3 for r in runs
+                      if r["model"] == m and r["runtime"] == rt), np.nan) for m in models]
+        ax.bar(np.arange(len(models)) + k * w, vals, w, label=rt)
+    ax.set_xticks(np.arange(len(models)) + w * (len(runtimes) - 1) / 2, models, rotation=20, ha="right")
+    ax.set_yscale("log")
+    ax.set_ylabel(f"ms per sequence (batch {b1})")
+    ax.legend()
+    ax.set_title("Latency per target")
+    figs["latency"] = _png(fig)
+
+    fig, ax = plt.subplots(figsize=(5, 3.5))
+    for m in results["models"]:
+        acc = m["accuracy"].get("torch", next(iter(m["accuracy"].values()), np.nan))
+        ax.scatter(m["energy_uj_per_inference"], acc, marker="o" if m["kind"] != "lstm" else "s")
+        ax.annotate(m["name"], (m["energy_uj_per_inference"], acc), fontsize=7)
+    ax.set_xscale("log")
+    ax.set_xlabel("energy per inference (uJ, synaptic operations)")
+    ax.set_ylabel("held-out accuracy")
+    ax.set_title("Energy against accuracy")
+    figs["energy"] = _png(fig)
+
+    spiking = [m for m in results["models"] if m.get("raster")]
+    if spiking:
+        m = spiking[0]
+        pts = np.asarray(m["raster"]).reshape(-1, 2)
+        fig, ax = plt.subplots(figsize=(8, 3))
+        ax.scatter(pts[:, 0], pts[:, 1], s=0.5, c="k")
+        if m.get("n_lif"):
+            ax.axhline(m["n_lif"] - 0.5, color="tab:red", lw=0.5)
+        ax.set_xlabel("step (ms)")
+        ax.set_ylabel("neuron (LIF below the line, adaptive above)")
+        ax.set_title(f"Spike raster of one held-out input: {m['name']}")
+        figs["raster"] = _png(fig)
+        fig, ax = plt.subplots(figsize=(5, 3))
+        for mm in spiking:
+            ax.hist(mm["rate_per_neuron_hz"], bins=30, alpha=0.5, label=mm["name"])
+        ax.set_xlabel("firing rate (Hz)")
+        ax.set_ylabel("neurons")
+        ax.legend(fontsize=7)
+        ax.set_title("Firing-rate distribution")
+        figs["rates"] = _png(fig)
+    return figs
+
+
+def html_report(results: dict, md: str) -> str:
+    figs = plots(results)
+    imgs = "\n".join(f'<h2>{html.escape(k)}</h2><img alt="{k}" src="data:image/png;base64,{v}">'
+                     for k, v in figs.items())
+    return ("<!doctype html><html><head><meta charset='utf-8'><title>lsnn bench report</title>"
+            "<style>body{font-family:sans-serif;max-width:1100px;margin:auto}pre{white-space:pre-wrap}</style>"
+            f"</head><body>{imgs}<h2>Tables</h2><pre>{html.escape(md)}</pre></body></html>")
+
+
+def write(results: dict, out: Path) -> Path:
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}."))
+    try:
+        md = markdown(results)
+        (tmp / "results.json").write_text(json.dumps(results, indent=1) + "\n")
+        (tmp / "report.md").write_text(md)
+        (tmp / "report.html").write_text(html_report(results, md))
+        if out.exists():
+            shutil.rmtree(out)
+        tmp.rename(out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return out

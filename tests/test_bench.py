@@ -1,0 +1,48 @@
+import json
+
+from lsnn.bench.cli import main
+from lsnn.bench.harness import QUICK, load_config, run_bench
+from lsnn.reference.train import train
+
+TINY = {"period_ms": 10, "n_periods": 4, "min_delay_ms": 10, "heldout_size": 8}
+
+
+def test_bench_matrix_and_report(tmp_path, capsys):
+    for kind, params in (("lsnn", {"n_lif": 3, "n_alif": 3}), ("lstm", {"n_hidden": 4})):
+        train("store-recall", kind, tmp_path / kind, steps=1, batch_size=4, progress=False,
+              model_params=params, task_params=TINY)
+    cfg = {"models": [str(tmp_path / "lsnn"), str(tmp_path / "lstm"), str(tmp_path / "missing")],
+           "batch_sizes": [1, 2], "heldout_limit": 4, "repeats": 2, "warmup": 1}
+    (tmp_path / "cfg.json").write_text(json.dumps(cfg))
+    out = tmp_path / "report"
+    assert main(["bench", "--config", str(tmp_path / "cfg.json"), "--out", str(out)]) == 0
+    assert "report.html" in capsys.readouterr().out
+    results = json.loads((out / "results.json").read_text())
+    assert results["schema"] == "lsnn-bench/1" and results["environment"]["threads"] == 1
+    runs = {(r["model"], r["runtime"], r["batch"]) for r in results["runs"]}
+    assert runs == {(m, r, b) for m in ("lsnn", "lstm") for r in ("torch", "ort", "cpu") for b in (1, 2)}
+    for r in results["runs"]:
+        lat = r["latency_per_sequence_s"]
+        assert 0 < lat["p10"] <= lat["median"] <= lat["p90"] and r["artifact_bytes"] > 0
+    unavailable = {u.get("runtime") or u.get("model"): u["reason"] for u in results["unavailable"]}
+    assert "issue 7" in unavailable["cuda"] and "issue 6" in unavailable["cortex-m"]
+    assert "no checkpoint" in unavailable[str(tmp_path / "missing")]
+    by = {m["name"]: m for m in results["models"]}
+    assert set(by["lsnn"]["accuracy"]) == {"torch", "ort", "cpu"}
+    assert len(set(by["lsnn"]["accuracy"].values())) == 1  # parity: same decisions everywhere
+    assert by["lsnn"]["macs_per_inference"] == 0 and by["lsnn"]["firing_rate_hz"]["all"] >= 0
+    assert by["lstm"]["macs_per_inference"] > 0 and "firing_rate_hz" not in by["lstm"]
+    e = by["lstm"]
+    assert abs(e["energy_uj_per_inference"] - (e["acs_per_inference"] * 0.9 + e["macs_per_inference"] * 4.6) * 1e-6) < 1e-12
+    html = (out / "report.html").read_text()
+    assert html.count("data:image/png;base64,") >= 3 and "Horowitz" in html
+    md = (out / "report.md").read_text()
+    assert "## LSNN against LSTM" in md and "issue 7" in md
+
+
+def test_bench_config_errors(tmp_path, capsys):
+    (tmp_path / "c.json").write_text('{"batch": 3}')
+    assert main(["bench", "--config", str(tmp_path / "c.json"), "--out", str(tmp_path / "o")]) == 2
+    assert "unknown key(s) ['batch']" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()
+    assert load_config(None, True) == QUICK
