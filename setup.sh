@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Set up everything lsnn needs, then run the main job on the embedded default.
-#   bash setup.sh                 install, then evaluate the committed checkpoints
+#   bash setup.sh                 install, then `lsnn bench --quick` on the committed checkpoints
 #   bash setup.sh --install-only  install only (what CI does before the tests)
 set -euo pipefail
 cd "$(dirname "$0")"
@@ -32,5 +32,5 @@ echo "==> installing lsnn and its pinned dependencies into .venv"
 if [ "${1:-}" = "--install-only" ]; then
   exit 0
 fi
-echo "==> held-out accuracy of the committed checkpoints (lsnn evaluate models/*)"
-.venv/bin/lsnn evaluate models/*/
+echo "==> lsnn bench --quick on the committed checkpoints"
+.venv/bin/lsnn bench --quick --out runs/bench-quick
