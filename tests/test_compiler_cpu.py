@@ -53,6 +53,16 @@ def test_compiled_streaming_two_calls_equal_one(compiled, kind):
     np.testing.assert_array_equal(np.concatenate([first["Y"], second["Y"]]), whole["Y"])
 
 
+def test_dense_and_event_driven_alif_kernels_agree():
+    model = export(small("lsnn"))
+    X = spikes(T=200, p=0.3)
+    ref = open_runtime(model, "torch").run({"X": X})
+    for events in (True, False):
+        got = compiler.compile(model, "cpu", events=events).run({"X": X})
+        assert np.array_equal(got["Z"], ref["Z"])
+        np.testing.assert_allclose(got["Y"], ref["Y"], rtol=1e-4, atol=1e-5)
+
+
 def test_hand_built_bare_model_compiles_and_matches_reference():
     model, _ = hand_built()
     assert not model.functions

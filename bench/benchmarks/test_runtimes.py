@@ -48,17 +48,21 @@ def nets():
 def compiled(nets):
     from lsnn import compiler
 
-    return {k: compiler.compile(export(net), "cpu") for k, net in nets.items()}
+    out = {k: compiler.compile(export(net), "cpu") for k, net in nets.items()}
+    out["lsnn-dense"] = compiler.compile(export(nets["lsnn"]), "cpu", events=False)
+    return out
 
 
-@pytest.mark.parametrize("runtime", ["tvm-cpu", "ort", "torch-eager"])
+@pytest.mark.parametrize("runtime", ["tvm-cpu", "tvm-cpu-dense", "ort", "torch-eager"])
 def test_latency_per_sequence(benchmark, nets, compiled, kind, runtime, batch):
     net = nets[kind]
     X = _inputs(batch)
     benchmark.group = f"{kind} smnist batch {batch}"
     benchmark.extra_info.update({"threads": 1, "steps": X.shape[0], "batch": batch})
-    if runtime == "tvm-cpu":
-        art = compiled[kind]
+    if runtime == "tvm-cpu-dense" and kind != "lsnn":
+        pytest.skip("the dense/event-driven choice is the ALIF kernel's")
+    if runtime.startswith("tvm-cpu"):
+        art = compiled[kind + ("-dense" if runtime.endswith("dense") else "")]
         feeds = {"X": X}
         art.run(feeds)
         benchmark.pedantic(art.run, args=(feeds, ["Y"]), rounds=20 if batch == 1 else 5, warmup_rounds=2)

@@ -28,7 +28,13 @@ class CpuTarget(Target):
 
     @classmethod
     def option_defaults(cls) -> dict:
-        return {"mcpu": "host", "opt_level": 3}
+        # events: skip zero inputs and silent neurons in ALIF (False: the dense kernel)
+        return {"mcpu": "host", "opt_level": 3, "events": True}
+
+    def kernel(self, op: str, **attrs):
+        if op == "ALIF":
+            attrs["events"] = bool(self.options["events"])
+        return super().kernel(op, **attrs)
 
     def target_dict(self) -> dict:
         triple, cpu = host_cpu()

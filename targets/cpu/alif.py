@@ -14,9 +14,12 @@ from __future__ import annotations
 from tvm.script import tirx as T
 
 
-def alif_kernel(thr: float, n_refractory: int):
+def alif_kernel(thr: float, n_refractory: int, events: bool = True):
+    """The kernel for one node's attributes; ``events=False`` gives the dense kernel
+    (every weight row visited every step), kept to measure what events save."""
     thr_c = float(thr)
     n_ref_c = float(n_refractory)
+    skip = bool(events)
 
     @T.prim_func(private=True)
     def alif(x: T.handle, wt: T.handle, rt: T.handle, beta: T.handle, alpha: T.handle, rho: T.handle,
@@ -61,11 +64,11 @@ def alif_kernel(thr: float, n_refractory: int):
                     cur[h] = T.float32(0)
                     rec[h] = T.float32(0)
                 for i in range(nI):  # input projection, event-driven
-                    if X[t, b, i] != T.float32(0):
+                    if not skip or X[t, b, i] != T.float32(0):
                         for h in range(nH):
                             cur[h] = cur[h] + X[t, b, i] * WT[i, h]
                 for k in range(nH):  # recurrent input from the previous step's spikes
-                    if z[k] != T.float32(0):
+                    if not skip or z[k] != T.float32(0):
                         for h in range(nH):
                             rec[h] = rec[h] + z[k] * RT[k, h]
                 for h in range(nH):
