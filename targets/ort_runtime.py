@@ -7,18 +7,16 @@ import onnx
 import onnxruntime as ort
 
 from lsnn.compiler.onnx.functions import attach
-from lsnn.compiler.onnx.validate import ModelError, check_feeds, validate
+from lsnn.compiler.onnx.validate import ModelError
 
-from .runtime import Runtime
+from .runtime import OnnxRuntimeBase
 
 
-class OrtRuntime(Runtime):
+class OrtRuntime(OnnxRuntimeBase):
     name = "ort"
 
     def __init__(self, model: onnx.ModelProto, threads: int = 1, probes: list[str] | None = None):
-        validate(model)
-        self.model = model
-        self._checked: set = set()
+        super().__init__(model, probes)
         runnable = attach(model)
         if probes:  # expose intermediate values (e.g. V and A of an ALIF node) as graph outputs
             have = {o.name for o in runnable.graph.output}
@@ -37,10 +35,7 @@ class OrtRuntime(Runtime):
         self.outputs = [o.name for o in self.session.get_outputs()]
 
     def run(self, inputs, outputs=None):
-        signature = tuple(sorted((k, v.shape, str(v.dtype)) for k, v in inputs.items()))
-        if signature not in self._checked:  # full spec check once per input signature
-            check_feeds(self.model, inputs)
-            self._checked.add(signature)
+        self.check(inputs)
         names = outputs or self.outputs
         try:
             values = self.session.run(names, inputs)

@@ -13,10 +13,9 @@ from onnx.reference import ReferenceEvaluator
 from onnx.reference.op_run import OpRun
 
 from lsnn.compiler.onnx.schema import ALIF as ALIF_SCHEMA, DOMAIN, LI as LI_SCHEMA
-from lsnn.compiler.onnx.validate import check_feeds, validate
 from lsnn.reference import alif, li
 
-from .runtime import Runtime
+from .runtime import OnnxRuntimeBase
 
 
 def _t(x):
@@ -53,17 +52,14 @@ _ALIF.__name__ = ALIF_SCHEMA.name
 _LI.__name__ = LI_SCHEMA.name
 
 
-class TorchRuntime(Runtime):
+class TorchRuntime(OnnxRuntimeBase):
     name = "torch"
 
     def __init__(self, model: onnx.ModelProto, threads: int = 1, probes: list[str] | None = None):
-        validate(model)
-        self.model = model
-        self._checked: set = set()
+        super().__init__(model, probes)
         bare = onnx.ModelProto()
         bare.CopyFrom(model)
         del bare.functions[:]  # the ai.lsnn ops come from lsnn.reference, not from bodies
-        self.probes = list(probes or [])
         torch.set_num_threads(threads)
         self.evaluator = ReferenceEvaluator(bare, new_ops=[_ALIF, _LI])
         inits = {i.name for i in model.graph.initializer}
@@ -71,10 +67,7 @@ class TorchRuntime(Runtime):
         self.outputs = [o.name for o in model.graph.output] + [p for p in self.probes]
 
     def run(self, inputs, outputs=None):
-        signature = tuple(sorted((k, v.shape, str(v.dtype)) for k, v in inputs.items()))
-        if signature not in self._checked:  # full spec check once per input signature
-            check_feeds(self.model, inputs)
-            self._checked.add(signature)
+        self.check(inputs)
         names = outputs or self.outputs
         values = self.evaluator.run(names, inputs)
         return dict(zip(names, values))
