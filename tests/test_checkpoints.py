@@ -10,7 +10,7 @@ from lsnn.reference.tasks import DEFAULT_DATA_DIR, make_task
 from lsnn.reference.train import evaluate
 
 MODELS = Path(__file__).resolve().parent.parent / "models"
-COMMITTED = ["store-recall-lsnn", "store-recall-lif", "smnist-lsnn", "smnist-lstm"]
+COMMITTED = ["store-recall-lsnn", "store-recall-lif", "store-recall-lstm", "smnist-lsnn", "smnist-lstm"]
 
 
 def metrics(name):

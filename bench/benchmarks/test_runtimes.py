@@ -79,3 +79,13 @@ def test_latency_per_sequence(benchmark, nets, compiled, kind, runtime, batch):
                 return net(Xt).Y
 
         benchmark.pedantic(call, rounds=5 if batch == 1 else 3, warmup_rounds=1)
+
+
+@pytest.mark.parametrize("kind", ["lsnn", "lstm"])
+def test_compile_time(benchmark, nets, kind):
+    """Wall time of ``lsnn.compiler.compile`` for the sMNIST-size model (target: under 20 s for the LSNN)."""
+    from lsnn import compiler
+
+    model = export(nets[kind])
+    benchmark.group = "compile (cpu)"
+    benchmark.pedantic(compiler.compile, args=(model, "cpu"), rounds=2, warmup_rounds=0)
