@@ -11,6 +11,7 @@ from lsnn import compiler
 from lsnn.bench.cli import main
 from lsnn.compiler.importer import CompileError
 from lsnn.compiler.onnx.export import export
+from lsnn.reference import build_model
 from lsnn.targets import load, open_runtime
 from lsnn.targets.artifact import ArtifactError
 from lsnn.targets.base import TargetError
@@ -51,6 +52,16 @@ def test_compiled_streaming_two_calls_equal_one(compiled, kind):
     first = art.run({"X": X[:25], **zeros})
     second = art.run({"X": X[25:], **{i: first[i.replace("initial_", "final_")] for i in states}})
     np.testing.assert_array_equal(np.concatenate([first["Y"], second["Y"]]), whole["Y"])
+
+
+@pytest.mark.parametrize("hidden", [32, 40])  # 4H a multiple of the register block, and not
+def test_lstm_blocked_recurrent_product_matches_reference(hidden):
+    torch.manual_seed(1)
+    net = build_model("lstm", n_in=7, n_out=3, n_hidden=hidden)
+    model = export(net)
+    X = np.random.default_rng(2).normal(0, 1, (50, 2, 7)).astype(np.float32)
+    ref = open_runtime(model, "torch").run({"X": X})
+    np.testing.assert_allclose(compiler.compile(model, "cpu").run({"X": X})["Y"], ref["Y"], rtol=1e-4, atol=2e-5)
 
 
 def test_dense_and_event_driven_alif_kernels_agree():

@@ -42,8 +42,6 @@ def nets():
     return {"lsnn": _model("smnist-lsnn", "lsnn"), "lstm": _model("smnist-lstm", "lstm", n_hidden=128)}
 
 
-@pytest.mark.parametrize("batch", [1, 64])
-@pytest.mark.parametrize("kind", ["lsnn", "lstm"])
 @pytest.fixture(scope="module")
 def compiled(nets):
     from lsnn import compiler
@@ -53,6 +51,8 @@ def compiled(nets):
     return out
 
 
+@pytest.mark.parametrize("batch", [1, 64])
+@pytest.mark.parametrize("kind", ["lsnn", "lstm"])
 @pytest.mark.parametrize("runtime", ["tvm-cpu", "tvm-cpu-dense", "ort", "torch-eager"])
 def test_latency_per_sequence(benchmark, nets, compiled, kind, runtime, batch):
     net = nets[kind]

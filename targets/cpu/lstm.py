@@ -3,11 +3,18 @@
 Gates in ONNX order (i, o, f, c). Per step: the input projection over the
 nonzero inputs only (rows of ``W^T``), the recurrent product as rows of
 ``R^T`` scaled by each ``h[k]`` (contiguous, vectorisable), then
-``c = f*c + i*g``, ``h = o*tanh(c)``. ``bias`` is ``Wb + Rb``.
+``c = f*c + i*g``, ``h = o*tanh(c)`` with vectorisable rational tanh and
+sigmoid (:mod:`.fastmath`; libm calls would dominate the time). ``bias`` is
+``Wb + Rb``.
 """
 from __future__ import annotations
 
 from tvm.script import tirx as T
+
+from . import fastmath
+
+
+BLOCK = 128  # gate sums per block: 16 AVX2 vectors, accumulated over all k before one store
 
 
 def lstm_kernel():
@@ -31,6 +38,7 @@ def lstm_kernel():
         h = T.alloc_buffer((nH,), "float32")
         c = T.alloc_buffer((nH,), "float32")
         g = T.alloc_buffer((nH * 4,), "float32")
+        acc = T.alloc_buffer((BLOCK,), "float32", scope="local")
         for b in range(nB):
             for k in range(nH):
                 h[k] = H0[b, k]
@@ -42,16 +50,26 @@ def lstm_kernel():
                     if X[t, b, i] != T.float32(0):
                         for j in range(nH * 4):
                             g[j] = g[j] + X[t, b, i] * WT[i, j]
-                for k in range(nH):
-                    for j in range(nH * 4):
+                # recurrent product, register-blocked: BLOCK gate sums stay in vector
+                # registers over all k, one contiguous row slice of R^T per FMA
+                for jo in range(nH * 4 // BLOCK):
+                    for ji in T.vectorized(BLOCK):
+                        acc[ji] = g[jo * BLOCK + ji]
+                    for k in range(nH):
+                        for ji in T.vectorized(BLOCK):
+                            acc[ji] = acc[ji] + h[k] * RT[k, jo * BLOCK + ji]
+                    for ji in T.vectorized(BLOCK):
+                        g[jo * BLOCK + ji] = acc[ji]
+                for j in range(nH * 4 // BLOCK * BLOCK, nH * 4):  # the rest, when 4H % BLOCK != 0
+                    for k in range(nH):
                         g[j] = g[j] + h[k] * RT[k, j]
                 for k in range(nH):
-                    gi = T.sigmoid(g[k])
-                    go = T.sigmoid(g[nH + k])
-                    gf = T.sigmoid(g[nH * 2 + k])
-                    gc = T.tanh(g[nH * 3 + k])
+                    gi = fastmath.sigmoid(g[k])
+                    go = fastmath.sigmoid(g[nH + k])
+                    gf = fastmath.sigmoid(g[nH * 2 + k])
+                    gc = fastmath.tanh(g[nH * 3 + k])
                     c[k] = gf * c[k] + gi * gc
-                    h[k] = go * T.tanh(c[k])
+                    h[k] = go * fastmath.tanh(c[k])
                     Y[t, b, k] = h[k]
             for k in range(nH):
                 FH[b, k] = h[k]
