@@ -1,4 +1,4 @@
-"""Latency per sequence of the runtimes, one thread each, measured side by side:
+"""Latency per call (one batch of 840-step sequences) of the runtimes, one thread each, side by side:
 the TVM-compiled CPU artifact, onnxruntime on the same exported file, and the
 PyTorch reference in eager mode.
 
@@ -54,7 +54,7 @@ def compiled(nets):
 @pytest.mark.parametrize("batch", [1, 64])
 @pytest.mark.parametrize("kind", ["lsnn", "lstm"])
 @pytest.mark.parametrize("runtime", ["tvm-cpu", "tvm-cpu-dense", "ort", "torch-eager"])
-def test_latency_per_sequence(benchmark, nets, compiled, kind, runtime, batch):
+def test_latency_per_call(benchmark, nets, compiled, kind, runtime, batch):
     net = nets[kind]
     X = _inputs(batch)
     benchmark.group = f"{kind} smnist batch {batch}"
