@@ -3,6 +3,10 @@ of LSNN, LIF and LSTM checkpoints on every runtime and target, as one matrix.
 
 Definitions (also written into the report):
 
+* runtimes: ``torch`` is the reference runtime (ONNX's reference evaluator
+  with the ``ai.lsnn`` ops computed by ``lsnn.reference`` in PyTorch eager
+  mode; the LSTM by onnx's NumPy reference), ``ort`` stock onnxruntime on the
+  exported file, ``cpu`` the TVM-compiled artifact;
 * accuracy: held-out decisions correct, per model and runtime;
 * latency: wall time of one call on a batch after ``warmup`` calls, over
   ``repeats`` calls: median, p10, p90; per sequence = per call / batch, per
