@@ -30,6 +30,8 @@ def test_bench_matrix_and_report(tmp_path, capsys):
     by = {m["name"]: m for m in results["models"]}
     assert set(by["lsnn"]["accuracy"]) == {"torch", "ort", "cpu"}
     assert len(set(by["lsnn"]["accuracy"].values())) == 1  # parity: same decisions everywhere
+    assert set(by["lsnn"]["peak_working_memory_bytes"]) == {"torch", "ort", "cpu"}
+    assert all(v["bytes"] >= 0 and v["batch"] == 2 for v in by["lsnn"]["peak_working_memory_bytes"].values())
     assert by["lsnn"]["macs_per_inference"] == 0 and by["lsnn"]["firing_rate_hz"]["all"] >= 0
     assert by["lstm"]["macs_per_inference"] > 0 and "firing_rate_hz" not in by["lstm"]
     e = by["lstm"]
