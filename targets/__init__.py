@@ -2,8 +2,6 @@
 reference) run ONNX files; compiled targets (CPU, CUDA, Cortex-M) come with the compiler."""
 from __future__ import annotations
 
-from pathlib import Path
-
 from .runtime import Runtime
 
 RUNTIMES = ("ort", "torch")

@@ -2,7 +2,6 @@
 so ORT needs no custom-op library."""
 from __future__ import annotations
 
-import numpy as np
 import onnx
 import onnxruntime as ort
 

@@ -1,7 +1,7 @@
 import json
 
 from lsnn.bench.cli import main
-from lsnn.bench.harness import QUICK, load_config, run_bench
+from lsnn.bench.harness import QUICK, load_config
 from lsnn.reference.train import train
 
 TINY = {"period_ms": 10, "n_periods": 4, "min_delay_ms": 10, "heldout_size": 8}

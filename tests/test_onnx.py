@@ -8,7 +8,6 @@ from onnx import TensorProto, helper, numpy_helper
 from lsnn.bench.cli import main
 from lsnn.bench.verify import BatchResult, Probe, compare, verify
 from lsnn.compiler.onnx.export import export, metadata
-from lsnn.compiler.onnx.validate import ModelError
 from lsnn.reference import alif, build_model, li
 from lsnn.targets import open_runtime
 
@@ -172,7 +171,6 @@ def test_compare_tells_rounding_flips_from_real_divergence():
     flipped["V"][2, 0, 0] = 0.01
     r = compare(ref, flipped, probe, ["Y"])
     assert not r.failures and r.first_divergence == [2] and r.worst_margin < 1e-3
-    far = dict(ref)
     far_V = V.copy()
     far_V[2, 0, 0] = 0.5
     ref_far = dict(ref, V=far_V, Z=(far_V > A).astype(np.float32))
