@@ -40,8 +40,12 @@ def compile(model, target="cpu", **options) -> Artifact:  # noqa: A001 - the iss
         raise
     except Exception as e:  # TVM's own converters raise many kinds
         raise CompileError(f"cannot import the model into TVM: {type(e).__name__}: {e}") from e
-    with tvm.transform.PassContext(opt_level=tgt.options.get("opt_level", 3)):
-        executable = tvm.compile(mod, tgt.tvm_target(), relax_pipeline=tgt.relax_pipeline())
+    try:
+        with tvm.transform.PassContext(opt_level=tgt.options.get("opt_level", 3)):
+            executable = tvm.compile(mod, tgt.tvm_target(), relax_pipeline=tgt.relax_pipeline())
+    except Exception as e:  # TVM raises its own error types from C++
+        raise CompileError(f"TVM failed to build the model for target '{tgt.name}': "
+                           f"{type(e).__name__}: {str(e).strip().splitlines()[-1] if str(e).strip() else e}") from e
     inits = {i.name for i in proto.graph.initializer}
     source = proto.SerializeToString() if isinstance(model, onnx.ModelProto) else Path(model).read_bytes()
     manifest = {
