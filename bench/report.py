@@ -35,7 +35,8 @@ def markdown(results: dict) -> str:
            f"Schema `{results['schema']}`. {env['cpu']}, {env['cores']} cores, {env['threads']} thread(s); "
            f"torch {env['torch']}, onnxruntime {env['onnxruntime']}, TVM {env['tvm']}; {env['time']}.", "",
            "## LSNN against LSTM", "",
-           f"Latency per sequence at batch {b1} (median); energy per inference from synaptic operations.", "",
+           f"Accuracy on the first {cfg['heldout_limit']} held-out examples (reference runtime); latency per "
+           f"sequence at batch {b1} (median); energy per inference from synaptic operations.", "",
            "| task | model | accuracy | " + " | ".join(f"latency {r}" for r in runtimes) +
            " | ACs | MACs | energy (uJ) | firing rate (Hz) |",
            "|---|---|---|" + "---|" * len(runtimes) + "---|---|---|---|"]
