@@ -230,7 +230,7 @@ def main(argv: list[str] | None = None) -> int:
     args.argv = argv
     try:
         return args.func(args)
-    except (FileNotFoundError, ValueError) as e:  # ModelError and SpecError are ValueErrors
+    except (FileNotFoundError, FileExistsError, ValueError) as e:  # ModelError, SpecError: ValueErrors
         print(f"lsnn {args.command}: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -80,6 +80,9 @@ def train(task_name: str, kind: str, out: Path, *, steps: int | None = None, bat
         if steps is not None:
             hp["steps"] = steps
     else:
+        if (out / checkpoint.CHECKPOINT).exists():
+            raise FileExistsError(f"{out} already holds a checkpoint; continue it with --resume or choose "
+                                  f"another --out")
         tp = dict(task_params or {})
         if data_dir is not None:
             tp["data_dir"] = data_dir
@@ -92,8 +95,11 @@ def train(task_name: str, kind: str, out: Path, *, steps: int | None = None, bat
         model = build_model(kind, **mp)
         state = None
         config = {"task": task.config(), "model": model_config(model), "training": hp}
-    config["command"] = command or sys.argv
-    config["git_commit"] = checkpoint.git_commit()
+    run = {"command": command or sys.argv, "git_commit": checkpoint.git_commit()}
+    if resume:  # keep how the run began; record each continuation
+        config.setdefault("resumed", []).append(run)
+    else:
+        config.update(run)
     opt = torch.optim.Adam(model.parameters(), lr=hp["lr"])
 
     def set_lr(step):  # cosine decay to zero: the last weights are the settled ones

@@ -63,6 +63,10 @@ def test_train_cli_writes_checkpoint_and_resumes(tmp_path, capsys):
     assert [r["step"] for r in log] == [1, 2, 3, 4, 5]
     model, config, state = checkpoint.load(out)
     assert state["step"] == 5 and not torch.equal(before, model.W.detach())
+    assert config["command"][:2] == ["lsnn", "train"] and "--resume" in config["resumed"][0]["command"]
+    # a new run never overwrites a checkpoint silently
+    assert main(args) == 2
+    assert "already holds a checkpoint" in capsys.readouterr().err
 
 
 def test_interrupt_then_resume_equals_one_run(tmp_path, monkeypatch):
