@@ -68,17 +68,13 @@ def cmd_evaluate(args) -> int:
     return 0
 
 
-def _write_atomic(path: Path, write) -> None:
-    from lsnn.reference.checkpoint import atomic_write
-
-    atomic_write(path, write)
-
-
 def cmd_export(args) -> int:
     from lsnn.compiler.onnx.export import export_checkpoint
 
     model = export_checkpoint(args.checkpoint, streaming=args.streaming)
-    _write_atomic(Path(args.output), lambda f: f.write(model.SerializeToString()))
+    from lsnn.reference.checkpoint import atomic_write
+
+    atomic_write(Path(args.output), lambda f: f.write(model.SerializeToString()))
     kinds = sorted({f"{n.domain or 'ai.onnx'}::{n.op_type}" for n in model.graph.node})
     print(f"wrote {args.output} ({', '.join(kinds)}{', streaming' if args.streaming else ''})")
     return 0
@@ -111,7 +107,9 @@ def cmd_run(args) -> int:
     else:
         rt = open_runtime(args.model, args.runtime, args.threads)
     outputs = rt.run(inputs)
-    _write_atomic(Path(args.outputs), lambda f: np.savez(f, **outputs))
+    from lsnn.reference.checkpoint import atomic_write
+
+    atomic_write(Path(args.outputs), lambda f: np.savez(f, **outputs))
     shapes = ", ".join(f"{k} {list(v.shape)}" for k, v in outputs.items())
     print(f"wrote {args.outputs}: {shapes}")
     return 0

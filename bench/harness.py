@@ -23,7 +23,6 @@ Definitions (also written into the report):
 """
 from __future__ import annotations
 
-import json
 import os
 import platform
 import tempfile
@@ -33,6 +32,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+
+from lsnn.reference.checkpoint import read_json
 
 from .energy import E_AC_PJ, E_MAC_PJ, SOURCE, lsnn_ops, lstm_ops
 
@@ -61,10 +62,7 @@ def load_config(path: str | None, quick: bool) -> dict:
         p = Path(path)
         if not p.is_file():
             raise FileNotFoundError(f"bench config not found: {p}")
-        try:
-            user = json.loads(p.read_text())
-        except json.JSONDecodeError as e:
-            raise ValueError(f"{p}: not valid JSON ({e})") from e
+        user = read_json(p)
         unknown = set(user) - set(base)
         if unknown:
             raise ValueError(f"{p}: unknown key(s) {sorted(unknown)}; known: {sorted(base)}")

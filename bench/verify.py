@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import onnx
+from onnx import TensorProto, helper
 
 from lsnn.compiler.onnx.schema import DOMAIN
 
@@ -36,7 +37,8 @@ class Probe:
 
 
 def add_probes(model: onnx.ModelProto) -> tuple[onnx.ModelProto, list[Probe]]:
-    """A copy of ``model`` whose ALIF nodes name their ``Z``, ``V`` and ``A`` outputs."""
+    """A copy of ``model`` whose ALIF nodes name their ``Z``, ``V`` and ``A`` outputs, each
+    exposed as a graph output, so that every runtime and target returns them unchanged."""
     out = onnx.ModelProto()
     out.CopyFrom(model)
     probes = []
@@ -49,6 +51,9 @@ def add_probes(model: onnx.ModelProto) -> tuple[onnx.ModelProto, list[Probe]]:
                 if not node.output[k]:
                     node.output[k] = f"{label}.probe.{tag}"
             probes.append(Probe(label, node.output[0], node.output[1], node.output[2]))
+    have = {o.name for o in out.graph.output}
+    out.graph.output.extend(helper.make_tensor_value_info(n, TensorProto.FLOAT, None)
+                            for p in probes for n in (p.Z, p.V, p.A) if n not in have)
     return out, probes
 
 
@@ -203,8 +208,8 @@ def verify(model_path, runtime: str = "ort", *, task: str | None = None, data_di
     model = load(model_path)
     probed, probes = add_probes(model)
     probe_names = [n for p in probes for n in (p.Z, p.V, p.A)]
-    ref_rt = open_runtime(probed, "torch", threads, probe_names)
-    rt = open_runtime(probed, runtime, threads, probe_names)
+    ref_rt = open_runtime(probed, "torch", threads)
+    rt = open_runtime(probed, runtime, threads)
     outputs = [o.name for o in model.graph.output]
     names = list(dict.fromkeys(outputs + probe_names))
     readout = "Y" if "Y" in outputs else outputs[0]

@@ -39,6 +39,14 @@ def write_json(path: Path, obj: dict) -> None:
     atomic_write(path, lambda f: f.write((json.dumps(obj, indent=2, sort_keys=True) + "\n").encode()))
 
 
+def read_json(path: Path, error: type[Exception] = ValueError, problem: str = "not valid JSON"):
+    """The JSON in ``path``; a broken file raises ``error`` naming the file and the problem."""
+    try:
+        return json.loads(Path(path).read_text())
+    except json.JSONDecodeError as e:
+        raise error(f"{path}: {problem} ({e})") from e
+
+
 def git_commit() -> str | None:
     try:
         out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(__file__).parent,
@@ -63,10 +71,7 @@ def load(directory: str | Path):
     for p in (cfg_path, ckpt_path):
         if not p.is_file():
             raise FileNotFoundError(f"{directory} is not a checkpoint folder: {p.name} is missing")
-    try:
-        config = json.loads(cfg_path.read_text())
-    except json.JSONDecodeError as e:
-        raise ValueError(f"{cfg_path}: not valid JSON ({e})") from e
+    config = read_json(cfg_path)
     model = build_model(**config["model"])
     try:
         state = torch.load(ckpt_path, map_location="cpu", weights_only=False)

@@ -62,7 +62,7 @@ def train(task_name: str, kind: str, out: Path, *, steps: int | None = None, bat
           eval_limit: int | None = None, model_params: dict | None = None, task_params: dict | None = None,
           command: list[str] | None = None, progress: bool = True) -> dict:
     out = Path(out)
-    defaults = DEFAULTS[task_name] if task_name in DEFAULTS else {}
+    defaults = DEFAULTS.get(task_name, {})
     if resume:
         if not (out / checkpoint.CONFIG).is_file():
             raise FileNotFoundError(f"--resume: no checkpoint in {out}")

@@ -7,7 +7,7 @@ from .runtime import Runtime
 RUNTIMES = ("ort", "torch")
 
 
-def open_runtime(model, runtime: str = "ort", threads: int = 1, probes: list[str] | None = None) -> Runtime:
+def open_runtime(model, runtime: str = "ort", threads: int = 1) -> Runtime:
     """Load an ONNX model (path or ``ModelProto``) into a runtime."""
     from lsnn.compiler.onnx.validate import load
 
@@ -15,25 +15,16 @@ def open_runtime(model, runtime: str = "ort", threads: int = 1, probes: list[str
     if runtime == "ort":
         from .ort_runtime import OrtRuntime
 
-        return OrtRuntime(proto, threads, probes)
+        return OrtRuntime(proto, threads)
     if runtime == "torch":
         from .torch_runtime import TorchRuntime
 
-        return TorchRuntime(proto, threads, probes)
+        return TorchRuntime(proto, threads)
     from .base import available, get_target
 
-    if runtime in available():  # a compile target: compile now, probes as extra outputs
-        from onnx import TensorProto, helper
-
+    if runtime in available():  # a compile target: compile now
         from lsnn.compiler import compile
 
-        if probes:
-            have = {o.name for o in proto.graph.output}
-            probed = type(proto)()
-            probed.CopyFrom(proto)
-            probed.graph.output.extend(helper.make_tensor_value_info(p, TensorProto.FLOAT, None)
-                                       for p in probes if p not in have)
-            proto = probed
         return compile(proto, get_target(runtime))
     raise ValueError(f"unknown runtime '{runtime}'; choose one of {', '.join(RUNTIMES + tuple(available()))}")
 

@@ -15,6 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
+from lsnn.reference.checkpoint import read_json
+
 from .base import TargetError, get_target
 from .runtime import Runtime
 
@@ -49,14 +51,13 @@ class Artifact(Runtime):
 
     def _machine(self):
         if self._vm is None:
-            import tvm
             from tvm import relax
 
             target = get_target(self.target, **self.manifest["target"]["options"])
             ok, why = target.can_run()
             if not ok:
                 raise TargetError(f"cannot run a '{self.target}' artifact here: {why}")
-            self._device = tvm.device(target.device_type(), 0) if hasattr(target, "device_type") else tvm.cpu()
+            self._device = target.device()
             self._vm = relax.VirtualMachine(self._module, self._device)
         return self._vm
 
@@ -128,10 +129,7 @@ def load(directory: str | Path) -> Artifact:
         raise FileNotFoundError(f"artifact folder not found: {directory}")
     if not mpath.is_file():
         raise ArtifactError(f"{directory}: not an artifact folder ({MANIFEST} is missing)")
-    try:
-        manifest = json.loads(mpath.read_text())
-    except json.JSONDecodeError as e:
-        raise ArtifactError(f"{mpath}: corrupt manifest ({e})") from e
+    manifest = read_json(mpath, ArtifactError, "corrupt manifest")
     if manifest.get("format") != FORMAT:
         raise ArtifactError(f"{mpath}: format {manifest.get('format')!r}, expected {FORMAT!r}")
     lib = directory / manifest.get("library", LIBRARY)

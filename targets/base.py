@@ -48,6 +48,12 @@ class Target:
             raise TargetError(f"target '{self.name}' has no kernel for {op}")
         return self.kernels[op](**attrs)
 
+    def device(self):
+        """The TVM device artifacts of this target run on."""
+        import tvm
+
+        return tvm.cpu(0)
+
     def relax_pipeline(self):
         from tvm import relax
 

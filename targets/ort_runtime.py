@@ -14,14 +14,9 @@ from .runtime import OnnxRuntimeBase
 class OrtRuntime(OnnxRuntimeBase):
     name = "ort"
 
-    def __init__(self, model: onnx.ModelProto, threads: int = 1, probes: list[str] | None = None):
-        super().__init__(model, probes)
+    def __init__(self, model: onnx.ModelProto, threads: int = 1):
+        super().__init__(model)
         runnable = attach(model)
-        if probes:  # expose intermediate values (e.g. V and A of an ALIF node) as graph outputs
-            have = {o.name for o in runnable.graph.output}
-            for p in probes:
-                if p not in have:
-                    runnable.graph.output.append(onnx.ValueInfoProto(name=p))
         opts = ort.SessionOptions()
         opts.intra_op_num_threads = threads
         opts.inter_op_num_threads = 1

@@ -19,12 +19,11 @@ class OnnxRuntimeBase(Runtime):
     """A runtime that executes an ONNX model: validated against the spec when loaded,
     and its feeds checked (names, dtypes, shapes) once per input signature."""
 
-    def __init__(self, model, probes: list[str] | None = None):
+    def __init__(self, model):
         from lsnn.compiler.onnx.validate import validate
 
         validate(model)
         self.model = model
-        self.probes = list(probes or [])
         self._checked: set = set()
 
     def check(self, inputs: dict[str, np.ndarray]) -> None:

@@ -55,8 +55,8 @@ _LI.__name__ = LI_SCHEMA.name
 class TorchRuntime(OnnxRuntimeBase):
     name = "torch"
 
-    def __init__(self, model: onnx.ModelProto, threads: int = 1, probes: list[str] | None = None):
-        super().__init__(model, probes)
+    def __init__(self, model: onnx.ModelProto, threads: int = 1):
+        super().__init__(model)
         bare = onnx.ModelProto()
         bare.CopyFrom(model)
         del bare.functions[:]  # the ai.lsnn ops come from lsnn.reference, not from bodies
@@ -64,7 +64,7 @@ class TorchRuntime(OnnxRuntimeBase):
         self.evaluator = ReferenceEvaluator(bare, new_ops=[_ALIF, _LI])
         inits = {i.name for i in model.graph.initializer}
         self.inputs = [i.name for i in model.graph.input if i.name not in inits]
-        self.outputs = [o.name for o in model.graph.output] + [p for p in self.probes]
+        self.outputs = [o.name for o in model.graph.output]
 
     def run(self, inputs, outputs=None):
         self.check(inputs)
