@@ -33,6 +33,9 @@ def compile(model, target="cpu", **options) -> Artifact:  # noqa: A001 - the iss
     proto = load_onnx(model)
     validate(proto)
     tgt = get_target(target, **options)
+    source = proto.SerializeToString() if isinstance(model, onnx.ModelProto) else Path(model).read_bytes()
+    if hasattr(tgt, "compile"):  # targets that build their own artifact (Cortex-M projects)
+        return tgt.compile(proto, hashlib.sha256(source).hexdigest())
     started = time.perf_counter()
     try:
         mod = to_relax(proto, tgt)
@@ -47,7 +50,6 @@ def compile(model, target="cpu", **options) -> Artifact:  # noqa: A001 - the iss
         raise CompileError(f"TVM failed to build the model for target '{tgt.name}': "
                            f"{type(e).__name__}: {str(e).strip().splitlines()[-1] if str(e).strip() else e}") from e
     inits = {i.name for i in proto.graph.initializer}
-    source = proto.SerializeToString() if isinstance(model, onnx.ModelProto) else Path(model).read_bytes()
     manifest = {
         "format": FORMAT,
         "target": tgt.describe(),

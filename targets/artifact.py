@@ -96,27 +96,37 @@ class Artifact(Runtime):
     def save(self, directory: str | Path) -> Path:
         if self.executable is None:
             raise ArtifactError("this artifact was loaded from disk; copy its folder instead")
-        directory = Path(directory)
-        directory.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(dir=directory.parent, prefix=f".{directory.name}."))
-        try:
+
+        def fill(tmp: Path) -> dict:
             self.executable.export_library(str(tmp / LIBRARY))
-            manifest = dict(self.manifest, library=LIBRARY, library_sha256=sha256(tmp / LIBRARY))
-            (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
-            if directory.exists():
-                if not (directory / MANIFEST).is_file():
-                    raise ArtifactError(f"{directory} exists and is not an artifact folder; not overwriting it")
-                old = Path(tempfile.mkdtemp(dir=directory.parent, prefix=f".{directory.name}.old."))
-                directory.rename(old / "prev")
-                tmp.rename(directory)
-                shutil.rmtree(old, ignore_errors=True)
-            else:
-                tmp.rename(directory)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
-        self.manifest = manifest
-        return directory
+            return dict(self.manifest, library=LIBRARY, library_sha256=sha256(tmp / LIBRARY))
+
+        self.manifest = write_folder(directory, fill)
+        return Path(directory)
+
+
+def write_folder(directory: str | Path, fill) -> dict:
+    """Write an artifact folder atomically: ``fill(tmp)`` writes the files and returns the
+    manifest; the folder replaces ``directory`` only when all of it is written."""
+    directory = Path(directory)
+    directory.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=directory.parent, prefix=f".{directory.name}."))
+    try:
+        manifest = fill(tmp)
+        (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
+        if directory.exists():
+            if not (directory / MANIFEST).is_file():
+                raise ArtifactError(f"{directory} exists and is not an artifact folder; not overwriting it")
+            old = Path(tempfile.mkdtemp(dir=directory.parent, prefix=f".{directory.name}.old."))
+            directory.rename(old / "prev")
+            tmp.rename(directory)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            tmp.rename(directory)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return manifest
 
 
 def load(directory: str | Path) -> Artifact:
@@ -132,6 +142,10 @@ def load(directory: str | Path) -> Artifact:
     manifest = read_json(mpath, ArtifactError, "corrupt manifest")
     if manifest.get("format") != FORMAT:
         raise ArtifactError(f"{mpath}: format {manifest.get('format')!r}, expected {FORMAT!r}")
+    if manifest.get("kind") == "cortex-m project":
+        from .cortex_m.artifact import load_project
+
+        return load_project(directory, manifest)
     lib = directory / manifest.get("library", LIBRARY)
     if not lib.is_file():
         raise ArtifactError(f"{directory}: the library {lib.name} is missing")

@@ -72,7 +72,7 @@ def register(cls: type[Target]) -> type[Target]:
 
 
 def get_target(target: str | Target, **options) -> Target:
-    from . import cpu  # noqa: F401  (each target module registers itself)
+    from . import cortex_m, cpu  # noqa: F401  (each target module registers itself)
 
     if isinstance(target, Target):
         return target
@@ -82,6 +82,6 @@ def get_target(target: str | Target, **options) -> Target:
 
 
 def available() -> list[str]:
-    from . import cpu  # noqa: F401
+    from . import cortex_m, cpu  # noqa: F401
 
     return sorted(_REGISTRY)

@@ -1,0 +1,159 @@
+"""Write the project folder of a model for a Cortex-M target and build its ELF.
+
+Folder: ``lsnn_model.{c,h}`` (the step and the C API), ``lsnn_kernels.c`` (TVM's
+C), ``lsnn_runtime.{c,h}`` (static workspace), the QEMU harness (``main.c``,
+``startup.c``, ``semihost.{c,h}``), ``lsnn.ld``, ``Makefile``, the built
+``lsnn.elf`` and ``manifest.json`` with the footprint. Built in a temporary
+folder; nothing is left behind when any step fails.
+"""
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+import tempfile
+import time
+from importlib import resources
+from pathlib import Path
+
+import numpy as np
+
+from lsnn.compiler.importer import CompileError
+
+from . import codegen
+
+FIRMWARE = ("main.c", "startup.c", "semihost.c", "semihost.h", "lsnn_runtime.c", "lsnn_runtime.h")
+_WORKSPACE = re.compile(r"TVMBackendAllocWorkspace\(\d+, \d+, \(uint64_t\)(\d+)ULL")
+_PROTO = re.compile(r"^void (lsnn_k_\w+)\((.*)\);$", re.M)
+
+
+def _template(name: str) -> str:
+    return resources.files(__package__).joinpath("firmware", name).read_text()
+
+
+def _memory(target) -> tuple[str, str, str]:
+    lines = [f"  {name} (rwx) : ORIGIN = 0x{origin:08X}, LENGTH = {length // 1024}K"
+             for name, (origin, length) in target.memory.items()]
+    if "VECTORS" in target.memory:
+        return "\n".join(lines), "  .vectors : { KEEP(*(.vectors)) } > VECTORS", ""
+    return "\n".join(lines), "", "KEEP(*(.vectors))"
+
+
+def write_sources(folder: Path, target, kernels: str, model_c: str, model_h: str) -> int:
+    """Write every source of the project into ``folder``; returns the workspace size in bytes."""
+    protos = "\n".join(f"void {n}({a});" for n, a in _PROTO.findall(kernels))
+    model_c = re.sub(r"^void lsnn_k_\w+\(\);$\n?", "", model_c, flags=re.M)
+    model_c = model_c.replace('#include "lsnn_model.h"\n', '#include "lsnn_model.h"\n\n' + protos + "\n", 1)
+    # a kernel whose workspace allocation fails reports it instead of returning an error code
+    kernels = kernels.replace("return -1;", "{ lsnn_kernel_error(); return; }")
+    workspace = sum((int(n) + 7) // 8 * 8 for n in _WORKSPACE.findall(kernels))
+    (folder / "lsnn_kernels.c").write_text(kernels)
+    (folder / "lsnn_model.c").write_text(model_c)
+    (folder / "lsnn_model.h").write_text(model_h)
+    for name in FIRMWARE:
+        (folder / name).write_text(_template(name))
+    memory, vectors, in_text = _memory(target)
+    subst = {"@TARGET@": target.name, "@BOARD@": target.board, "@CPU@": " ".join(target.cflags),
+             "@OPT@": target.options["opt"], "@WORKSPACE@": str(max(workspace, 8)),
+             "@MEMORY@": memory, "@VECTORS@": vectors, "@VECTORS_IN_TEXT@": in_text}
+    for src, dst in (("Makefile.in", "Makefile"), ("lsnn.ld.in", "lsnn.ld")):
+        text = _template(src)
+        for k, v in subst.items():
+            text = text.replace(k, v)
+        (folder / dst).write_text(text)
+    return workspace
+
+
+def make(folder: Path) -> str:
+    try:
+        proc = subprocess.run(["make", "-C", str(folder), "lsnn.elf"], capture_output=True, text=True, timeout=600)
+    except subprocess.TimeoutExpired as e:
+        raise CompileError(f"building the ELF in {folder} took over 600 s") from e
+    if proc.returncode != 0:
+        lines = (proc.stderr or proc.stdout).strip().splitlines()
+        errors = [ln for ln in lines if "error" in ln.lower()]
+        tail = "\n".join((errors or lines)[-15:])
+        raise CompileError(f"arm-none-eabi-gcc failed to build the project:\n{tail}")
+    return proc.stdout
+
+
+def _size(paths: list[Path]) -> dict:
+    proc = subprocess.run(["arm-none-eabi-size", *map(str, paths)], capture_output=True, text=True, check=True)
+    text = data = bss = 0
+    for line in proc.stdout.splitlines()[1:]:
+        cols = line.split()
+        text, data, bss = text + int(cols[0]), data + int(cols[1]), bss + int(cols[2])
+    return {"flash_bytes": text + data, "ram_bytes": data + bss, "text": text, "data": data, "bss": bss}
+
+
+def _stack(folder: Path) -> dict:
+    """Worst-case stack of one step: the harness's main, lsnn_step and the deepest kernel
+    (from ``-fstack-usage``; the call chain is main -> lsnn_step -> kernel -> memcpy)."""
+    usage = {}
+    for su in folder.glob("*.su"):
+        for line in su.read_text().splitlines():
+            parts = line.split("\t")
+            if len(parts) >= 2:
+                usage[parts[0].rsplit(":", 1)[-1]] = int(parts[1])
+    kernels = max((v for k, v in usage.items() if k.startswith("lsnn_k_")), default=0)
+    model = usage.get("lsnn_step", 0) + kernels
+    return {"stack_bytes_model": model, "stack_bytes": model + usage.get("main", 0),
+            "stack_bytes_per_function": dict(sorted(usage.items()))}
+
+
+def footprint(folder: Path) -> dict:
+    model = _size([folder / "lsnn_model.o", folder / "lsnn_kernels.o", folder / "lsnn_runtime.o"])
+    elf = _size([folder / "lsnn.elf"])
+    return {"model": model, "elf": elf, **_stack(folder)}
+
+
+def build(proto, target, source_sha256: str, *, progress=None):
+    """Compile ``proto`` for ``target`` into a project folder with a built ELF."""
+    import tvm
+
+    from lsnn.compiler.build import _io
+    from lsnn.compiler.stepgraph import check_steps, step_graph
+    from lsnn.targets.artifact import FORMAT
+
+    from .artifact import CortexMArtifact
+
+    target.require_toolchain()
+    started = time.perf_counter()
+    plan = step_graph(proto)
+    check_steps(proto, plan)
+    for name, shape in plan.outputs:
+        if shape[:2] != [1, 1]:
+            raise CompileError(f"output '{name}' has step shape {shape}; a per-step output must be [T, B, ...]")
+    mod = codegen.lower(plan, target)
+    kernels, names = codegen.kernels_c(mod, target)
+    model_c, model_h, layout = codegen.model_c(mod, names, plan)
+    folder = Path(tempfile.mkdtemp(prefix=f"lsnn-{target.name}-"))
+    try:
+        workspace = write_sources(folder, target, kernels, model_c, model_h)
+        make(folder)
+        inits = {i.name for i in proto.graph.initializer}
+        manifest = {
+            "format": FORMAT,
+            "kind": "cortex-m project",
+            "target": target.describe(),
+            "tvm_version": tvm.__version__,
+            "source_sha256": source_sha256,
+            "inputs": _io([vi for vi in proto.graph.input if vi.name not in inits]),
+            "outputs": _io(proto.graph.output),
+            "layout": layout,
+            "sequence_inputs": plan.sequence_inputs,
+            "initial_state": np.concatenate([np.asarray(s.initial if s.initial is not None else
+                                                        np.zeros(s.shape), np.float32).ravel()
+                                             for s in plan.states]).tolist() if plan.states else [],
+            "workspace_bytes": workspace,
+            "footprint": footprint(folder),
+            "compile_seconds": round(time.perf_counter() - started, 3),
+            "metadata": {p.key: p.value for p in proto.metadata_props},
+        }
+        art = CortexMArtifact(folder, manifest, owned=True)
+        art.manifest["footprint"]["instructions_per_step"] = art.profile()
+        art.manifest["compile_seconds"] = round(time.perf_counter() - started, 3)
+        return art
+    except BaseException:
+        shutil.rmtree(folder, ignore_errors=True)
+        raise

@@ -1,0 +1,12 @@
+/* Arm semihosting: file I/O and exit through the debugger (here QEMU), no drivers needed. */
+#ifndef LSNN_SEMIHOST_H
+#define LSNN_SEMIHOST_H
+#include <stdint.h>
+
+int sh_open(const char *path, int mode); /* mode 1: read binary, 5: write binary; -1 on error */
+int sh_read(int fd, void *buf, uint32_t n);        /* 0 when all n bytes were read */
+int sh_write(int fd, const void *buf, uint32_t n); /* 0 when all n bytes were written */
+int sh_close(int fd);
+void sh_puts(const char *s);
+void sh_exit(int code) __attribute__((noreturn));
+#endif
