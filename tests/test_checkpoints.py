@@ -79,3 +79,22 @@ def test_checkpoint_exports_and_passes_parity(name, streaming, runtime, tmp_path
     assert report["passed"], report
     held = report["datasets"]["heldout"]
     assert held["decisions"] >= 64 and held["prediction_agreement"] >= 0.95
+
+
+@pytest.mark.parametrize("name", ["smnist-lsnn", "smnist-lstm"])
+@pytest.mark.parametrize("core", ["cortex-m4", "cortex-m7", "cortex-m55"])
+def test_smnist_checkpoints_pass_parity_on_every_cortex_m_core(name, core, tmp_path):
+    """Held-out Fashion-MNIST sequences (840 steps) and random inputs, run under QEMU."""
+    from lsnn.bench.verify import verify
+    from lsnn.compiler.onnx.export import export_checkpoint
+    from lsnn.targets.cortex_m import missing_tools
+
+    if missing_tools():
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"Cortex-M toolchain missing: {missing_tools()}")
+        pytest.skip(f"Cortex-M toolchain missing: {missing_tools()}")
+    if not Path(DEFAULT_DATA_DIR).is_dir() and not os.environ.get("CI"):
+        pytest.skip("Fashion-MNIST (dataset-fashion-mnist) is not installed")
+    report = verify(export_checkpoint(MODELS / name), core, data_dir=DEFAULT_DATA_DIR, limit=4, progress=False)
+    assert report["passed"], report
+    assert report["datasets"]["heldout"]["prediction_agreement"] == 1.0

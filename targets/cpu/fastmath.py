@@ -3,9 +3,15 @@
 ``tanh`` is the rational approximation used by Eigen for float
 (``x * P(x^2) / Q(x^2)`` on ``x`` clamped to +-7.9053), absolute error below
 4e-7 over the reals; ``sigmoid(x) = 0.5 * tanh(x / 2) + 0.5``.
+
+Coefficients enter the TIR as the bits of their float32 values: TVM's C code
+generator prints float literals with 7 significant digits, which would change
+them (Eigen's first coefficients of P and Q even print alike), and the
+approximation is sensitive to that over hundreds of LSTM steps.
 """
 from __future__ import annotations
 
+import numpy as np
 from tvm import tirx
 
 _CLAMP = 7.90531110763549805
@@ -15,7 +21,9 @@ _BETA = [4.89352518554385e-03, 2.26843463243900e-03, 1.18534705686654e-04, 1.198
 
 
 def _f(v: float):
-    return tirx.const(v, "float32")
+    """``v`` as float32, exactly, on every target (LLVM folds it; C gets the bits)."""
+    bits = int(np.array(v, np.float32).view(np.uint32))
+    return tirx.reinterpret("float32", tirx.const(bits, "uint32"))
 
 
 def tanh(x):
