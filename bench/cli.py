@@ -125,6 +125,15 @@ def cmd_compile(args) -> int:
     out = artifact.save(args.output)
     m = artifact.manifest
     print(f"wrote {out}: {json.dumps(m['target']['tvm_target'])}, compiled in {m['compile_seconds']:.1f} s")
+    fp = m.get("footprint")
+    if fp:  # a microcontroller project
+        ips = fp.get("instructions_per_step")
+        print(f"  model: flash {fp['model']['flash_bytes']} B, RAM {fp['model']['ram_bytes']} B, "
+              f"stack {fp['stack_bytes_model']} B; ELF with harness: flash {fp['elf']['flash_bytes']} B, "
+              f"RAM {fp['elf']['ram_bytes']} B")
+        if ips:
+            print(f"  {ips['value']} instructions per step ({ips['input']}; {ips['counted_by']})")
+        print(f"  run it: lsnn run {out} --inputs in.npz --outputs out.npz   (or: make -C {out} run)")
     return 0
 
 

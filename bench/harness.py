@@ -19,7 +19,15 @@ Definitions (also written into the report):
 * spike statistics: firing rate per population (LIF, adaptive) on the
   held-out inputs and its distribution over neurons;
 * energy: synaptic operations per inference as NeuroBench counts them
-  (:mod:`lsnn.bench.energy`), ``ACs x E_AC + MACs x E_MAC``.
+  (:mod:`lsnn.bench.energy`), ``ACs x E_AC + MACs x E_MAC``;
+* microcontrollers (``cortex-m``: each of ``cortex_m_cores`` in QEMU): accuracy
+  on the first ``cortex_m_heldout`` held-out sequences; instructions per step
+  in ``lsnn_step`` counted by QEMU (``-icount shift=0``, SysTick) on those
+  sequences, so at the trained firing rates; for spiking models also with the
+  dense ALIF kernel (``events=False``) on the same inputs; flash and RAM of the
+  model's objects (``arm-none-eabi-size``), worst-case stack of one step
+  (``-fstack-usage``). Instructions, not cycles: QEMU models no pipeline,
+  caches or wait states.
 """
 from __future__ import annotations
 
@@ -52,8 +60,10 @@ QUICK = {
     "data_dir": None,
     "e_ac_pj": E_AC_PJ,
     "e_mac_pj": E_MAC_PJ,
+    "cortex_m_cores": ["cortex-m4", "cortex-m7", "cortex-m55"],
+    "cortex_m_heldout": 8,
 }
-FULL = dict(QUICK, batch_sizes=[1, 16, 64], heldout_limit=512, repeats=10, warmup=2)
+FULL = dict(QUICK, batch_sizes=[1, 16, 64], heldout_limit=512, repeats=10, warmup=2, cortex_m_heldout=64)
 
 
 def load_config(path: str | None, quick: bool) -> dict:
@@ -80,7 +90,10 @@ def unavailable_reason(runtime: str) -> str | None:
     if runtime == "cuda":
         return "the CUDA target is not built yet (issue 7)" + ("" if _has_gpu() else "; this machine has no NVIDIA GPU")
     if runtime == "cortex-m":
-        return "the Cortex-M target is not built yet (issue 6)"
+        from lsnn.targets.cortex_m import missing_tools
+
+        missing = missing_tools()
+        return f"{', '.join(missing)} not found (Debian: gcc-arm-none-eabi qemu-system-arm)" if missing else None
     return f"unknown runtime {runtime}"
 
 
@@ -229,6 +242,38 @@ def _open(entry: ModelEntry, runtime: str, threads: int, work: Path):
     return rt, entry.onnx_path.stat().st_size
 
 
+def _microcontrollers(entry: ModelEntry, cfg: dict, model_result: dict) -> list[dict]:
+    """Each Cortex-M core in QEMU: held-out accuracy, instructions per step, footprint."""
+    from lsnn.compiler import compile
+    from lsnn.reference.tasks import decisions
+
+    X_all = np.concatenate([x.numpy() for x, _ in entry.heldout], axis=1)
+    t_all = np.concatenate([t.numpy() for _, t in entry.heldout], axis=1)  # [T, B] labels
+    n = min(cfg["cortex_m_heldout"], X_all.shape[1])
+    X, target = np.ascontiguousarray(X_all[:, :n]), t_all[:, :n]
+    rows = []
+    for core in cfg["cortex_m_cores"]:
+        art = compile(entry.onnx_path, core)
+        Y = art.run({"X": X}, ["Y"])["Y"]
+        pred, labels = decisions(Y, target)
+        acc = float((pred == labels).float().mean())
+        fp = art.manifest["footprint"]
+        row = {"model": entry.name, "core": core, "board": art.target_obj.board, "sequences": n,
+               "steps": int(X.shape[0]), "accuracy": acc,
+               "instructions_per_step": art.last_run.instructions_per_step,
+               "flash_bytes": fp["model"]["flash_bytes"], "ram_bytes": fp["model"]["ram_bytes"],
+               "stack_bytes": fp["stack_bytes_model"], "elf_flash_bytes": fp["elf"]["flash_bytes"],
+               "elf_ram_bytes": fp["elf"]["ram_bytes"], "compile_seconds": art.manifest["compile_seconds"]}
+        if entry.kind != "lstm":
+            dense = compile(entry.onnx_path, core, events=False)
+            Yd = dense.run({"X": X}, ["Y"])["Y"]
+            row["instructions_per_step_dense"] = dense.last_run.instructions_per_step
+            row["dense_outputs_equal"] = bool(np.array_equal(Yd, Y))
+        model_result["accuracy"][core] = acc
+        rows.append(row)
+    return rows
+
+
 def _percentiles(ts: list[float]) -> dict:
     a = np.asarray(ts)
     return {"median": float(np.median(a)), "p10": float(np.percentile(a, 10)), "p90": float(np.percentile(a, 90))}
@@ -244,7 +289,7 @@ def run_bench(cfg: dict, out: Path, progress: bool = True) -> dict:
     torch.set_num_threads(cfg["threads"])
     os.environ["TVM_NUM_THREADS"] = str(cfg["threads"])
     results = {"schema": SCHEMA, "environment": environment(cfg["threads"]), "config": cfg,
-               "energy_source": SOURCE, "models": [], "runs": [], "unavailable": []}
+               "energy_source": SOURCE, "models": [], "runs": [], "microcontrollers": [], "unavailable": []}
     for r in cfg["runtimes"]:
         why = unavailable_reason(r)
         if why:
@@ -273,6 +318,10 @@ def run_bench(cfg: dict, out: Path, progress: bool = True) -> dict:
                             "accuracy": {}, **{k: v for k, v in e.stats.items()}}
             for r in runnable:
                 bar.set_postfix_str(f"{e.name}: {r}")
+                if r == "cortex-m":
+                    results["microcontrollers"] += _microcontrollers(e, cfg, model_result)
+                    bar.update()
+                    continue
                 rt, size = _open(e, r, cfg["threads"], work)
                 correct = total = 0
                 for n, (X, target) in enumerate(e.heldout):

@@ -1,8 +1,10 @@
 import json
+import os
 
 from lsnn.bench.cli import main
 from lsnn.bench.harness import QUICK, load_config
 from lsnn.reference.train import train
+from lsnn.targets.cortex_m import missing_tools
 
 TINY = {"period_ms": 10, "n_periods": 4, "min_delay_ms": 10, "heldout_size": 8}
 
@@ -12,7 +14,8 @@ def test_bench_matrix_and_report(tmp_path, capsys):
         train("store-recall", kind, tmp_path / kind, steps=1, batch_size=4, progress=False,
               model_params=params, task_params=TINY)
     cfg = {"models": [str(tmp_path / "lsnn"), str(tmp_path / "lstm"), str(tmp_path / "missing")],
-           "batch_sizes": [1, 2], "heldout_limit": 4, "repeats": 2, "warmup": 1}
+           "batch_sizes": [1, 2], "heldout_limit": 4, "repeats": 2, "warmup": 1,
+           "cortex_m_cores": ["cortex-m4"], "cortex_m_heldout": 2}
     (tmp_path / "cfg.json").write_text(json.dumps(cfg))
     out = tmp_path / "report"
     assert main(["bench", "--config", str(tmp_path / "cfg.json"), "--out", str(out)]) == 0
@@ -25,9 +28,19 @@ def test_bench_matrix_and_report(tmp_path, capsys):
         lat = r["latency_per_sequence_s"]
         assert 0 < lat["p10"] <= lat["median"] <= lat["p90"] and r["artifact_bytes"] > 0
     unavailable = {u.get("runtime") or u.get("model"): u["reason"] for u in results["unavailable"]}
-    assert "issue 7" in unavailable["cuda"] and "issue 6" in unavailable["cortex-m"]
-    assert "no checkpoint" in unavailable[str(tmp_path / "missing")]
+    assert "issue 7" in unavailable["cuda"] and "no checkpoint" in unavailable[str(tmp_path / "missing")]
     by = {m["name"]: m for m in results["models"]}
+    if missing_tools() and os.environ.get("CI") != "true":
+        assert "qemu-system-arm" in unavailable["cortex-m"] or "arm-none-eabi" in unavailable["cortex-m"]
+    else:
+        assert "cortex-m" not in unavailable
+        mcu = {r["model"]: r for r in results["microcontrollers"]}
+        assert set(mcu) == {"lsnn", "lstm"} and all(r["core"] == "cortex-m4" for r in mcu.values())
+        for r in mcu.values():
+            assert r["instructions_per_step"] > 0 and r["flash_bytes"] > 0 and r["sequences"] == 2
+        assert mcu["lsnn"]["dense_outputs_equal"] and mcu["lsnn"]["instructions_per_step_dense"] > 0
+        assert "## Microcontrollers (QEMU)" in (out / "report.md").read_text()
+        assert 0 <= by["lsnn"]["accuracy"].pop("cortex-m4") <= 1
     assert set(by["lsnn"]["accuracy"]) == {"torch", "ort", "cpu"}
     assert len(set(by["lsnn"]["accuracy"].values())) == 1  # parity: same decisions everywhere
     assert set(by["lsnn"]["peak_working_memory_bytes"]) == {"torch", "ort", "cpu"}
