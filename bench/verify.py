@@ -203,13 +203,15 @@ def verify(model_path, runtime: str = "ort", *, task: str | None = None, data_di
 
     from lsnn.compiler.onnx.validate import load
     from lsnn.reference.tasks import decisions
-    from lsnn.targets import open_runtime
+    from lsnn.targets import Runtime, open_runtime
 
     model = load(model_path)
     probed, probes = add_probes(model)
     probe_names = [n for p in probes for n in (p.Z, p.V, p.A)]
     ref_rt = open_runtime(probed, "torch", threads)
-    rt = open_runtime(probed, runtime, threads)
+    # a Runtime object: already compiled from add_probes(model)[0] (e.g. on a machine without a compiler)
+    rt = runtime if isinstance(runtime, Runtime) else open_runtime(probed, runtime, threads)
+    runtime = getattr(rt, "target", None) or getattr(rt, "name", runtime) if isinstance(runtime, Runtime) else runtime
     outputs = [o.name for o in model.graph.output]
     names = list(dict.fromkeys(outputs + probe_names))
     readout = "Y" if "Y" in outputs else outputs[0]

@@ -40,8 +40,9 @@ def sha256(path: Path) -> str:
 class Artifact(Runtime):
     name = "compiled"
 
-    def __init__(self, module, manifest: dict, executable=None):
+    def __init__(self, module, manifest: dict, executable=None, files: dict | None = None):
         self.manifest = manifest
+        self.files = files or {}  # extra files the artifact carries (e.g. CUDA fatbins)
         self.executable = executable  # kept for save(); None when loaded from disk
         self.inputs = [i["name"] for i in manifest["inputs"]]
         self.outputs = [o["name"] for o in manifest["outputs"]]
@@ -51,14 +52,14 @@ class Artifact(Runtime):
 
     def _machine(self):
         if self._vm is None:
-            from tvm import relax
+            from tvm.runtime.vm import VirtualMachine  # runtime only: no compiler needed to run
 
             target = get_target(self.target, **self.manifest["target"]["options"])
             ok, why = target.can_run()
             if not ok:
                 raise TargetError(f"cannot run a '{self.target}' artifact here: {why}")
             self._device = target.device()
-            self._vm = relax.VirtualMachine(self._module, self._device)
+            self._vm = VirtualMachine(self._module, self._device)
         return self._vm
 
     def _check(self, inputs: dict[str, np.ndarray]) -> None:
@@ -99,7 +100,10 @@ class Artifact(Runtime):
 
         def fill(tmp: Path) -> dict:
             self.executable.export_library(str(tmp / LIBRARY))
-            return dict(self.manifest, library=LIBRARY, library_sha256=sha256(tmp / LIBRARY))
+            for name, data in self.files.items():
+                (tmp / name).write_bytes(data)
+            return dict(self.manifest, library=LIBRARY, library_sha256=sha256(tmp / LIBRARY),
+                        files={name: sha256(tmp / name) for name in self.files})
 
         self.manifest = write_folder(directory, fill)
         return Path(directory)
@@ -153,6 +157,16 @@ def load(directory: str | Path) -> Artifact:
         raise ArtifactError(f"{lib}: corrupt library (its SHA-256 does not match the manifest)")
     if manifest.get("tvm_version") != tvm.__version__:
         raise ArtifactError(f"{directory} was built with TVM {manifest.get('tvm_version')}, this is {tvm.__version__}")
+    for name, digest in manifest.get("files", {}).items():
+        if not (directory / name).is_file():
+            raise ArtifactError(f"{directory}: {name} is missing")
+        if sha256(directory / name) != digest:
+            raise ArtifactError(f"{directory / name}: corrupt file (its SHA-256 does not match the manifest)")
+    target = get_target(manifest["target"]["name"], **manifest["target"]["options"])
+    if not target.can_run()[0]:  # loadable for inspection; running says why not
+        return Artifact(None, manifest)
+    if hasattr(target, "prepare_load"):
+        target.prepare_load(directory, manifest)
     try:
         module = tvm.runtime.load_module(str(lib))
     except Exception as e:

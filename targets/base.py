@@ -7,6 +7,8 @@ The CPU target runs in this process; CUDA and Cortex-M (later) plug in the same 
 """
 from __future__ import annotations
 
+import importlib
+import inspect
 from typing import Callable
 
 
@@ -16,8 +18,9 @@ class TargetError(ValueError):
 
 class Target:
     name: str = ""
-    #: op name -> kernel builder (attributes as keyword arguments) -> TIR PrimFunc
-    kernels: dict[str, Callable] = {}
+    #: op name -> kernel builder (attributes as keyword arguments) -> TIR PrimFunc, or the
+    #: builder's "module:name", imported when first used (running an artifact needs no compiler)
+    kernels: dict[str, Callable | str] = {}
 
     def __init__(self, **options):
         unknown = set(options) - set(self.option_defaults())
@@ -44,9 +47,18 @@ class Target:
         return True, ""
 
     def kernel(self, op: str, **attrs):
+        """The kernel of ``op``: its builder gets the attributes it takes (e.g. ``dims``, the
+        layer's static sizes, only where a target specialises on them)."""
         if op not in self.kernels:
             raise TargetError(f"target '{self.name}' has no kernel for {op}")
-        return self.kernels[op](**attrs)
+        builder = self.kernels[op]
+        if isinstance(builder, str):
+            module, name = builder.split(":")
+            builder = getattr(importlib.import_module(module), name)
+        params = inspect.signature(builder).parameters
+        if not any(p.kind is p.VAR_KEYWORD for p in params.values()):
+            attrs = {k: v for k, v in attrs.items() if k in params}
+        return builder(**attrs)
 
     def device(self):
         """The TVM device artifacts of this target run on."""
@@ -72,7 +84,7 @@ def register(cls: type[Target]) -> type[Target]:
 
 
 def get_target(target: str | Target, **options) -> Target:
-    from . import cortex_m, cpu  # noqa: F401  (each target module registers itself)
+    from . import cortex_m, cpu, cuda  # noqa: F401  (each target module registers itself)
 
     if isinstance(target, Target):
         return target
@@ -82,6 +94,6 @@ def get_target(target: str | Target, **options) -> Target:
 
 
 def available() -> list[str]:
-    from . import cortex_m, cpu  # noqa: F401
+    from . import cortex_m, cpu, cuda  # noqa: F401
 
     return sorted(_REGISTRY)

@@ -11,9 +11,6 @@ from __future__ import annotations
 import shutil
 
 from ..base import Target, TargetError, register
-from .alif import alif_kernel
-from .li import li_kernel
-from .lstm import lstm_kernel
 
 TOOLCHAIN = ("arm-none-eabi-gcc", "arm-none-eabi-size", "make")
 QEMU = "qemu-system-arm"
@@ -29,7 +26,8 @@ class CortexMTarget(Target):
     cflags: tuple = ()
     memory: dict = {}
     sysclk_hz: int = 25_000_000
-    kernels = {"ALIF": alif_kernel, "LI": li_kernel, "LSTM": lstm_kernel}
+    kernels = {"ALIF": "lsnn.targets.cortex_m.alif:alif_kernel", "LI": "lsnn.targets.cortex_m.li:li_kernel",
+               "LSTM": "lsnn.targets.cortex_m.lstm:lstm_kernel"}
 
     @classmethod
     def option_defaults(cls) -> dict:

@@ -4,9 +4,6 @@ from __future__ import annotations
 import platform
 
 from ..base import Target, register
-from .alif import alif_kernel
-from .li import li_kernel
-from .lstm import lstm_kernel
 
 TRIPLES = {"x86_64": "x86_64-unknown-linux-gnu", "aarch64": "aarch64-unknown-linux-gnu",
            "arm64": "aarch64-unknown-linux-gnu"}
@@ -24,7 +21,8 @@ def host_cpu() -> tuple[str, str]:
 @register
 class CpuTarget(Target):
     name = "cpu"
-    kernels = {"ALIF": alif_kernel, "LI": li_kernel, "LSTM": lstm_kernel}
+    kernels = {"ALIF": "lsnn.targets.cpu.alif:alif_kernel", "LI": "lsnn.targets.cpu.li:li_kernel",
+               "LSTM": "lsnn.targets.cpu.lstm:lstm_kernel"}
 
     @classmethod
     def option_defaults(cls) -> dict:
