@@ -120,6 +120,8 @@ def cmd_compile(args) -> int:
 
     _threads(1)
     options = _kv(args.option)
+    if args.arch:
+        options["arch"] = args.arch
     print(f"compiling {args.model} for {args.target} ...", file=sys.stderr)
     artifact = compile(args.model, args.target, **options)
     out = artifact.save(args.output)
@@ -201,6 +203,7 @@ def parser() -> argparse.ArgumentParser:
     c.add_argument("--target", default="cpu", help="compile target (default: cpu)")
     c.add_argument("-o", "--output", required=True, help="artifact folder to write")
     c.add_argument("--option", action="append", metavar="KEY=VALUE", help="target option, e.g. mcpu=skylake")
+    c.add_argument("--arch", help="GPU architecture for --target cuda: sm_90 (default) or sm_80")
     c.set_defaults(func=cmd_compile)
 
     r = sub.add_parser("run", help="run a model or compiled artifact on named arrays (.npz in, .npz out)")

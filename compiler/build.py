@@ -60,4 +60,5 @@ def compile(model, target="cpu", **options) -> Artifact:  # noqa: A001 - the iss
         "compile_seconds": round(time.perf_counter() - started, 3),
         "metadata": {p.key: p.value for p in proto.metadata_props},
     }
-    return Artifact(executable, manifest, executable)
+    files = tgt.finalize(executable, manifest) if hasattr(tgt, "finalize") else {}
+    return Artifact(executable, manifest, executable, files)

@@ -24,6 +24,11 @@ class CompileError(ValueError):
     """A model the compiler cannot take, with the node and the reason."""
 
 
+def _static(d):
+    """An int when the dimension is known at compile time, else None."""
+    return int(d) if isinstance(d, (int, tvm.tirx.IntImm)) else None
+
+
 def _shape(expr) -> list:
     ty = expr.ty if hasattr(expr, "ty") else expr.struct_info
     if not isinstance(ty, relax.TensorType) or ty.shape is None:
@@ -87,7 +92,8 @@ class LSNNImporter(ONNXGraphImporter):
         state = [inputs[6 + k] if inputs[6 + k] is not None else self._zeros([B, H]) for k in range(4)]
         thr = float(attrs.get("thr", ALIF.attributes["thr"][1]))
         n_ref = int(attrs.get("n_refractory", ALIF.attributes["n_refractory"][1]))
-        kernel = self.target.kernel("ALIF", thr=thr, n_refractory=n_ref)
+        dims = {"I": _static(_shape(W)[1]), "H": _static(H)}
+        kernel = self.target.kernel("ALIF", thr=thr, n_refractory=n_ref, dims=dims)
         return self._call(kernel, "alif", [X, self._transposed(W), self._transposed(R), beta, alpha, rho, *state],
                           [[Tn, B, H]] * 3 + [[B, H]] * 4)
 
@@ -99,7 +105,8 @@ class LSNNImporter(ONNXGraphImporter):
         O = _shape(W)[0]
         bias = inputs[3] if inputs[3] is not None else self._zeros([O])
         y0 = inputs[4] if inputs[4] is not None else self._zeros([B, O])
-        return self._call(self.target.kernel("LI"), "li", [X, self._transposed(W), alpha, bias, y0],
+        dims = {"I": _static(_shape(W)[1]), "O": _static(O)}
+        return self._call(self.target.kernel("LI", dims=dims), "li", [X, self._transposed(W), alpha, bias, y0],
                           [[Tn, B, O], [B, O]])
 
     def _lstm(self, inputs, attrs):
@@ -127,7 +134,8 @@ class LSNNImporter(ONNXGraphImporter):
         bias = relax.const((b[:h4] + b[h4:]).astype(np.float32))
         h0 = self.bb.emit(relax.op.reshape(inputs[5], [B, H])) if inputs[5] is not None else self._zeros([B, H])
         c0 = self.bb.emit(relax.op.reshape(inputs[6], [B, H])) if inputs[6] is not None else self._zeros([B, H])
-        out = self._call(self.target.kernel("LSTM"), "lstm", [X, wt, rt, bias, h0, c0],
+        dims = {"I": int(wt.value.shape[0]), "H": int(rt.value.shape[0])}
+        out = self._call(self.target.kernel("LSTM", dims=dims), "lstm", [X, wt, rt, bias, h0, c0],
                          [[Tn, B, H], [B, H], [B, H]])
         Y = self.bb.emit(relax.op.reshape(relax.TupleGetItem(out, 0), [Tn, 1, B, H]))
         Yh = self.bb.emit(relax.op.reshape(relax.TupleGetItem(out, 1), [1, B, H]))

@@ -31,7 +31,7 @@ def open_runtime(model, runtime: str = "ort", threads: int = 1) -> Runtime:
 
 def load(directory):
     """A saved compiled artifact, ready to run (no recompilation)."""
-    from . import cortex_m, cpu  # noqa: F401  (registers the targets)
+    from . import cortex_m, cpu, cuda  # noqa: F401  (registers the targets)
     from .artifact import load as _load
 
     return _load(directory)

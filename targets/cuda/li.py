@@ -1,0 +1,53 @@
+"""ai.lsnn::LI for NVIDIA GPUs: one launch per call, one block per sequence, one thread per output.
+
+Each thread keeps its readout ``y`` in a register over all T steps and
+accumulates the rows of ``W^T`` for the nonzero inputs (block-uniform branch).
+"""
+from __future__ import annotations
+
+from tvm.script import tirx as T
+
+from .alif import threads_for
+
+
+def li_kernel(dims: dict | None = None):
+    if not dims or not isinstance(dims.get("O"), int) or not isinstance(dims.get("I"), int):
+        raise ValueError("the CUDA LI kernel needs the layer's sizes (constant weights)")
+    nI, nO = dims["I"], dims["O"]
+    NT = threads_for(nO)
+    J = (nO + NT - 1) // NT
+
+    @T.prim_func(private=True)
+    def li(x: T.handle, wt: T.handle, alpha: T.handle, bias: T.handle, y0: T.handle, yo: T.handle, fy: T.handle):
+        T.func_attr({"tirx.noalias": True, "tirx.is_scheduled": True})
+        nT = T.int64()
+        nB = T.int64()
+        X = T.match_buffer(x, (nT, nB, nI), "float32")
+        WT = T.match_buffer(wt, (nI, nO), "float32")
+        Alpha = T.match_buffer(alpha, (nO,), "float32")
+        Bias = T.match_buffer(bias, (nO,), "float32")
+        Y0 = T.match_buffer(y0, (nB, nO), "float32")
+        Y = T.match_buffer(yo, (nT, nB, nO), "float32")
+        FY = T.match_buffer(fy, (nB, nO), "float32")
+        for b in T.thread_binding(nB, thread="blockIdx.x"):
+            for tx in T.thread_binding(NT, thread="threadIdx.x"):
+                y = T.alloc_buffer((J,), "float32", scope="local")
+                acc = T.alloc_buffer((1,), "float32", scope="local")
+                for j in range(J):
+                    if j * NT + tx < nO:
+                        y[j] = Y0[b, j * NT + tx]
+                for t in range(nT):
+                    for j in range(J):
+                        if j * NT + tx < nO:
+                            o = j * NT + tx
+                            acc[0] = T.float32(0)
+                            for i in range(nI):
+                                if X[t, b, i] != T.float32(0):
+                                    acc[0] = acc[0] + X[t, b, i] * WT[i, o]
+                            y[j] = Alpha[o] * y[j] + (T.float32(1) - Alpha[o]) * (acc[0] + Bias[o])
+                            Y[t, b, o] = y[j]
+                for j in range(J):
+                    if j * NT + tx < nO:
+                        FY[b, j * NT + tx] = y[j]
+
+    return li

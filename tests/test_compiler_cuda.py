@@ -1,0 +1,110 @@
+"""The CUDA target: compiled with nvcc for sm_80 and sm_90 everywhere; run and checked
+against the reference only where a CUDA device is present (skipped otherwise, with the
+reason "no CUDA device"). In CI (CI=true) a missing nvcc is a failure."""
+import json
+import os
+
+import numpy as np
+import onnx
+import pytest
+
+from lsnn import compiler
+from lsnn.bench.cli import main
+from lsnn.compiler.onnx.export import export
+from lsnn.targets import load, open_runtime
+from lsnn.targets.base import TargetError, get_target
+from lsnn.targets.cuda.device import cuda_device
+from lsnn.targets.cuda.nvcc import find_nvcc
+from test_onnx import hand_built, small, spikes
+
+ARCHS = ["sm_80", "sm_90"]
+FATBIN_MAGIC = bytes.fromhex("50ed55ba")  # 0xBA55ED50, little-endian
+
+
+@pytest.fixture(autouse=True)
+def nvcc():
+    if find_nvcc() is None:
+        msg = "nvcc not found (the CUDA toolkit compiles the CUDA target)"
+        if os.environ.get("CI") == "true":
+            pytest.fail(msg)
+        pytest.skip(msg)
+
+
+@pytest.fixture(scope="module")
+def compiled():
+    if find_nvcc() is None:
+        return {}
+    return {(kind, arch): (model, compiler.compile(model, "cuda", arch=arch))
+            for kind in ("lsnn", "lstm") for model in [export(small(kind))] for arch in ARCHS}
+
+
+def needs_gpu():
+    ok, why = cuda_device()
+    if not ok:
+        pytest.skip("no CUDA device")
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+@pytest.mark.parametrize("kind", ["lsnn", "lstm"])
+def test_compiles_machine_code_with_nvcc(compiled, kind, arch, tmp_path):
+    _, art = compiled[kind, arch]
+    info = art.manifest["cuda"]
+    assert info["arch"] == arch and "cuda_13" in info["nvcc"] or info["nvcc"]
+    (binary,) = info["binaries"]
+    data = art.files[binary["file"]]
+    assert data[:4] == FATBIN_MAGIC and len(data) > 1000
+    kernel = "alif_kernel" if kind == "lsnn" else "lstm_kernel"
+    usage = binary["ptxas"][kernel]
+    assert usage["registers"] > 0 and usage["spill_stores"] == 0
+    out = art.save(tmp_path / "art")
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert binary["file"] in manifest["files"] and (out / binary["file"]).read_bytes() == data
+
+
+def test_persistent_kernel_keeps_R_in_shared_memory_when_it_fits():
+    target90, target80 = get_target("cuda", arch="sm_90"), get_target("cuda", arch="sm_80")
+    dims = {"I": 80, "H": 220}  # the sMNIST LSNN: R^T is 194 KB
+    k90 = target90.kernel("ALIF", thr=0.01, n_refractory=5, dims=dims).script()
+    k80 = target80.kernel("ALIF", thr=0.01, n_refractory=5, dims=dims).script()
+    assert "T.alloc_buffer((48400,), scope=\"shared.dyn\")" in k90  # H200/H100: 227 KB per block
+    assert "48400" not in k80 and "RT[k, h]" in k80  # A100: 163 KB per block, the general path
+    assert "RT[k, h]" not in k90
+
+
+def test_cli_compile_arch_and_errors(tmp_path, capsys):
+    model, _ = hand_built()
+    path = tmp_path / "hand.onnx"
+    onnx.save(model, str(path))
+    assert main(["compile", str(path), "--target", "cuda", "--arch", "sm_80", "-o", str(tmp_path / "a")]) == 0
+    manifest = json.loads((tmp_path / "a" / "manifest.json").read_text())
+    assert manifest["target"]["tvm_target"] == {"kind": "cuda", "arch": "sm_80"}
+    assert main(["compile", str(path), "--target", "cuda", "--arch", "sm_70", "-o", str(tmp_path / "b")]) == 2
+    assert "arch 'sm_70' is not supported" in capsys.readouterr().err
+    assert not (tmp_path / "b").exists()
+
+
+def test_without_a_gpu_loading_works_and_running_says_why(compiled, tmp_path):
+    ok, _ = cuda_device()
+    if ok:
+        pytest.skip("a CUDA device is present")
+    _, art = compiled["lsnn", "sm_90"]
+    out = art.save(tmp_path / "art")
+    loaded = load(out)
+    with pytest.raises(TargetError, match="no CUDA device"):
+        loaded.run({"X": spikes(T=5, B=1)})
+
+
+@pytest.mark.parametrize("kind", ["lsnn", "lstm"])
+def test_runs_and_matches_reference_on_the_gpu(compiled, kind):
+    needs_gpu()
+    import tvm
+
+    arch = "sm_90" if tvm.cuda(0).compute_version.startswith("9") else "sm_80"
+    model, art = compiled[kind, arch]
+    for T, B in ((60, 1), (30, 5)):
+        X = spikes(T=T, B=B, seed=T)
+        ref = open_runtime(model, "torch").run({"X": X})
+        got = art.run({"X": X})
+        if kind == "lsnn":
+            assert np.array_equal(got["Z"], ref["Z"])
+        np.testing.assert_allclose(got["Y"], ref["Y"], rtol=1e-4, atol=1e-5)
