@@ -88,7 +88,11 @@ def unavailable_reason(runtime: str) -> str | None:
     if runtime in ("torch", "ort", "cpu"):
         return None
     if runtime == "cuda":
-        return "the CUDA target is not built yet (issue 7)" + ("" if _has_gpu() else "; this machine has no NVIDIA GPU")
+        from lsnn.targets.cuda.device import cuda_device
+        from lsnn.targets.cuda.nvcc import find_nvcc
+
+        ok, why = cuda_device()
+        return why if not ok else None if find_nvcc() else "nvcc not found (the CUDA target compiles with it)"
     if runtime == "cortex-m":
         from lsnn.targets.cortex_m import missing_tools
 
@@ -229,13 +233,18 @@ def _open(entry: ModelEntry, runtime: str, threads: int, work: Path):
     """(callable runtime, artifact bytes)."""
     from lsnn.targets import open_runtime
 
-    if runtime == "cpu":
+    if runtime in ("cpu", "cuda"):
         from lsnn.compiler import compile
 
+        options = {}
+        if runtime == "cuda":
+            from lsnn.targets.cuda.device import device_arch
+
+            options["arch"] = device_arch()
         t0 = time.perf_counter()
-        art = compile(entry.onnx_path, "cpu")
-        entry.stats.setdefault("compile_seconds", {})["cpu"] = time.perf_counter() - t0
-        d = art.save(work / f"{entry.name}-cpu")
+        art = compile(entry.onnx_path, runtime, **options)
+        entry.stats.setdefault("compile_seconds", {})[runtime] = time.perf_counter() - t0
+        d = art.save(work / f"{entry.name}-{runtime}")
         size = sum(p.stat().st_size for p in d.iterdir())
         return art, size
     rt = open_runtime(entry.onnx_path, runtime, threads)

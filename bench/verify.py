@@ -190,7 +190,7 @@ def task_of(model: onnx.ModelProto, name: str | None = None, data_dir: str | Non
         params = {"name": name}
     if not params:
         return None
-    if data_dir is not None:
+    if data_dir is not None and params.get("name") == "smnist":  # the only task that reads files
         params["data_dir"] = data_dir
     return make_task(**params)
 

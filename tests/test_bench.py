@@ -28,7 +28,7 @@ def test_bench_matrix_and_report(tmp_path, capsys):
         lat = r["latency_per_sequence_s"]
         assert 0 < lat["p10"] <= lat["median"] <= lat["p90"] and r["artifact_bytes"] > 0
     unavailable = {u.get("runtime") or u.get("model"): u["reason"] for u in results["unavailable"]}
-    assert "issue 7" in unavailable["cuda"] and "no checkpoint" in unavailable[str(tmp_path / "missing")]
+    assert "no CUDA device" in unavailable["cuda"] and "no checkpoint" in unavailable[str(tmp_path / "missing")]
     by = {m["name"]: m for m in results["models"]}
     if missing_tools() and os.environ.get("CI") != "true":
         assert "qemu-system-arm" in unavailable["cortex-m"] or "arm-none-eabi" in unavailable["cortex-m"]
@@ -52,7 +52,7 @@ def test_bench_matrix_and_report(tmp_path, capsys):
     html = (out / "report.html").read_text()
     assert html.count("data:image/png;base64,") >= 3 and "Horowitz" in html
     md = (out / "report.md").read_text()
-    assert "## LSNN against LSTM" in md and "issue 7" in md
+    assert "## LSNN against LSTM" in md and "no CUDA device" in md
 
 
 def test_bench_config_errors(tmp_path, capsys):

@@ -84,6 +84,8 @@ class CudaTarget(Target):
         from pathlib import Path
 
         from . import nvcc
+        from .device import ensure_runtime
 
+        ensure_runtime()
         nvcc.install_callback({b["source_sha256"]: (Path(directory) / b["file"]).read_bytes()
                                for b in manifest.get("cuda", {}).get("binaries", [])})

@@ -1,0 +1,275 @@
+"""The GPU check of the CUDA target, in two halves.
+
+``prepare`` (here, with the compiler and nvcc): export every committed checkpoint,
+compile it for ``--arch`` (the parity build carries verify's probes; a plain build is
+timed; the sMNIST LSNN also with the dense ALIF kernel), and bundle the artifacts, the
+ONNX files, the held-out Fashion-MNIST file, TVM's runtime (no compiler: 30 MB instead of
+300) and tvm-ffi for the GPU machine's Python into one folder that travels to the GPU.
+
+``run`` (on the GPU machine, TVM runtime only): for each model
+  * parity: ``lsnn verify`` of the CUDA build against the reference, held-out and random;
+  * latency per step at batch 1: median of timed calls, CUDA build against the PyTorch
+    reference on the same GPU (``torch.nn.LSTM``, cuDNN, for the LSTM);
+  * throughput from batch 1 to 4096, both;
+  * energy per inference from NVML's energy counter, beside the synaptic-operation estimate.
+Results go to ``OUT/gpu_check.json`` and ``OUT/gpu_check.md``. ``--device cpu`` runs the same
+script on CPU artifacts, to check the bundle and the script without a GPU.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+COMMITTED = ["store-recall-lsnn", "store-recall-lif", "store-recall-lstm", "smnist-lsnn", "smnist-lstm"]
+TIMED = ["smnist-lsnn", "smnist-lstm"]
+BATCHES = [1, 4, 16, 64, 256, 1024, 4096]
+DATA = "/usr/share/datasets/fashion-mnist"
+TVM_SKIP = ("libtvm_compiler.so", "3rdparty", "include", "src", "web", "__pycache__")
+
+
+# -- prepare (this machine) ------------------------------------------------------------------
+
+def prepare(bundle: Path, arch: str, device: str, python: str, models: list[str] = COMMITTED) -> None:
+    import onnx
+    import tvm
+    from tqdm import tqdm
+
+    from lsnn.bench.verify import add_probes
+    from lsnn.compiler import compile
+    from lsnn.compiler.onnx.export import export_checkpoint
+
+    tmp = bundle.with_name(bundle.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    (tmp / "onnx").mkdir(parents=True)
+    target = {"target": "cuda", "arch": arch} if device == "cuda" else {"target": "cpu"}
+    jobs = [(m, kind) for m in models for kind in ("parity", "plain")]
+    jobs += [(m, "dense") for m in models if m == "smnist-lsnn"]
+    for name, kind in tqdm(jobs, desc="compile", dynamic_ncols=True):
+        proto = export_checkpoint(ROOT / "models" / name)
+        onnx.save(proto, str(tmp / "onnx" / f"{name}.onnx"))
+        if kind == "parity":
+            proto = add_probes(proto)[0]
+        options = dict(target, **({"events": False} if kind == "dense" else {}))
+        compile(proto, options.pop("target"), **options).save(tmp / "artifacts" / f"{name}.{kind}")
+    (tmp / "data").mkdir()
+    for f in ("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"):
+        shutil.copy(Path(DATA) / f, tmp / "data" / f)
+    # TVM's runtime alone (pure Python plus libtvm_runtime*.so)
+    shutil.copytree(Path(tvm.__file__).parent, tmp / "site" / "tvm", ignore=shutil.ignore_patterns(*TVM_SKIP))
+    if device == "cuda":  # tvm-ffi built for the GPU machine's Python
+        import tvm_ffi
+
+        wheels = tmp / "wheels"
+        version = tvm_ffi.__version__
+        cmd = (f"{sys.executable} -m pip download -q --no-deps --only-binary=:all: --python-version {python} "
+               f"--implementation cp --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 "
+               f"-d {wheels} apache-tvm-ffi=={version}")
+        if os.system(cmd) != 0:
+            raise SystemExit(f"cannot download apache-tvm-ffi {version} for Python {python}")
+    else:
+        import tvm_ffi
+
+        shutil.copytree(Path(tvm_ffi.__file__).parent, tmp / "site" / "tvm_ffi",
+                        ignore=shutil.ignore_patterns("__pycache__"))
+    (tmp / "bundle.json").write_text(json.dumps({"device": device, "arch": arch, "models": models,
+                                                  "timed": [m for m in TIMED if m in models],
+                                                  "tvm": tvm.__version__}, indent=1))
+    shutil.rmtree(bundle, ignore_errors=True)
+    tmp.rename(bundle)
+    size = sum(p.stat().st_size for p in bundle.rglob("*") if p.is_file())
+    print(f"bundle {bundle}: {size / 2**20:.1f} MiB")
+
+
+# -- run (the GPU machine) -------------------------------------------------------------------
+
+def _sync(device: str):
+    import torch
+
+    if device == "cuda":
+        torch.cuda.synchronize()
+
+
+def _time(fn, device: str, repeats: int, warmup: int = 2) -> list[float]:
+    for _ in range(warmup):
+        fn()
+    _sync(device)
+    ts = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        _sync(device)
+        ts.append(time.perf_counter() - t0)
+    return ts
+
+
+class Energy:
+    """Board energy from NVML's counter (millijoules since the driver loaded)."""
+
+    def __init__(self):
+        try:
+            import pynvml
+
+            pynvml.nvmlInit()
+            self.nvml = pynvml
+            self.handle = pynvml.nvmlDeviceGetHandleByIndex(0)
+        except Exception as e:  # no NVML: report why
+            self.nvml, self.why = None, f"NVML unavailable: {e}"
+
+    def joules(self, fn, device: str, min_seconds: float = 2.0) -> dict | None:
+        if self.nvml is None:
+            return None
+        fn()
+        _sync(device)
+        n, e0, t0 = 0, self.nvml.nvmlDeviceGetTotalEnergyConsumption(self.handle), time.perf_counter()
+        while time.perf_counter() - t0 < min_seconds:
+            fn()
+            n += 1
+        _sync(device)
+        e1, t1 = self.nvml.nvmlDeviceGetTotalEnergyConsumption(self.handle), time.perf_counter()
+        return {"calls": n, "joules": (e1 - e0) / 1000, "seconds": t1 - t0, "watts": (e1 - e0) / 1000 / (t1 - t0)}
+
+
+def run(bundle: Path, out: Path, limit: int, batches: list[int] = BATCHES) -> dict:
+    import numpy as np
+    import torch
+
+    from lsnn.bench.energy import E_AC_PJ, E_MAC_PJ, lsnn_ops, lstm_ops
+    from lsnn.bench.verify import format_report, verify
+    from lsnn.reference import checkpoint
+    from lsnn.reference.tasks import make_task
+    from lsnn.targets import load
+
+    meta = json.loads((bundle / "bundle.json").read_text())
+    device = meta["device"]
+    torch.set_num_threads(min(8, os.cpu_count() or 1))
+    if device == "cuda":
+        from lsnn.targets.cuda.device import ensure_runtime
+
+        ensure_runtime()
+        gpu = torch.cuda.get_device_name(0)
+    else:
+        gpu = "cpu (dry run)"
+    energy = Energy() if device == "cuda" else None
+    results = {"device": gpu, "arch": meta["arch"], "tvm": meta["tvm"], "torch": torch.__version__, "models": {}}
+    lines = [f"# GPU check: {gpu}", ""]
+    for name in meta["models"]:
+        onnx_path = bundle / "onnx" / f"{name}.onnx"
+        t0 = time.perf_counter()
+        art = load(bundle / "artifacts" / f"{name}.parity")
+        report = verify(onnx_path, art, data_dir=str(bundle / "data"), limit=limit, progress=False,
+                        threads=torch.get_num_threads())
+        entry = {"parity": report, "verify_seconds": time.perf_counter() - t0}
+        lines += [f"## {name}", "", "```", format_report(report), "```", ""]
+        print(format_report(report), flush=True)
+        if name in meta["timed"]:
+            entry.update(_timings(name, bundle, device, energy, load, checkpoint, make_task, np, torch,
+                                  (E_AC_PJ, E_MAC_PJ, lsnn_ops, lstm_ops), batches))
+            lines += _timing_lines(entry)
+        results["models"][name] = entry
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "gpu_check.json").write_text(json.dumps(results, indent=1, default=float))
+        (out / "gpu_check.md").write_text("\n".join(lines) + "\n")
+    results["passed"] = all(m["parity"]["passed"] for m in results["models"].values())
+    (out / "gpu_check.json").write_text(json.dumps(results, indent=1, default=float))
+    return results
+
+
+def _timings(name, bundle, device, energy, load, checkpoint, make_task, np, torch, ops, batches) -> dict:
+    E_AC, E_MAC, lsnn_ops, lstm_ops = ops
+    model, config, _ = checkpoint.load(ROOT / "models" / name)
+    params = dict(config["task"])
+    if params["name"] == "smnist":
+        params["data_dir"] = str(bundle / "data")
+    task = make_task(**params)
+    X1, _ = next(iter(task.heldout(1, 1)))
+    X1 = X1.numpy()
+    T = X1.shape[0]
+    arts = {"compiled": load(bundle / "artifacts" / f"{name}.plain")}
+    if (bundle / "artifacts" / f"{name}.dense").is_dir():
+        arts["compiled, dense ALIF"] = load(bundle / "artifacts" / f"{name}.dense")
+    ref = model.to(device).eval()
+    out = {"steps": T, "latency_batch1": {}, "throughput": {}, "energy": {}}
+    for label, art in arts.items():
+        ts = _time(lambda: art.run({"X": X1}, ["Y"]), device, repeats=20)
+        out["latency_batch1"][label] = {"per_call_s": float(np.median(ts)), "per_step_us": float(np.median(ts)) / T * 1e6}
+    xt = torch.from_numpy(X1).to(device)
+    with torch.no_grad():
+        ts = _time(lambda: ref(xt), device, repeats=10)
+    label = "pytorch (torch.nn.LSTM, cuDNN)" if config["model"]["kind"] == "lstm" else "pytorch reference (eager)"
+    out["latency_batch1"][label] = {"per_call_s": float(np.median(ts)), "per_step_us": float(np.median(ts)) / T * 1e6}
+    out["speedup_batch1_vs_pytorch"] = out["latency_batch1"][label]["per_call_s"] / \
+        out["latency_batch1"]["compiled"]["per_call_s"]
+    for B in batches:
+        XB = np.ascontiguousarray(np.repeat(X1, B, axis=1))
+        ts = _time(lambda: arts["compiled"].run({"X": XB}, ["Y"]), device, repeats=3, warmup=1)
+        xb = torch.from_numpy(XB).to(device)
+        with torch.no_grad():
+            tr = _time(lambda: ref(xb), device, repeats=3, warmup=1)
+        out["throughput"][B] = {"compiled_seq_per_s": B / float(np.median(ts)),
+                                "pytorch_seq_per_s": B / float(np.median(tr))}
+        print(f"{name} B={B}: compiled {B / np.median(ts):.1f} seq/s, pytorch {B / np.median(tr):.1f} seq/s", flush=True)
+    # synaptic-operation estimate for the same input (NeuroBench counts, Horowitz energies)
+    with torch.no_grad():
+        o = model.to("cpu")(torch.from_numpy(X1))
+    if o.Z is not None:
+        w = {k: getattr(model, k).detach().numpy() for k in ("W", "R", "W_out")}
+        layer = lsnn_ops(X1, o.Z.numpy(), w["W"], w["R"], w["W_out"])
+    else:
+        lstm = model.lstm
+        layer = lstm_ops(X1, lstm.weight_ih_l0.detach().numpy(), lstm.weight_hh_l0.detach().numpy(),
+                         model.readout.weight.detach().numpy())
+    acs, macs = sum(v.acs for v in layer.values()), sum(v.macs for v in layer.values())
+    out["synops_estimate_uj"] = (acs * E_AC + macs * E_MAC) * 1e-6
+    if energy is not None:
+        for B in (1, max(batches)):
+            XB = np.ascontiguousarray(np.repeat(X1, B, axis=1))
+            e = energy.joules(lambda: arts["compiled"].run({"X": XB}, ["Y"]), device)
+            if e:
+                e["uj_per_inference"] = e["joules"] / (e["calls"] * B) * 1e6
+            out["energy"][B] = e
+    return out
+
+
+def _timing_lines(e: dict) -> list[str]:
+    lines = ["| build | batch-1 latency per step |", "|---|---|"]
+    lines += [f"| {k} | {v['per_step_us']:.2f} us |" for k, v in e["latency_batch1"].items()]
+    lines += ["", f"Speed-up at batch 1 over PyTorch on the same GPU: {e['speedup_batch1_vs_pytorch']:.1f}x", "",
+              "| batch | compiled (seq/s) | PyTorch (seq/s) |", "|---|---|---|"]
+    lines += [f"| {b} | {v['compiled_seq_per_s']:.1f} | {v['pytorch_seq_per_s']:.1f} |" for b, v in e["throughput"].items()]
+    lines += ["", f"Synaptic-operation estimate: {e['synops_estimate_uj']:.3f} uJ per inference"]
+    for b, v in e["energy"].items():
+        if v:
+            lines.append(f"NVML, batch {b}: {v['uj_per_inference']:.1f} uJ per inference (board, {v['watts']:.0f} W)")
+    return lines + [""]
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    sub = p.add_subparsers(dest="cmd", required=True)
+    a = sub.add_parser("prepare")
+    a.add_argument("--bundle", default=str(ROOT / "runs" / "gpu-bundle"))
+    a.add_argument("--arch", default="sm_90")
+    a.add_argument("--device", default="cuda", choices=["cuda", "cpu"])
+    a.add_argument("--python", default="3.12", help="Python version of the GPU machine")
+    a.add_argument("--models", default=",".join(COMMITTED), help="checkpoints under models/")
+    b = sub.add_parser("run")
+    b.add_argument("--bundle", default=str(ROOT / "runs" / "gpu-bundle"))
+    b.add_argument("--out", default=os.environ.get("OUT", str(ROOT / "runs" / "gpu-check")))
+    b.add_argument("--limit", type=int, default=64, help="held-out sequences for parity")
+    b.add_argument("--batches", default=",".join(map(str, BATCHES)), help="batch sizes for throughput")
+    args = p.parse_args(argv)
+    if args.cmd == "prepare":
+        prepare(Path(args.bundle), args.arch, args.device, args.python, args.models.split(","))
+        return 0
+    res = run(Path(args.bundle), Path(args.out), args.limit, [int(b) for b in args.batches.split(",")])
+    return 0 if res["passed"] else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
