@@ -52,18 +52,18 @@ def cmd_evaluate(args) -> int:
     for d in args.checkpoints:
         model, config, _ = checkpoint.load(d)
         tp = dict(config["task"])
-        if args.data_dir:
+        if args.data_dir and tp.get("name") == "smnist":
             tp["data_dir"] = args.data_dir
         task = make_task(**tp)
         m = evaluate(model, task, limit=args.limit, dt=getattr(model.config, "dt", 1.0))
-        rows.append({"checkpoint": str(d), "task": task.name, "model": model.kind, **m})
+        rows.append({"checkpoint": str(d), "task": task.name, "model": model.kind, "metric": task.metric, **m})
     if args.json:
         print(json.dumps(rows, indent=2))
     else:
-        print(f"{'checkpoint':40s} {'task':13s} {'model':6s} {'accuracy':>9s} {'rate Hz':>8s}")
+        print(f"{'checkpoint':40s} {'task':14s} {'model':6s} {'metric':>8s} {'value':>9s} {'rate Hz':>8s}")
         for r in rows:
             rate = r.get("firing_rate_hz", {}).get("all")
-            print(f"{r['checkpoint']:40s} {r['task']:13s} {r['model']:6s} {r['accuracy']:9.4f} "
+            print(f"{r['checkpoint']:40s} {r['task']:14s} {r['model']:6s} {r['metric']:>8s} {r[r['metric']]:9.4f} "
                   f"{'' if rate is None else f'{rate:8.2f}'}")
     return 0
 
@@ -166,7 +166,7 @@ def parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
 
     t = sub.add_parser("train", help="train a reference model on a task (BPTT, Adam)")
-    t.add_argument("--task", required=True, choices=["store-recall", "smnist"])
+    t.add_argument("--task", required=True, choices=["store-recall", "smnist", "l2l-regression"])
     t.add_argument("--model", required=True, choices=["lsnn", "lif", "lstm"])
     t.add_argument("--out", required=True, help="checkpoint folder")
     t.add_argument("--data-dir", help="folder of MNIST-format IDX files (smnist; default: Fashion-MNIST)")
@@ -218,7 +218,7 @@ def parser() -> argparse.ArgumentParser:
     v.add_argument("model", help="ONNX file")
     v.add_argument("--runtime", default="ort", choices=["ort", "torch"])
     v.add_argument("--target", help="compile for this target (e.g. cpu) and verify the compiled model")
-    v.add_argument("--task", choices=["store-recall", "smnist"], help="default: the task in the model's metadata")
+    v.add_argument("--task", choices=["store-recall", "smnist", "l2l-regression"], help="default: the task in the model's metadata")
     v.add_argument("--data-dir")
     v.add_argument("--limit", type=int, help="held-out examples (default: 64 store-recall, 256 smnist)")
     v.add_argument("--threads", type=int, default=1)

@@ -7,7 +7,10 @@ Definitions (also written into the report):
   with the ``ai.lsnn`` ops computed by ``lsnn.reference`` in PyTorch eager
   mode; the LSTM by onnx's NumPy reference), ``ort`` stock onnxruntime on the
   exported file, ``cpu`` the TVM-compiled artifact;
-* accuracy: held-out decisions correct, per model and runtime;
+* accuracy: held-out decisions correct, per model and runtime; for regression
+  (``l2l-regression``) the held-out mean squared error of the trial predictions
+  instead (lower is better), and the learning curve over an episode's trials
+  beside the per-episode optimal linear predictor;
 * latency: wall time of one call on a batch after ``warmup`` calls, over
   ``repeats`` calls: median, p10, p90; per sequence = per call / batch, per
   step = per sequence / T; throughput = sequences per second; threads fixed;
@@ -143,6 +146,7 @@ class ModelEntry:
     weight_bytes: int
     heldout: list = field(default_factory=list)  # (X, target) batches
     stats: dict = field(default_factory=dict)
+    task_obj: object = None
 
 
 def environment(threads: int) -> dict:
@@ -182,7 +186,8 @@ def _prepare(path: Path, cfg: dict, work: Path) -> ModelEntry:
     task = make_task(**params)
     heldout = list(task.heldout(max(cfg["batch_sizes"]), cfg["heldout_limit"]))
     weights = sum(int(np.prod(t.dims)) * 4 for t in proto.graph.initializer)
-    return ModelEntry(path.name, path, config["model"]["kind"], task.name, onnx_path, weights, heldout)
+    return ModelEntry(path.name, path, config["model"]["kind"], task.name, onnx_path, weights, heldout,
+                      task_obj=task)
 
 
 def _reference_stats(entry: ModelEntry, cfg: dict) -> None:
@@ -227,6 +232,13 @@ def _reference_stats(entry: ModelEntry, cfg: dict) -> None:
         }
         entry.stats["rate_per_neuron_hz"] = rates.tolist()
         entry.stats["n_lif"] = c.n_lif
+    if hasattr(entry.task_obj, "curve"):  # learning-to-learn: error per trial of an episode
+        from lsnn.reference.train import evaluate
+
+        m = evaluate(model, entry.task_obj, limit=cfg["heldout_limit"])
+        entry.stats["learning_curve"] = {"mse_per_trial": m["mse_per_trial"],
+                                         "linear_baseline_mse_per_trial": m["linear_baseline_mse_per_trial"],
+                                         "episodes": m["decisions"] // entry.task_obj.n_trials}
 
 
 def _open(entry: ModelEntry, runtime: str, threads: int, work: Path):
@@ -254,7 +266,6 @@ def _open(entry: ModelEntry, runtime: str, threads: int, work: Path):
 def _microcontrollers(entry: ModelEntry, cfg: dict, model_result: dict) -> list[dict]:
     """Each Cortex-M core in QEMU: held-out accuracy, instructions per step, footprint."""
     from lsnn.compiler import compile
-    from lsnn.reference.tasks import decisions
 
     X_all = np.concatenate([x.numpy() for x, _ in entry.heldout], axis=1)
     t_all = np.concatenate([t.numpy() for _, t in entry.heldout], axis=1)  # [T, B] labels
@@ -264,8 +275,8 @@ def _microcontrollers(entry: ModelEntry, cfg: dict, model_result: dict) -> list[
     for core in cfg["cortex_m_cores"]:
         art = compile(entry.onnx_path, core)
         Y = art.run({"X": X}, ["Y"])["Y"]
-        pred, labels = decisions(Y, target)
-        acc = float((pred == labels).float().mean())
+        c, n_dec = entry.task_obj.score(Y, target)
+        acc = c / max(n_dec, 1)
         fp = art.manifest["footprint"]
         row = {"model": entry.name, "core": core, "board": art.target_obj.board, "sequences": n,
                "steps": int(X.shape[0]), "accuracy": acc,
@@ -293,7 +304,6 @@ def run_bench(cfg: dict, out: Path, progress: bool = True) -> dict:
     import torch
     from tqdm import tqdm
 
-    from lsnn.reference.tasks import decisions
 
     torch.set_num_threads(cfg["threads"])
     os.environ["TVM_NUM_THREADS"] = str(cfg["threads"])
@@ -324,7 +334,7 @@ def run_bench(cfg: dict, out: Path, progress: bool = True) -> dict:
             bar.update()
         for e in entries:
             model_result = {"name": e.name, "kind": e.kind, "task": e.task, "weight_bytes": e.weight_bytes,
-                            "accuracy": {}, **{k: v for k, v in e.stats.items()}}
+                            "metric": e.task_obj.metric, "accuracy": {}, **{k: v for k, v in e.stats.items()}}
             for r in runnable:
                 bar.set_postfix_str(f"{e.name}: {r}")
                 if r == "cortex-m":
@@ -341,9 +351,9 @@ def run_bench(cfg: dict, out: Path, progress: bool = True) -> dict:
                             "batch": int(X.shape[1]), "bytes": int(first.growth)}
                     else:
                         Y = rt.run({"X": X.numpy()}, ["Y"])["Y"]
-                    pred, labels = decisions(Y, target.numpy())
-                    correct += int((pred.numpy() == labels.numpy()).sum())
-                    total += labels.numel()
+                    c, n_dec = e.task_obj.score(Y, target.numpy())
+                    correct += c
+                    total += n_dec
                 model_result["accuracy"][r] = correct / max(total, 1)
                 X_all = np.concatenate([x.numpy() for x, _ in e.heldout], axis=1)
                 for B in cfg["batch_sizes"]:

@@ -37,7 +37,7 @@ def markdown(results: dict) -> str:
            "## LSNN against LSTM", "",
            f"Accuracy on the first {cfg['heldout_limit']} held-out examples (reference runtime); latency per "
            f"sequence at batch {b1} (median); energy per inference from synaptic operations.", "",
-           "| task | model | accuracy | " + " | ".join(f"latency {r}" for r in runtimes) +
+           "| task | model | accuracy (MSE for regression) | " + " | ".join(f"latency {r}" for r in runtimes) +
            " | ACs | MACs | energy (uJ) | firing rate (Hz) |",
            "|---|---|---|" + "---|" * len(runtimes) + "---|---|---|---|"]
     for m in sorted(results["models"], key=lambda m: (m["task"], m["kind"])):
@@ -47,11 +47,27 @@ def markdown(results: dict) -> str:
             run = _latency(results, m["name"], r, b1)
             lat.append(_fmt_s(run["latency_per_sequence_s"]["median"]) if run else "-")
         rate = m.get("firing_rate_hz", {}).get("all")
-        out.append(f"| {m['task']} | {m['name']} ({m['kind']}) | {acc:.4f} | " + " | ".join(lat) +
+        label = "" if m.get("metric", "accuracy") == "accuracy" else f" {m['metric']}"
+        out.append(f"| {m['task']} | {m['name']} ({m['kind']}) | {acc:.4f}{label} | " + " | ".join(lat) +
                    f" | {m['acs_per_inference']:.3g} | {m['macs_per_inference']:.3g} | "
                    f"{m['energy_uj_per_inference']:.3f} | {'-' if rate is None else f'{rate:.2f}'} |")
+    curves = [m for m in results["models"] if m.get("learning_curve")]
+    if curves:
+        K = len(curves[0]["learning_curve"]["mse_per_trial"])
+        shown = sorted({0, 1, 2, 3, 4, 5, 10, 15, K - 1} & set(range(K)))
+        out += ["", "## Learning to learn: squared error per trial of held-out episodes", "",
+                "Functions never seen in training; weights fixed, so all improvement within an episode "
+                "comes from the network's state. The linear baseline is the optimal linear predictor "
+                "fit per episode on the trials before.", "",
+                "| model | " + " | ".join(f"trial {k + 1}" for k in shown) + " |", "|---|" + "---|" * len(shown)]
+        for m in curves:
+            c = m["learning_curve"]["mse_per_trial"]
+            out.append(f"| {m['name']} ({m['kind']}) | " + " | ".join(f"{c[k]:.4f}" for k in shown) + " |")
+        base = curves[0]["learning_curve"]["linear_baseline_mse_per_trial"]
+        out.append("| linear predictor per episode | " + " | ".join(f"{base[k]:.4f}" for k in shown) + " |")
     cols = list(dict.fromkeys(runtimes + [k for m in results["models"] for k in m["accuracy"]]))
-    out += ["", "## Accuracy per runtime (held-out decisions; Cortex-M cores on fewer sequences, see below)", "",
+    out += ["", "## Accuracy per runtime (held-out decisions, or MSE for regression; Cortex-M cores on fewer "
+            "sequences, see below)", "",
             "| model | " + " | ".join(cols) + " |", "|---|" + "---|" * len(cols)]
     for m in results["models"]:
         out.append(f"| {m['name']} | " + " | ".join(f"{m['accuracy'].get(r, float('nan')):.4f}" for r in cols) + " |")
@@ -136,6 +152,8 @@ def plots(results: dict) -> dict[str, str]:
 
     fig, ax = plt.subplots(figsize=(5, 3.5))
     for m in results["models"]:
+        if m.get("metric", "accuracy") != "accuracy":
+            continue
         acc = m["accuracy"].get("torch", next(iter(m["accuracy"].values()), np.nan))
         ax.scatter(m["energy_uj_per_inference"], acc, marker="o" if m["kind"] != "lstm" else "s")
         ax.annotate(m["name"], (m["energy_uj_per_inference"], acc), fontsize=7)
@@ -144,6 +162,21 @@ def plots(results: dict) -> dict[str, str]:
     ax.set_ylabel("held-out accuracy")
     ax.set_title("Energy against accuracy")
     figs["energy"] = _png(fig)
+
+    curves = [m for m in results["models"] if m.get("learning_curve")]
+    if curves:
+        fig, ax = plt.subplots(figsize=(6, 3.5))
+        for m in curves:
+            c = m["learning_curve"]["mse_per_trial"]
+            ax.plot(np.arange(1, len(c) + 1), c, marker="o", ms=3, label=f"{m['name']} ({m['kind']})")
+        base = curves[0]["learning_curve"]["linear_baseline_mse_per_trial"]
+        ax.plot(np.arange(1, len(base) + 1), base, "k--", label="linear predictor per episode")
+        ax.set_yscale("log")
+        ax.set_xlabel("trial of the episode")
+        ax.set_ylabel("squared error (held-out functions)")
+        ax.set_title("Learning to learn: error across an episode")
+        ax.legend(fontsize=7)
+        figs["learning_curves"] = _png(fig)
 
     spiking = [m for m in results["models"] if m.get("raster")]
     if spiking:

@@ -217,7 +217,7 @@ def verify(model_path, runtime: str = "ort", *, task: str | None = None, data_di
     readout = "Y" if "Y" in outputs else outputs[0]
     the_task = task_of(model, task, data_dir)
     if limit is None and the_task is not None:
-        limit = 64 if the_task.name == "store-recall" else 256
+        limit = 256 if the_task.name == "smnist" else 64
     results: dict[str, BatchResult] = {}
     preds: dict[str, list] = {}
     batches = list(datasets(model, the_task, limit, batch_size))
@@ -227,7 +227,11 @@ def verify(model_path, runtime: str = "ort", *, task: str | None = None, data_di
         got = rt.run(feeds, names)
         res = compare(ref, got, probes, outputs, rtol, margin)
         results.setdefault(name, BatchResult()).merge(res)
-        if target is not None:
+        if target is not None and getattr(the_task, "metric", "accuracy") == "mse":  # regression: per trial
+            pr, labels = the_task.predictions(ref[readout], target)
+            pg, _ = the_task.predictions(got[readout], target)
+            preds.setdefault(name, []).append((pr.ravel(), pg.ravel(), labels.ravel()))
+        elif target is not None:
             pr, labels = decisions(ref[readout], target)
             pg, _ = decisions(got[readout], target)
             preds.setdefault(name, []).append((pr.numpy(), pg.numpy(), labels.numpy()))
@@ -254,9 +258,17 @@ def verify(model_path, runtime: str = "ort", *, task: str | None = None, data_di
             pr = np.concatenate([p[0] for p in preds[name]])
             pg = np.concatenate([p[1] for p in preds[name]])
             lab = np.concatenate([p[2] for p in preds[name]])
-            entry.update({"decisions": int(lab.size), "prediction_agreement": float((pr == pg).mean()),
-                          "accuracy_reference": float((pr == lab).mean()),
-                          "accuracy_runtime": float((pg == lab).mean())})
+            if getattr(the_task, "metric", "accuracy") == "mse":
+                # a trial's prediction agrees when it is within 1e-3 (relative to the answers' scale)
+                tol = 1e-3 * max(1.0, float(np.abs(lab).max()))
+                entry.update({"decisions": int(lab.size), "prediction_agreement": float((np.abs(pr - pg) <= tol).mean()),
+                              "max_abs_prediction_difference": float(np.abs(pr - pg).max()),
+                              "mse_reference": float(((pr - lab) ** 2).mean()),
+                              "mse_runtime": float(((pg - lab) ** 2).mean())})
+            else:
+                entry.update({"decisions": int(lab.size), "prediction_agreement": float((pr == pg).mean()),
+                              "accuracy_reference": float((pr == lab).mean()),
+                              "accuracy_runtime": float((pg == lab).mean())})
         passed &= entry["passed"]
         report["datasets"][name] = entry
     report["passed"] = passed
@@ -272,6 +284,8 @@ def format_report(report: dict) -> str:
              f"before the first spike divergence, flip margin < {report['margin']:g}"]
     head = f"  {'data':16s} {'seqs':>5s} {'steps':>6s} {'diverged':>8s} {'first div':>9s} {'err V':>9s} " \
            f"{'err A':>9s} {'err out':>9s} {'spikes eq':>9s} {'pred agree':>10s} {'acc ref':>7s} {'acc rt':>7s}  result"
+    if any("mse_reference" in d for d in report["datasets"].values()):
+        head = head.replace("acc ref", "mse ref").replace(" acc rt", " mse rt")
     lines.append(head)
     for name, d in report["datasets"].items():
         lines.append(
@@ -279,7 +293,8 @@ def format_report(report: dict) -> str:
             f"{f(d['first_divergence_step'], 'd'):>9s} {f(d['max_rel_err_V_before_divergence']):>9s} "
             f"{f(d['max_rel_err_A_before_divergence']):>9s} {f(d['max_rel_err_outputs_before_divergence']):>9s} "
             f"{f(d['spike_agreement'], '.5f'):>9s} {f(d.get('prediction_agreement'), '.4f'):>10s} "
-            f"{f(d.get('accuracy_reference'), '.4f'):>7s} {f(d.get('accuracy_runtime'), '.4f'):>7s}  "
+            f"{f(d.get('accuracy_reference', d.get('mse_reference')), '.4f'):>7s} "
+            f"{f(d.get('accuracy_runtime', d.get('mse_runtime')), '.4f'):>7s}  "
             f"{'PASS' if d['passed'] else 'FAIL'}")
         for msg in d["failures"]:
             lines.append(f"    - {msg}")

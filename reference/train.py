@@ -14,7 +14,7 @@ from tqdm import tqdm
 from . import checkpoint
 from .modules import build_model, model_config
 from .regularizers import firing_rate_loss, firing_rates_hz
-from .tasks import accuracy, make_task, step_loss
+from .tasks import make_task
 
 # Per-task defaults: model sizes and training hyperparameters (override on the command line).
 DEFAULTS = {
@@ -28,23 +28,38 @@ DEFAULTS = {
         "model": {"lsnn": {}, "lif": {}, "lstm": {"n_hidden": 128}},
         "steps": 1500, "batch_size": 64, "lr": 0.005,
     },
+    "l2l-regression": {
+        "model": {"lsnn": {"n_lif": 100, "n_alif": 100, "tau_a": 500.0},
+                  "lif": {"n_lif": 200, "n_alif": 0},
+                  "lstm": {"n_hidden": 64}},
+        "steps": 3000, "batch_size": 32, "lr": 0.003,
+    },
 }
 
 
 def evaluate(model, task, batch_size: int = 256, limit: int | None = None, dt: float = 1.0) -> dict:
-    """Held-out accuracy and, for spiking models, firing rates (Hz) per population."""
+    """The held-out metric (accuracy, or MSE for regression, with its learning curve per trial
+    for learning-to-learn) and, for spiking models, firing rates (Hz) per population."""
     correct = total = 0
     rate_sum, n_batches = None, 0
+    curve = None
     with torch.no_grad():
         for X, target in task.heldout(batch_size, limit):
             out = model(X)
-            c, n = accuracy(out.Y, target)
+            c, n = task.score(out.Y, target)
             correct, total = correct + c, total + n
+            if hasattr(task, "curve"):
+                k = task.curve(out.Y.numpy(), target.numpy())
+                curve = k if curve is None else curve + k
             if out.Z is not None:
                 r = firing_rates_hz(out.Z, dt) * X.shape[1]
                 rate_sum = r if rate_sum is None else rate_sum + r
                 n_batches += X.shape[1]
-    metrics = {"accuracy": correct / max(total, 1), "decisions": total}
+    metrics = {task.metric: correct / max(total, 1), "decisions": total}
+    if curve is not None:
+        episodes = total // task.n_trials
+        metrics["mse_per_trial"] = [round(float(v), 5) for v in curve / max(episodes, 1)]
+        metrics["linear_baseline_mse_per_trial"] = [round(float(v), 5) for v in _linear_baseline(task, limit)]
     if rate_sum is not None:
         rates = rate_sum / n_batches
         c = model.config
@@ -54,6 +69,14 @@ def evaluate(model, task, batch_size: int = 256, limit: int | None = None, dt: f
             "alif": float(rates[c.n_lif:].mean()) if c.n_alif else None,
         }
     return metrics
+
+
+def _linear_baseline(task, limit: int | None) -> np.ndarray:
+    """Mean squared error per trial of the per-episode optimal linear predictor, same episodes."""
+    from .tasks import linear_baseline
+
+    _, _, x, y = task.heldout_episodes(limit)
+    return linear_baseline(x, y).mean(0)
 
 
 def train(task_name: str, kind: str, out: Path, *, steps: int | None = None, batch_size: int | None = None,
@@ -137,7 +160,7 @@ def train(task_name: str, kind: str, out: Path, *, steps: int | None = None, bat
         set_lr(step)
         X, target = task.batch(hp["batch_size"], rng)
         out_ = model(X)
-        loss = step_loss(out_.Y, target)
+        loss = task.loss(out_.Y, target)
         total = loss
         if out_.Z is not None and hp["reg"]:
             total = total + hp["reg"] * firing_rate_loss(out_.Z, hp["target_rate_hz"], dt)
@@ -146,20 +169,20 @@ def train(task_name: str, kind: str, out: Path, *, steps: int | None = None, bat
         if hp["clip"]:
             torch.nn.utils.clip_grad_norm_(model.parameters(), hp["clip"])
         opt.step()
-        c, n = accuracy(out_.Y.detach(), target)
+        c, n = task.score(out_.Y.detach(), target)
         acc = c / max(n, 1)
         ema_loss = loss.item() if ema_loss is None else 0.9 * ema_loss + 0.1 * loss.item()
         ema_acc = acc if ema_acc is None else 0.9 * ema_acc + 0.1 * acc
-        rec = {"step": step + 1, "loss": round(loss.item(), 5), "accuracy": round(acc, 4)}
+        rec = {"step": step + 1, "loss": round(loss.item(), 5), task.metric: round(acc, 4)}
         if out_.Z is not None:
             rec["rate_hz"] = round(float(out_.Z.detach().mean()) * 1000 / dt, 2)
         if eval_every and (step + 1) % eval_every == 0:
             model.eval()
-            rec["heldout_accuracy"] = evaluate(model, task, limit=eval_limit, dt=dt)["accuracy"]
+            rec[f"heldout_{task.metric}"] = evaluate(model, task, limit=eval_limit, dt=dt)[task.metric]
             model.train()
         with open(log_path, "a") as f:
             f.write(json.dumps(rec) + "\n")
-        bar.set_postfix(loss=f"{ema_loss:.3f}", acc=f"{ema_acc:.3f}", **({"Hz": rec["rate_hz"]} if "rate_hz" in rec else {}))
+        bar.set_postfix(loss=f"{ema_loss:.3f}", **{task.metric[:3]: f"{ema_acc:.3f}"}, **({"Hz": rec["rate_hz"]} if "rate_hz" in rec else {}))
 
     try:
         for step in bar:
@@ -185,7 +208,7 @@ def train(task_name: str, kind: str, out: Path, *, steps: int | None = None, bat
     metrics["steps"] = hp["steps"]
     metrics["train_seconds"] = round(seconds, 1)
     metrics["threads"] = torch.get_num_threads()
-    if not math.isfinite(metrics["accuracy"]):
-        raise RuntimeError("evaluation produced a non-finite accuracy")
+    if not math.isfinite(metrics[task.metric]):
+        raise RuntimeError(f"evaluation produced a non-finite {task.metric}")
     checkpoint.write_json(out / checkpoint.METRICS, metrics)
     return metrics

@@ -133,7 +133,9 @@ def export_checkpoint(directory: str | Path, *, streaming: bool = False) -> onnx
     if metrics_path.is_file():
         metrics = json.loads(metrics_path.read_text())
         meta["lsnn.metrics"] = metrics
-        meta["lsnn.accuracy"] = str(metrics.get("accuracy"))
+        for key in ("accuracy", "mse"):  # the task's held-out metric
+            if key in metrics:
+                meta[f"lsnn.{key}"] = str(metrics[key])
     return export(model, streaming=streaming, metadata=meta)
 
 

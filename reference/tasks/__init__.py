@@ -1,11 +1,12 @@
-"""The tasks of the paper, in one home: ``store-recall`` and ``smnist``."""
+"""The tasks of the paper, in one home: ``store-recall``, ``smnist`` and ``l2l-regression``."""
 from __future__ import annotations
 
 from .base import Task, accuracy, decisions, step_loss
+from .l2l import L2LRegression, linear_baseline
 from .smnist import SMNIST, DEFAULT_DATA_DIR
 from .store_recall import StoreRecall
 
-TASKS = {"store-recall": StoreRecall, "smnist": SMNIST}
+TASKS = {"store-recall": StoreRecall, "smnist": SMNIST, "l2l-regression": L2LRegression}
 
 
 def make_task(name: str, **params) -> Task:
@@ -16,4 +17,4 @@ def make_task(name: str, **params) -> Task:
 
 
 __all__ = ["Task", "TASKS", "make_task", "accuracy", "decisions", "step_loss",
-           "StoreRecall", "SMNIST", "DEFAULT_DATA_DIR"]
+           "StoreRecall", "SMNIST", "L2LRegression", "linear_baseline", "DEFAULT_DATA_DIR"]

@@ -18,6 +18,14 @@ class Task:
     name: str
     n_in: int
     n_out: int
+    metric = "accuracy"  # what score() measures; "mse" for regression tasks (lower is better)
+
+    def loss(self, Y: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        return step_loss(Y, target)
+
+    def score(self, Y, target) -> tuple[float, int]:
+        """(sum, count): the metric is sum / count; correct decisions for classification."""
+        return accuracy(Y, target)
 
     def batch(self, batch_size: int, rng: np.random.Generator) -> tuple[torch.Tensor, torch.Tensor]:
         raise NotImplementedError

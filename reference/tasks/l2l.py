@@ -1,0 +1,151 @@
+"""Learning-to-learn nonlinear functions, the supervised L2L task of Bellec et al. (2018).
+
+A family of target functions, each a random two-layer network
+``f(x) = w2 . sigmoid(W1 x + b1) + b2`` with ``x`` in ``[-1, 1]^2``, ``n_hidden_fn``
+hidden units and every weight and bias drawn uniformly from ``[-1, 1]``. An
+episode samples one ``f`` and ``n_trials`` inputs; trial ``k`` lasts ``trial_ms``
+and shows ``x_k`` together with ``f(x_{k-1})``, the answer to the previous trial
+(nothing on the first). The network must predict ``f(x_k)`` during the last
+``score_ms`` of trial ``k``. Its weights are fixed within an episode, so it can
+only improve from trial to trial by what its own dynamics store: outer loop
+BPTT over many functions, inner loop the network's state.
+
+Encoding: each of ``x1``, ``x2`` and the previous answer has ``n_per_var``
+input neurons with Gaussian tuning curves (centres evenly over ``[-1, 1]``, or
+``[-y_range, y_range]`` for the answer), firing Poisson spikes at up to
+``rate_hz``. The target is float ``[T, B]``: ``f(x_k)`` on scored steps, NaN
+elsewhere; the prediction of a trial is the readout averaged over its scored
+steps. The baseline is the optimal linear predictor per episode: least squares
+on the trials seen so far (with a bias), the mean of past answers before three.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import torch
+
+from .base import Task
+
+
+@dataclass
+class L2LRegression(Task):
+    n_trials: int = 25
+    trial_ms: int = 20
+    score_ms: int = 10
+    n_per_var: int = 40
+    n_hidden_fn: int = 10
+    rate_hz: float = 200.0
+    y_range: float = 3.0
+    dt: float = 1.0
+    heldout_seed: int = 2018
+    heldout_size: int = 256
+
+    name = "l2l-regression"
+    n_out = 1
+    metric = "mse"  # lower is better
+
+    def __post_init__(self):
+        self.S = int(round(self.trial_ms / self.dt))
+        self.score_steps = int(round(self.score_ms / self.dt))
+        if not 0 < self.score_steps <= self.S:
+            raise ValueError(f"l2l-regression: score_ms must be within a trial of {self.trial_ms} ms")
+
+    @property
+    def n_in(self) -> int:
+        return 3 * self.n_per_var
+
+    @property
+    def T(self) -> int:
+        return self.n_trials * self.S
+
+    def config(self) -> dict:
+        return {"name": self.name, **asdict(self)}
+
+    def functions(self, B: int, rng: np.random.Generator) -> dict:
+        H = self.n_hidden_fn
+        return {"W1": rng.uniform(-1, 1, (B, H, 2)), "b1": rng.uniform(-1, 1, (B, H)),
+                "w2": rng.uniform(-1, 1, (B, H)), "b2": rng.uniform(-1, 1, B)}
+
+    @staticmethod
+    def apply(fn: dict, x: np.ndarray) -> np.ndarray:
+        """``f(x)`` for ``x`` ``[B, K, 2]`` -> ``[B, K]``."""
+        h = 1 / (1 + np.exp(-(np.einsum("bhi,bki->bkh", fn["W1"], x) + fn["b1"][:, None, :])))
+        return np.einsum("bkh,bh->bk", h, fn["w2"]) + fn["b2"][:, None]
+
+    def _rates(self, v: np.ndarray, lo: float, hi: float) -> np.ndarray:
+        centres = np.linspace(lo, hi, self.n_per_var)
+        width = (hi - lo) / (self.n_per_var - 1)
+        return np.exp(-0.5 * ((v[..., None] - centres) / width) ** 2)
+
+    def episodes(self, batch_size: int, rng: np.random.Generator):
+        """``(X, target, x, y)``: spikes, per-step targets, trial inputs ``[B, K, 2]`` and answers ``[B, K]``."""
+        B, K, S = batch_size, self.n_trials, self.S
+        fn = self.functions(B, rng)
+        x = rng.uniform(-1, 1, (B, K, 2))
+        y = self.apply(fn, x)
+        prev = np.concatenate([np.full((B, 1), np.nan), y[:, :-1]], axis=1)
+        rates = np.concatenate([self._rates(x[..., 0], -1, 1), self._rates(x[..., 1], -1, 1),
+                                np.nan_to_num(self._rates(np.clip(prev, -self.y_range, self.y_range),
+                                                          -self.y_range, self.y_range), nan=0.0)], axis=-1)
+        p = np.repeat(rates.transpose(1, 0, 2), S, axis=0) * self.rate_hz * self.dt / 1000.0  # [T, B, n_in]
+        X = (rng.random(p.shape) < p).astype(np.float32)
+        target = np.full((K, S, B), np.nan, np.float32)
+        target[:, S - self.score_steps:, :] = y.T[:, None, :]
+        return torch.from_numpy(X), torch.from_numpy(target.reshape(K * S, B)), x, y
+
+    def batch(self, batch_size: int, rng: np.random.Generator):
+        X, target, _, _ = self.episodes(batch_size, rng)
+        return X, target
+
+    def heldout(self, batch_size: int, limit: int | None = None):
+        """Held-out episodes: functions never drawn in training (their own seed), the same ones
+        whatever the batch size (drawn at once, then cut into batches)."""
+        X, target, _, _ = self.heldout_episodes(limit)
+        for start in range(0, X.shape[1], batch_size):
+            yield X[:, start:start + batch_size], target[:, start:start + batch_size]
+
+    def heldout_episodes(self, limit: int | None = None):
+        n = self.heldout_size if limit is None else min(limit, self.heldout_size)
+        return self.episodes(n, np.random.default_rng(self.heldout_seed))
+
+    # -- scoring -------------------------------------------------------------------------------
+    def loss(self, Y: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        valid = ~torch.isnan(target)
+        return torch.mean((Y[..., 0][valid] - target[valid]) ** 2)
+
+    def predictions(self, Y, target) -> tuple[np.ndarray, np.ndarray]:
+        """Per trial: the readout averaged over its scored steps, and the answer ``[B, K]``."""
+        Y = np.asarray(Y)[..., 0]
+        target = np.asarray(target)
+        K, S = self.n_trials, self.S
+        Y = Y.reshape(K, S, -1)[:, S - self.score_steps:]
+        t = target.reshape(K, S, -1)[:, -1]
+        return Y.mean(1).T, t.T
+
+    def score(self, Y, target) -> tuple[float, int]:
+        """Sum of squared trial errors and the number of trials (mean: the ``mse`` metric)."""
+        pred, y = self.predictions(Y, target)
+        return float(((pred - y) ** 2).sum()), int(y.size)
+
+    def curve(self, Y, target) -> np.ndarray:
+        """Squared error of each trial, summed over the batch ``[K]``."""
+        pred, y = self.predictions(Y, target)
+        return ((pred - y) ** 2).sum(0)
+
+
+def linear_baseline(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Squared error per trial ``[B, K]`` of the optimal linear predictor fit on the trials before."""
+    B, K, _ = x.shape
+    err = np.zeros((B, K))
+    A = np.concatenate([x, np.ones((B, K, 1))], axis=2)
+    for k in range(K):
+        if k == 0:
+            pred = np.zeros(B)
+        elif k < 3:
+            pred = y[:, :k].mean(1)
+        else:
+            w = np.stack([np.linalg.lstsq(A[b, :k], y[b, :k], rcond=None)[0] for b in range(B)])
+            pred = np.einsum("bi,bi->b", A[:, k], w)
+        err[:, k] = (pred - y[:, k]) ** 2
+    return err

@@ -1,0 +1,79 @@
+"""Learning-to-learn regression: the task, its linear baseline, training, parity and the report."""
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from lsnn.bench.cli import main
+from lsnn.bench.verify import verify
+from lsnn.compiler.onnx.export import export_checkpoint
+from lsnn.reference.tasks import L2LRegression, linear_baseline, make_task
+from lsnn.reference.train import train
+
+TINY = {"n_trials": 6, "trial_ms": 10, "score_ms": 5, "n_per_var": 8, "heldout_size": 8}
+
+
+def test_episode_layout_and_targets():
+    task = L2LRegression(**TINY)
+    X, target, x, y = task.episodes(3, np.random.default_rng(0))
+    assert X.shape == (60, 3, 24) and target.shape == (60, 3) and x.shape == (3, 6, 2) and y.shape == (3, 6)
+    assert set(np.unique(X.numpy())) <= {0.0, 1.0}
+    t = target.numpy().reshape(6, 10, 3)
+    assert np.isnan(t[:, :5]).all() and np.allclose(t[:, 5:], y.T[:, None, :])
+    # the previous answer is shown from the second trial on: its channels are silent in the first
+    assert X[:10, :, 16:].sum() == 0 and X[10:, :, 16:].sum() > 0
+    fn = task.functions(2, np.random.default_rng(1))
+    assert all(np.abs(v).max() <= 1 for v in fn.values())
+    by_hand = fn["w2"][0] @ (1 / (1 + np.exp(-(fn["W1"][0] @ [0.3, -0.2] + fn["b1"][0])))) + fn["b2"][0]
+    assert np.isclose(task.apply(fn, np.array([[[0.3, -0.2]], [[0.0, 0.0]]]))[0, 0], by_hand)
+
+
+def test_heldout_is_the_same_whatever_the_batch_size():
+    task = L2LRegression(**TINY)
+    a = torch.cat([X for X, _ in task.heldout(3)], dim=1)
+    b = torch.cat([X for X, _ in task.heldout(8)], dim=1)
+    assert torch.equal(a, b) and a.shape[1] == 8
+
+
+def test_scoring_and_linear_baseline():
+    task = L2LRegression(**TINY)
+    _, target, x, y = task.episodes(4, np.random.default_rng(2))
+    Y = torch.nan_to_num(target, nan=0.0)[..., None] + 0.5  # every scored step off by 0.5
+    s, n = task.score(Y, target)
+    assert n == 24 and np.isclose(s / n, 0.25)
+    assert np.allclose(task.curve(Y.numpy(), target.numpy()), 4 * 0.25)
+    assert np.isclose(task.loss(Y, target).item(), 0.25)
+    # an exactly linear function is fit without error once three trials are known
+    lin = 0.7 * x[..., 0] - 0.2 * x[..., 1] + 0.1
+    err = linear_baseline(x, lin)
+    assert err[:, 3:].max() < 1e-20 and err[:, 0].mean() > 0
+
+
+def test_train_evaluate_verify_and_report(tmp_path):
+    for kind, params in (("lsnn", {"n_lif": 4, "n_alif": 4}), ("lstm", {"n_hidden": 4})):
+        metrics = train("l2l-regression", kind, tmp_path / kind, steps=2, batch_size=2, progress=False,
+                        model_params=params, task_params=TINY)
+        assert metrics["mse"] > 0 and len(metrics["mse_per_trial"]) == 6
+        assert len(metrics["linear_baseline_mse_per_trial"]) == 6
+    model = export_checkpoint(tmp_path / "lsnn")
+    report = verify(model, "cpu", progress=False)
+    held = report["datasets"]["heldout"]
+    assert report["passed"] and held["decisions"] == 8 * 6 and held["prediction_agreement"] == 1.0
+    assert np.isclose(held["mse_reference"], held["mse_runtime"], rtol=1e-4)
+    cfg = {"models": [str(tmp_path / "lsnn"), str(tmp_path / "lstm")], "runtimes": ["torch", "cpu"],
+           "batch_sizes": [1], "heldout_limit": 8, "repeats": 1, "warmup": 0}
+    (tmp_path / "cfg.json").write_text(json.dumps(cfg))
+    assert main(["bench", "--config", str(tmp_path / "cfg.json"), "--out", str(tmp_path / "r")]) == 0
+    md = (tmp_path / "r" / "report.md").read_text()
+    assert "## Learning to learn" in md and "linear predictor per episode" in md
+    res = json.loads((tmp_path / "r" / "results.json").read_text())
+    m = {x["name"]: x for x in res["models"]}
+    assert m["lsnn"]["metric"] == "mse" and len(m["lsnn"]["learning_curve"]["mse_per_trial"]) == 6
+    assert "<h2>learning_curves</h2>" in (tmp_path / "r" / "report.html").read_text()
+
+
+def test_make_task_knows_it():
+    assert make_task("l2l-regression", **TINY).n_in == 24
+    with pytest.raises(ValueError, match="score_ms"):
+        L2LRegression(trial_ms=10, score_ms=20)
