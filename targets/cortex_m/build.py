@@ -107,7 +107,7 @@ def footprint(folder: Path) -> dict:
     return {"model": model, "elf": elf, **_stack(folder)}
 
 
-def build(proto, target, source_sha256: str, *, progress=None):
+def build(proto, target, source_sha256: str):
     """Compile ``proto`` for ``target`` into a project folder with a built ELF."""
     import tvm
 
