@@ -53,7 +53,7 @@ RUNTIMES = ["torch", "ort", "cpu", "cuda", "cortex-m"]
 
 QUICK = {
     "models": ["models/store-recall-lsnn", "models/store-recall-lif", "models/store-recall-lstm",
-               "models/smnist-lsnn", "models/smnist-lstm"],
+               "models/smnist-lsnn", "models/smnist-lstm", "models/l2l-lsnn", "models/l2l-lstm"],
     "runtimes": RUNTIMES,
     "batch_sizes": [1, 16],
     "heldout_limit": 64,
