@@ -146,7 +146,8 @@ def plots(results: dict) -> dict[str, str]:
     ax.set_xticks(np.arange(len(models)) + w * (len(runtimes) - 1) / 2, models, rotation=20, ha="right")
     ax.set_yscale("log")
     ax.set_ylabel(f"ms per sequence (batch {b1})")
-    ax.legend()
+    if runtimes:
+        ax.legend()
     ax.set_title("Latency per target")
     figs["latency"] = _png(fig)
 
