@@ -16,7 +16,9 @@ input neurons with Gaussian tuning curves (centres evenly over ``[-1, 1]``, or
 ``rate_hz``. The target is float ``[T, B]``: ``f(x_k)`` on scored steps, NaN
 elsewhere; the prediction of a trial is the readout averaged over its scored
 steps. The baseline is the optimal linear predictor per episode: least squares
-on the trials seen so far (with a bias), the mean of past answers before three.
+on the trials seen so far (with a bias) once they outnumber its three
+parameters, the mean of the past answers before (an exact fit through three
+points extrapolates wildly when they are nearly collinear).
 """
 from __future__ import annotations
 
@@ -135,14 +137,15 @@ class L2LRegression(Task):
 
 
 def linear_baseline(x: np.ndarray, y: np.ndarray) -> np.ndarray:
-    """Squared error per trial ``[B, K]`` of the optimal linear predictor fit on the trials before."""
+    """Squared error per trial ``[B, K]`` of the optimal linear predictor fit on the trials before
+    (least squares from four trials on; the mean of the answers so far until then)."""
     B, K, _ = x.shape
     err = np.zeros((B, K))
     A = np.concatenate([x, np.ones((B, K, 1))], axis=2)
     for k in range(K):
         if k == 0:
             pred = np.zeros(B)
-        elif k < 3:
+        elif k <= 3:
             pred = y[:, :k].mean(1)
         else:
             w = np.stack([np.linalg.lstsq(A[b, :k], y[b, :k], rcond=None)[0] for b in range(B)])
