@@ -34,8 +34,9 @@ def compile(model, target="cpu", **options) -> Artifact:  # noqa: A001 - the iss
     validate(proto)
     tgt = get_target(target, **options)
     source = proto.SerializeToString() if isinstance(model, onnx.ModelProto) else Path(model).read_bytes()
-    if hasattr(tgt, "compile"):  # targets that build their own artifact (Cortex-M projects)
-        return tgt.compile(proto, hashlib.sha256(source).hexdigest())
+    own = tgt.compile(proto, hashlib.sha256(source).hexdigest())  # Cortex-M: a firmware project
+    if own is not None:
+        return own
     started = time.perf_counter()
     try:
         mod = to_relax(proto, tgt)
@@ -60,5 +61,5 @@ def compile(model, target="cpu", **options) -> Artifact:  # noqa: A001 - the iss
         "compile_seconds": round(time.perf_counter() - started, 3),
         "metadata": {p.key: p.value for p in proto.metadata_props},
     }
-    files = tgt.finalize(executable, manifest) if hasattr(tgt, "finalize") else {}
+    files = tgt.finalize(executable, manifest)
     return Artifact(executable, manifest, executable, files)

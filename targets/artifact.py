@@ -165,8 +165,7 @@ def load(directory: str | Path) -> Artifact:
     target = get_target(manifest["target"]["name"], **manifest["target"]["options"])
     if not target.can_run()[0]:  # loadable for inspection; running says why not
         return Artifact(None, manifest)
-    if hasattr(target, "prepare_load"):
-        target.prepare_load(directory, manifest)
+    target.prepare_load(directory, manifest)
     try:
         module = tvm.runtime.load_module(str(lib))
     except Exception as e:

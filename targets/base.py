@@ -66,6 +66,18 @@ class Target:
 
         return tvm.cpu(0)
 
+    def compile(self, proto, source_sha256: str):
+        """An artifact built by the target itself, or None to take the Relax VM path
+        (Cortex-M builds a firmware project instead)."""
+        return None
+
+    def finalize(self, executable, manifest: dict) -> dict:
+        """After TVM built the module: extra files for the artifact (CUDA: nvcc's fatbins)."""
+        return {}
+
+    def prepare_load(self, directory, manifest: dict) -> None:
+        """Before a saved artifact's library is loaded (CUDA: hand its fatbins to TVM)."""
+
     def relax_pipeline(self):
         from tvm import relax
 
