@@ -136,13 +136,9 @@ class Energy:
 
 
 def run(bundle: Path, out: Path, limit: int, batches: list[int] = BATCHES) -> dict:
-    import numpy as np
     import torch
 
-    from lsnn.bench.energy import E_AC_PJ, E_MAC_PJ, lsnn_ops, lstm_ops
     from lsnn.bench.verify import format_report, verify
-    from lsnn.reference import checkpoint
-    from lsnn.reference.tasks import make_task
     from lsnn.targets import load
 
     meta = json.loads((bundle / "bundle.json").read_text())
@@ -168,8 +164,7 @@ def run(bundle: Path, out: Path, limit: int, batches: list[int] = BATCHES) -> di
         lines += [f"## {name}", "", "```", format_report(report), "```", ""]
         print(format_report(report), flush=True)
         if name in meta["timed"]:
-            entry.update(_timings(name, bundle, device, energy, load, checkpoint, make_task, np, torch,
-                                  (E_AC_PJ, E_MAC_PJ, lsnn_ops, lstm_ops), batches))
+            entry.update(_timings(name, bundle, device, energy, batches))
             lines += _timing_lines(entry)
         results["models"][name] = entry
         out.mkdir(parents=True, exist_ok=True)
@@ -180,8 +175,15 @@ def run(bundle: Path, out: Path, limit: int, batches: list[int] = BATCHES) -> di
     return results
 
 
-def _timings(name, bundle, device, energy, load, checkpoint, make_task, np, torch, ops, batches) -> dict:
-    E_AC, E_MAC, lsnn_ops, lstm_ops = ops
+def _timings(name: str, bundle: Path, device: str, energy, batches: list[int]) -> dict:
+    import numpy as np
+    import torch
+
+    from lsnn.bench.energy import E_AC_PJ as E_AC, E_MAC_PJ as E_MAC, lsnn_ops, lstm_ops
+    from lsnn.reference import checkpoint
+    from lsnn.reference.tasks import make_task
+    from lsnn.targets import load
+
     model, config, _ = checkpoint.load(ROOT / "models" / name)
     params = dict(config["task"])
     if params["name"] == "smnist":

@@ -210,8 +210,10 @@ def verify(model_path, runtime: str = "ort", *, task: str | None = None, data_di
     probe_names = [n for p in probes for n in (p.Z, p.V, p.A)]
     ref_rt = open_runtime(probed, "torch", threads)
     # a Runtime object: already compiled from add_probes(model)[0] (e.g. on a machine without a compiler)
-    rt = runtime if isinstance(runtime, Runtime) else open_runtime(probed, runtime, threads)
-    runtime = getattr(rt, "target", None) or getattr(rt, "name", runtime) if isinstance(runtime, Runtime) else runtime
+    if isinstance(runtime, Runtime):
+        rt, runtime = runtime, getattr(runtime, "target", runtime.name)
+    else:
+        rt = open_runtime(probed, runtime, threads)
     outputs = [o.name for o in model.graph.output]
     names = list(dict.fromkeys(outputs + probe_names))
     readout = "Y" if "Y" in outputs else outputs[0]

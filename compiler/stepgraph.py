@@ -52,6 +52,11 @@ class StepPlan:
     states: list = field(default_factory=list)           # [State]
     sequence_inputs: list = field(default_factory=list)  # original inputs that only set a state
 
+    def initial_state(self) -> np.ndarray:
+        """All states, concatenated: their computed initial values, zeros where a graph input sets them."""
+        parts = [(s.initial if s.initial is not None else np.zeros(s.shape, np.float32)).ravel() for s in self.states]
+        return np.concatenate(parts).astype(np.float32) if parts else np.zeros(0, np.float32)
+
 
 def _is_seq(node) -> bool:
     return (node.domain == DOMAIN and node.op_type in ("ALIF", "LI")) or \

@@ -16,21 +16,16 @@ ROOT = Path(__file__).resolve().parent.parent
 def test_gpu_check_dry_run_on_cpu(tmp_path):
     if not Path(DEFAULT_DATA_DIR).is_dir() and not os.environ.get("CI"):
         pytest.skip("Fashion-MNIST (dataset-fashion-mnist) is not installed")
-    bundle = ROOT / "runs" / "gpu-bundle-test"
+    bundle = tmp_path / "bundle"
     subprocess.run([sys.executable, "bench/gpu_check.py", "prepare", "--device", "cpu", "--bundle", str(bundle),
                     "--models", "store-recall-lsnn,smnist-lstm"], cwd=ROOT, check=True, capture_output=True)
-    try:
-        env = dict(os.environ, PYTHON=sys.executable, OUT=str(tmp_path / "out"), LSNN_GPU_BUNDLE=str(bundle))
-        proc = subprocess.run(["bash", "bench/gpu_check.sh", "run", "--limit", "2", "--batches", "1,2"], cwd=ROOT,
-                              env=env, capture_output=True, text=True)
-        assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
-        res = json.loads((tmp_path / "out" / "gpu_check.json").read_text())
-        assert res["passed"] and set(res["models"]) == {"store-recall-lsnn", "smnist-lstm"}
-        lstm = res["models"]["smnist-lstm"]
-        assert lstm["latency_batch1"]["compiled"]["per_step_us"] > 0
-        assert set(lstm["throughput"]) == {"1", "2"} and lstm["synops_estimate_uj"] > 0
-        assert "| batch | compiled (seq/s) | PyTorch (seq/s) |" in (tmp_path / "out" / "gpu_check.md").read_text()
-    finally:
-        import shutil
-
-        shutil.rmtree(bundle, ignore_errors=True)
+    env = dict(os.environ, PYTHON=sys.executable, OUT=str(tmp_path / "out"), LSNN_GPU_BUNDLE=str(bundle))
+    proc = subprocess.run(["bash", "bench/gpu_check.sh", "run", "--limit", "2", "--batches", "1,2"], cwd=ROOT,
+                          env=env, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    res = json.loads((tmp_path / "out" / "gpu_check.json").read_text())
+    assert res["passed"] and set(res["models"]) == {"store-recall-lsnn", "smnist-lstm"}
+    lstm = res["models"]["smnist-lstm"]
+    assert lstm["latency_batch1"]["compiled"]["per_step_us"] > 0
+    assert set(lstm["throughput"]) == {"1", "2"} and lstm["synops_estimate_uj"] > 0
+    assert "| batch | compiled (seq/s) | PyTorch (seq/s) |" in (tmp_path / "out" / "gpu_check.md").read_text()

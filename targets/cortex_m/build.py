@@ -16,7 +16,6 @@ import time
 from importlib import resources
 from pathlib import Path
 
-import numpy as np
 
 from lsnn.compiler.importer import CompileError
 
@@ -24,7 +23,6 @@ from . import codegen
 
 FIRMWARE = ("main.c", "startup.c", "semihost.c", "semihost.h", "lsnn_runtime.c", "lsnn_runtime.h")
 _WORKSPACE = re.compile(r"TVMBackendAllocWorkspace\(\d+, \d+, \(uint64_t\)(\d+)ULL")
-_PROTO = re.compile(r"^void (lsnn_k_\w+)\((.*)\);$", re.M)
 
 
 def _template(name: str) -> str:
@@ -41,11 +39,6 @@ def _memory(target) -> tuple[str, str, str]:
 
 def write_sources(folder: Path, target, kernels: str, model_c: str, model_h: str) -> int:
     """Write every source of the project into ``folder``; returns the workspace size in bytes."""
-    protos = "\n".join(f"void {n}({a});" for n, a in _PROTO.findall(kernels))
-    model_c = re.sub(r"^void lsnn_k_\w+\(\);$\n?", "", model_c, flags=re.M)
-    model_c = model_c.replace('#include "lsnn_model.h"\n', '#include "lsnn_model.h"\n\n' + protos + "\n", 1)
-    # a kernel whose workspace allocation fails reports it instead of returning an error code
-    kernels = kernels.replace("return -1;", "{ lsnn_kernel_error(); return; }")
     workspace = sum((int(n) + 7) // 8 * 8 for n in _WORKSPACE.findall(kernels))
     (folder / "lsnn_kernels.c").write_text(kernels)
     (folder / "lsnn_model.c").write_text(model_c)
@@ -125,8 +118,8 @@ def build(proto, target, source_sha256: str):
         if shape[:2] != [1, 1]:
             raise CompileError(f"output '{name}' has step shape {shape}; a per-step output must be [T, B, ...]")
     mod = codegen.lower(plan, target)
-    kernels, names = codegen.kernels_c(mod, target)
-    model_c, model_h, layout = codegen.model_c(mod, names, plan)
+    kernels, names, prototypes = codegen.kernels_c(mod, target)
+    model_c, model_h, layout = codegen.model_c(mod, names, prototypes, plan)
     folder = Path(tempfile.mkdtemp(prefix=f"lsnn-{target.name}-"))
     try:
         workspace = write_sources(folder, target, kernels, model_c, model_h)
@@ -142,9 +135,7 @@ def build(proto, target, source_sha256: str):
             "outputs": _io(proto.graph.output),
             "layout": layout,
             "sequence_inputs": plan.sequence_inputs,
-            "initial_state": np.concatenate([np.asarray(s.initial if s.initial is not None else
-                                                        np.zeros(s.shape), np.float32).ravel()
-                                             for s in plan.states]).tolist() if plan.states else [],
+            "initial_state": plan.initial_state().tolist(),
             "workspace_bytes": workspace,
             "footprint": footprint(folder),
             "compile_seconds": round(time.perf_counter() - started, 3),

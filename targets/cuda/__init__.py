@@ -34,12 +34,7 @@ class CudaTarget(Target):
     def kernel(self, op: str, **attrs):
         if op == "ALIF":
             attrs.update(events=bool(self.options["events"]), shared_bytes=SHARED_BYTES[self.options["arch"]])
-        try:
-            return super().kernel(op, **attrs)
-        except ValueError as e:
-            if isinstance(e, TargetError):
-                raise
-            raise TargetError(f"target 'cuda', {op}: {e}") from e
+        return super().kernel(op, **attrs)
 
     def target_dict(self) -> dict:
         return {"kind": "cuda", "arch": self.options["arch"]}

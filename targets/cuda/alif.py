@@ -18,6 +18,8 @@ from __future__ import annotations
 
 from tvm.script import tirx as T
 
+from ..base import TargetError
+
 MAX_THREADS = 1024
 
 
@@ -30,7 +32,7 @@ def alif_kernel(thr: float, n_refractory: int, events: bool = True, dims: dict |
     """``dims``: ``{"I": int, "H": int}``; ``shared_bytes``: the architecture's shared-memory
     limit per block, which decides between the persistent and the general path."""
     if not dims or not isinstance(dims.get("H"), int) or not isinstance(dims.get("I"), int):
-        raise ValueError("the CUDA ALIF kernel needs the layer's sizes (constant weights)")
+        raise TargetError("the CUDA ALIF kernel needs the layer's sizes (constant weights)")
     nI, nH = dims["I"], dims["H"]
     NT = threads_for(nH)
     J = (nH + NT - 1) // NT

@@ -7,12 +7,14 @@ from __future__ import annotations
 
 from tvm.script import tirx as T
 
+from ..base import TargetError
+
 from .alif import threads_for
 
 
 def li_kernel(dims: dict | None = None):
     if not dims or not isinstance(dims.get("O"), int) or not isinstance(dims.get("I"), int):
-        raise ValueError("the CUDA LI kernel needs the layer's sizes (constant weights)")
+        raise TargetError("the CUDA LI kernel needs the layer's sizes (constant weights)")
     nI, nO = dims["I"], dims["O"]
     NT = threads_for(nO)
     J = (nO + NT - 1) // NT

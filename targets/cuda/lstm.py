@@ -12,6 +12,8 @@ from __future__ import annotations
 
 from tvm.script import tirx as T
 
+from ..base import TargetError
+
 from ..cpu import fastmath
 
 MAX_HIDDEN = 256
@@ -19,10 +21,10 @@ MAX_HIDDEN = 256
 
 def lstm_kernel(dims: dict | None = None):
     if not dims:
-        raise ValueError("the CUDA LSTM kernel needs the layer's sizes (constant weights)")
+        raise TargetError("the CUDA LSTM kernel needs the layer's sizes (constant weights)")
     nI, nH = dims["I"], dims["H"]
     if nH > MAX_HIDDEN:
-        raise ValueError(f"the CUDA LSTM kernel takes at most {MAX_HIDDEN} hidden units, not {nH}")
+        raise TargetError(f"the CUDA LSTM kernel takes at most {MAX_HIDDEN} hidden units, not {nH}")
     nG = 4 * nH
     NT = (nG + 31) // 32 * 32
 
