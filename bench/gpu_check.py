@@ -40,7 +40,7 @@ def prepare(bundle: Path, arch: str, device: str, python: str, models: list[str]
     import tvm
     from tqdm import tqdm
 
-    from lsnn.bench.verify import add_probes
+    from lsnn.targets.verify import add_probes
     from lsnn.compiler import compile
     from lsnn.compiler.onnx.export import export_checkpoint
 
@@ -138,7 +138,7 @@ class Energy:
 def run(bundle: Path, out: Path, limit: int, batches: list[int] = BATCHES) -> dict:
     import torch
 
-    from lsnn.bench.verify import format_report, verify
+    from lsnn.targets.verify import format_report, verify
     from lsnn.targets import load
 
     meta = json.loads((bundle / "bundle.json").read_text())

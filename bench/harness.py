@@ -44,7 +44,8 @@ from pathlib import Path
 
 import numpy as np
 
-from lsnn.reference.checkpoint import read_json
+from lsnn.reference.errors import ConfigError, MissingFileError
+from lsnn.reference.files import read_json
 
 from .energy import E_AC_PJ, E_MAC_PJ, SOURCE, lsnn_ops, lstm_ops
 
@@ -74,15 +75,15 @@ def load_config(path: str | None, quick: bool) -> dict:
     if path:
         p = Path(path)
         if not p.is_file():
-            raise FileNotFoundError(f"bench config not found: {p}")
-        user = read_json(p)
+            raise MissingFileError(f"bench config not found: {p}")
+        user = read_json(p, ConfigError, "bench configuration")
         unknown = set(user) - set(base)
         if unknown:
-            raise ValueError(f"{p}: unknown key(s) {sorted(unknown)}; known: {sorted(base)}")
+            raise ConfigError(f"{p}: unknown key(s) {sorted(unknown)}; known: {sorted(base)}")
         base.update(user)
     bad = set(base["runtimes"]) - set(RUNTIMES)
     if bad:
-        raise ValueError(f"unknown runtime(s) {sorted(bad)}; known: {RUNTIMES}")
+        raise ConfigError(f"unknown runtime(s) {sorted(bad)}; known: {RUNTIMES}")
     return base
 
 

@@ -7,11 +7,11 @@ import base64
 import html
 import io
 import json
-import shutil
-import tempfile
 from pathlib import Path
 
 import numpy as np
+
+from lsnn.reference.files import write_folder
 
 from .harness import __doc__ as DEFINITIONS
 
@@ -212,18 +212,13 @@ def html_report(results: dict, md: str) -> str:
 
 
 def write(results: dict, out: Path) -> Path:
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}."))
-    try:
+    """``results.json``, ``report.md`` and ``report.html`` in the folder ``out``, swapped in whole;
+    an existing folder is replaced only if lsnn wrote it (:func:`lsnn.reference.files.write_folder`)."""
+    def fill(tmp: Path) -> None:
         md = markdown(results)
         (tmp / "results.json").write_text(json.dumps(results, indent=1) + "\n")
         (tmp / "report.md").write_text(md)
         (tmp / "report.html").write_text(html_report(results, md))
-        if out.exists():
-            shutil.rmtree(out)
-        tmp.rename(out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return out
+
+    write_folder(out, fill, "bench report")
+    return Path(out)

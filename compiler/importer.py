@@ -14,13 +14,14 @@ from tvm import relax
 from tvm.relax.frontend.onnx.onnx_frontend import ONNXGraphImporter
 
 from lsnn.compiler.onnx.schema import ALIF, DOMAIN, LI
+from lsnn.reference.errors import LsnnError
 
 OURS = {"ALIF", "LI", "LSTM"}
 _CONST = tvm.ir.expr.Constant
 F32 = "float32"
 
 
-class CompileError(ValueError):
+class CompileError(LsnnError):
     """A model the compiler cannot take, with the node and the reason."""
 
 

@@ -1,17 +1,19 @@
 """Checkpoints: a folder with ``checkpoint.pt`` (weights, optimiser, step, RNG)
 and ``config.json`` (every hyperparameter, the seed, the command, the commit).
 Every file is written to a temporary name and renamed, so a crash never
-leaves a half-written checkpoint."""
+leaves a half-written checkpoint. ``checkpoint.pt`` is read with
+``weights_only=True``: tensors and plain data only, so a file carrying a
+pickled object is refused instead of running its code."""
 from __future__ import annotations
 
-import json
-import os
+import pickle
 import subprocess
-import tempfile
 from pathlib import Path
 
 import torch
 
+from .errors import LsnnError, MissingFileError
+from .files import atomic_write, read_json, write_json
 from .modules import build_model
 
 CHECKPOINT = "checkpoint.pt"
@@ -19,32 +21,8 @@ CONFIG = "config.json"
 METRICS = "metrics.json"
 
 
-def atomic_write(path: Path, write) -> None:
-    """Call ``write(file_object)`` on a temporary file next to ``path``, then rename it into place."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def write_json(path: Path, obj: dict) -> None:
-    atomic_write(path, lambda f: f.write((json.dumps(obj, indent=2, sort_keys=True) + "\n").encode()))
-
-
-def read_json(path: Path, error: type[Exception] = ValueError, problem: str = "not valid JSON"):
-    """The JSON in ``path``; a broken file raises ``error`` naming the file and the problem."""
-    try:
-        return json.loads(Path(path).read_text())
-    except json.JSONDecodeError as e:
-        raise error(f"{path}: {problem} ({e})") from e
+class CheckpointError(LsnnError):
+    """A checkpoint folder whose files cannot be read, or are refused."""
 
 
 def git_commit() -> str | None:
@@ -70,13 +48,23 @@ def load(directory: str | Path):
     cfg_path, ckpt_path = directory / CONFIG, directory / CHECKPOINT
     for p in (cfg_path, ckpt_path):
         if not p.is_file():
-            raise FileNotFoundError(f"{directory} is not a checkpoint folder: {p.name} is missing")
-    config = read_json(cfg_path)
+            raise MissingFileError(f"{directory} is not a checkpoint folder: {p.name} is missing")
+    config = read_json(cfg_path, CheckpointError, "checkpoint configuration")
+    if not isinstance(config, dict) or not isinstance(config.get("model"), dict):
+        raise CheckpointError(f"{cfg_path}: no 'model' section (not a checkpoint configuration)")
     model = build_model(**config["model"])
     try:
-        state = torch.load(ckpt_path, map_location="cpu", weights_only=False)
-    except Exception as e:  # torch raises several types for corrupt files
-        raise ValueError(f"{ckpt_path}: cannot read checkpoint ({e})") from e
-    model.load_state_dict(state["model"])
+        state = torch.load(ckpt_path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:  # weights_only refuses objects it would have to execute
+        raise CheckpointError(f"{ckpt_path}: refused, the file holds more than tensors and plain data "
+                              f"(it would run code when loaded): {str(e).splitlines()[0]}") from e
+    except (RuntimeError, EOFError, OSError) as e:  # a truncated or corrupt zip archive
+        raise CheckpointError(f"{ckpt_path}: cannot read the checkpoint ({e})") from e
+    if not isinstance(state, dict) or "model" not in state:
+        raise CheckpointError(f"{ckpt_path}: no 'model' weights in the checkpoint")
+    try:
+        model.load_state_dict(state["model"])
+    except RuntimeError as e:  # missing or mis-shaped weights
+        raise CheckpointError(f"{ckpt_path}: the weights do not fit the model of {cfg_path.name} ({e})") from e
     model.eval()
     return model, config, state

@@ -26,7 +26,8 @@ from typing import Callable, NamedTuple
 import numpy as np
 import torch
 
-from .spike import heaviside
+from .surrogate import heaviside
+from .errors import LsnnError
 
 
 class ALIFState(NamedTuple):
@@ -63,7 +64,7 @@ class LIOutput(NamedTuple):
     final_y: torch.Tensor
 
 
-class SpecError(ValueError):
+class SpecError(LsnnError):
     """An input that ``shared/spec/ops.md`` rejects (shape, dtype, attribute)."""
 
 
@@ -128,7 +129,7 @@ def alif(
     ``X`` is ``[T, B, I]``; returns ``(Z, V, A, final_state)`` with ``Z, V, A``
     of shape ``[T, B, H]`` and ``final_state = ALIFState(v, a, z, r)``.
     ``spike_fn(v, A)`` is the Heaviside ``H(v - A)``; training passes the
-    pseudo-derivative version (:func:`lsnn.reference.spike.spike`), whose
+    pseudo-derivative version (:func:`lsnn.reference.surrogate.spike`), whose
     forward value is identical.
     """
     op = "ai.lsnn::ALIF"

@@ -20,7 +20,8 @@ import torch
 from torch import nn
 
 from .functional import ALIFState, alif, li
-from .spike import heaviside, spike
+from .surrogate import heaviside, spike
+from .errors import ConfigError
 
 
 @dataclass
@@ -72,7 +73,7 @@ class LSNN(nn.Module):
         self.config = c
         H = c.n_hidden
         if H <= 0:
-            raise ValueError("an LSNN needs at least one neuron (n_lif + n_alif > 0)")
+            raise ConfigError("an LSNN needs at least one neuron (n_lif + n_alif > 0)")
         self.W = nn.Parameter(torch.randn(H, c.n_in) * c.w_in_scale / math.sqrt(c.n_in))
         self.R_raw = nn.Parameter(torch.randn(H, H) * c.w_rec_scale / math.sqrt(H))
         self.register_buffer("no_self", 1 - torch.eye(H))
@@ -141,12 +142,12 @@ def _config_class(kind: str):
 def build_model(kind: str, **params) -> nn.Module:
     """Build a model by kind (``lsnn``, ``lif``, ``lstm``) from config fields."""
     if kind not in MODELS:
-        raise ValueError(f"unknown model '{kind}'; choose one of {sorted(MODELS)}")
+        raise ConfigError(f"unknown model '{kind}'; choose one of {sorted(MODELS)}")
     cfg_cls = _config_class(kind)
     known = {f.name for f in fields(cfg_cls)}
     unknown = set(params) - known
     if unknown:
-        raise ValueError(f"model '{kind}' has no parameter(s) {sorted(unknown)}")
+        raise ConfigError(f"model '{kind}' has no parameter(s) {sorted(unknown)}")
     return MODELS[kind](cfg_cls(**params))
 
 

@@ -15,6 +15,7 @@ from . import checkpoint
 from .modules import build_model, model_config
 from .regularizers import firing_rate_loss, firing_rates_hz
 from .tasks import make_task
+from .errors import ConfigError, MissingFileError, OutputError
 
 # Per-task defaults: model sizes and training hyperparameters (override on the command line).
 DEFAULTS = {
@@ -88,10 +89,10 @@ def train(task_name: str, kind: str, out: Path, *, steps: int | None = None, bat
     defaults = DEFAULTS.get(task_name, {})
     if resume:
         if not (out / checkpoint.CONFIG).is_file():
-            raise FileNotFoundError(f"--resume: no checkpoint in {out}")
+            raise MissingFileError(f"--resume: no checkpoint in {out}")
         config = json.loads((out / checkpoint.CONFIG).read_text())
         if config["task"]["name"] != task_name or config["model"]["kind"] != kind:
-            raise ValueError(f"--resume: {out} holds a {config['model']['kind']} model for "
+            raise ConfigError(f"--resume: {out} holds a {config['model']['kind']} model for "
                              f"{config['task']['name']}, not {kind} for {task_name}")
         tp = dict(config["task"])
         if data_dir:
@@ -104,7 +105,7 @@ def train(task_name: str, kind: str, out: Path, *, steps: int | None = None, bat
             hp["steps"] = steps
     else:
         if (out / checkpoint.CHECKPOINT).exists():
-            raise FileExistsError(f"{out} already holds a checkpoint; continue it with --resume or choose "
+            raise OutputError(f"{out} already holds a checkpoint; continue it with --resume or choose "
                                   f"another --out")
         tp = dict(task_params or {})
         if data_dir is not None:

@@ -20,13 +20,13 @@ def open_runtime(model, runtime: str = "ort", threads: int = 1) -> Runtime:
         from .torch_runtime import TorchRuntime
 
         return TorchRuntime(proto, threads)
-    from .base import available, get_target
+    from .base import TargetError, available, get_target
 
     if runtime in available():  # a compile target: compile now
         from lsnn.compiler import compile
 
         return compile(proto, get_target(runtime))
-    raise ValueError(f"unknown runtime '{runtime}'; choose one of {', '.join(RUNTIMES + tuple(available()))}")
+    raise TargetError(f"unknown runtime '{runtime}'; choose one of {', '.join(RUNTIMES + tuple(available()))}")
 
 
 def load(directory):

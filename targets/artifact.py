@@ -2,31 +2,31 @@
 
 Folder layout: ``manifest.json`` (inputs and outputs with shapes and dtypes,
 target, options, TVM version, SHA-256 of the source model and of the
-library) and ``model.so``. Saving writes a temporary folder and renames it
-into place, so a failure leaves nothing behind.
+library) and ``model.so``. Saving goes through
+:func:`lsnn.reference.files.write_folder`: the folder is swapped in whole,
+and only a new, empty or lsnn-written folder is replaced.
 """
 from __future__ import annotations
 
 import hashlib
 import json
-import shutil
-import tempfile
 from pathlib import Path
 
 import numpy as np
 
-from lsnn.reference.checkpoint import read_json
 
 from .base import TargetError, get_target
 from .runtime import Runtime
+from lsnn.reference.errors import LsnnError, MissingFileError
+from lsnn.reference.files import read_json, write_folder
 
 FORMAT = "lsnn-artifact/1"
 MANIFEST = "manifest.json"
 LIBRARY = "model.so"
 
 
-class ArtifactError(ValueError):
-    pass
+class ArtifactError(LsnnError):
+    """An artifact folder that cannot be loaded or run as it is."""
 
 
 def sha256(path: Path) -> str:
@@ -105,32 +105,19 @@ class Artifact(Runtime):
             return dict(self.manifest, library=LIBRARY, library_sha256=sha256(tmp / LIBRARY),
                         files={name: sha256(tmp / name) for name in self.files})
 
-        self.manifest = write_folder(directory, fill)
+        self.manifest = write_artifact(directory, fill)
         return Path(directory)
 
 
-def write_folder(directory: str | Path, fill) -> dict:
-    """Write an artifact folder atomically: ``fill(tmp)`` writes the files and returns the
-    manifest; the folder replaces ``directory`` only when all of it is written."""
-    directory = Path(directory)
-    directory.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=directory.parent, prefix=f".{directory.name}."))
-    try:
+def write_artifact(directory: str | Path, fill, kind: str = "compiled artifact") -> dict:
+    """Write an artifact folder whole: ``fill(tmp)`` writes the files and returns the manifest,
+    which is written beside them (:func:`lsnn.reference.files.write_folder`)."""
+    def fill_and_write(tmp: Path) -> dict:
         manifest = fill(tmp)
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
-        if directory.exists():
-            if not (directory / MANIFEST).is_file():
-                raise ArtifactError(f"{directory} exists and is not an artifact folder; not overwriting it")
-            old = Path(tempfile.mkdtemp(dir=directory.parent, prefix=f".{directory.name}.old."))
-            directory.rename(old / "prev")
-            tmp.rename(directory)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            tmp.rename(directory)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return manifest
+        return manifest
+
+    return write_folder(directory, fill_and_write, kind)
 
 
 def load(directory: str | Path) -> Artifact:
@@ -140,10 +127,10 @@ def load(directory: str | Path) -> Artifact:
     directory = Path(directory)
     mpath = directory / MANIFEST
     if not directory.is_dir():
-        raise FileNotFoundError(f"artifact folder not found: {directory}")
+        raise MissingFileError(f"artifact folder not found: {directory}")
     if not mpath.is_file():
         raise ArtifactError(f"{directory}: not an artifact folder ({MANIFEST} is missing)")
-    manifest = read_json(mpath, ArtifactError, "corrupt manifest")
+    manifest = read_json(mpath, ArtifactError, "manifest")
     if manifest.get("format") != FORMAT:
         raise ArtifactError(f"{mpath}: format {manifest.get('format')!r}, expected {FORMAT!r}")
     if manifest.get("kind") == "cortex-m project":

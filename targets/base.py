@@ -11,8 +11,10 @@ import importlib
 import inspect
 from typing import Callable
 
+from lsnn.reference.errors import LsnnError
 
-class TargetError(ValueError):
+
+class TargetError(LsnnError):
     """An unknown target, a bad option, or a target this machine cannot run."""
 
 

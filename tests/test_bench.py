@@ -1,7 +1,7 @@
 import json
 import os
 
-from lsnn.bench.cli import main
+from lsnn.compiler.cli import main
 from lsnn.bench.harness import QUICK, load_config
 from lsnn.reference.train import train
 from lsnn.targets.cortex_m import missing_tools

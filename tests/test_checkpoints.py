@@ -67,7 +67,7 @@ def test_smnist_training_curve_rises():
 @pytest.mark.parametrize("name", COMMITTED)
 @pytest.mark.parametrize("streaming, runtime", [(False, "ort"), (True, "ort"), (False, "cpu")])
 def test_checkpoint_exports_and_passes_parity(name, streaming, runtime, tmp_path):
-    from lsnn.bench.cli import main
+    from lsnn.compiler.cli import main
 
     config = json.loads((MODELS / name / "config.json").read_text())
     if config["task"]["name"] == "smnist" and not Path(DEFAULT_DATA_DIR).is_dir() and not os.environ.get("CI"):
@@ -75,7 +75,7 @@ def test_checkpoint_exports_and_passes_parity(name, streaming, runtime, tmp_path
     path = tmp_path / "model.onnx"
     args = ["export", str(MODELS / name), "-o", str(path)] + (["--streaming"] if streaming else [])
     assert main(args) == 0
-    from lsnn.bench.verify import verify
+    from lsnn.targets.verify import verify
     from lsnn.compiler.onnx.export import metadata
     from lsnn.compiler.onnx.validate import load
 
@@ -95,7 +95,7 @@ def test_checkpoint_exports_and_passes_parity(name, streaming, runtime, tmp_path
 def test_checkpoints_pass_parity_on_cortex_m(name, core, tmp_path):
     """Held-out Fashion-MNIST sequences (840 steps) or learning-to-learn episodes (500 steps)
     and random inputs, run under QEMU."""
-    from lsnn.bench.verify import verify
+    from lsnn.targets.verify import verify
     from lsnn.compiler.onnx.export import export_checkpoint
     from lsnn.targets.cortex_m import missing_tools
 

@@ -8,7 +8,7 @@ import torch
 from onnx import TensorProto, helper
 
 from lsnn import compiler
-from lsnn.bench.cli import main
+from lsnn.compiler.cli import main
 from lsnn.compiler.importer import CompileError
 from lsnn.compiler.onnx.export import export
 from lsnn.reference import build_model

@@ -9,7 +9,7 @@ import onnx
 import pytest
 
 from lsnn import compiler
-from lsnn.bench.cli import main
+from lsnn.compiler.cli import main
 from lsnn.compiler.onnx.export import export
 from lsnn.targets import load, open_runtime
 from lsnn.targets.base import TargetError, get_target

@@ -16,8 +16,8 @@ import pytest
 from onnx import TensorProto, helper
 
 from lsnn import compiler
-from lsnn.bench.cli import main
-from lsnn.bench.verify import verify
+from lsnn.compiler.cli import main
+from lsnn.targets.verify import verify
 from lsnn.compiler.importer import CompileError
 from lsnn.compiler.onnx.export import export
 from lsnn.targets import load, open_runtime

@@ -3,10 +3,12 @@ import json
 
 import numpy as np
 import pytest
+
+from lsnn.reference.errors import ConfigError
 import torch
 
-from lsnn.bench.cli import main
-from lsnn.bench.verify import verify
+from lsnn.compiler.cli import main
+from lsnn.targets.verify import verify
 from lsnn.compiler.onnx.export import export_checkpoint
 from lsnn.reference.tasks import L2LRegression, linear_baseline, make_task
 from lsnn.reference.train import train
@@ -75,5 +77,5 @@ def test_train_evaluate_verify_and_report(tmp_path):
 
 def test_make_task_knows_it():
     assert make_task("l2l-regression", **TINY).n_in == 24
-    with pytest.raises(ValueError, match="score_ms"):
+    with pytest.raises(ConfigError, match="score_ms"):
         L2LRegression(trial_ms=10, score_ms=20)

@@ -5,8 +5,8 @@ import pytest
 import torch
 from onnx import TensorProto, helper, numpy_helper
 
-from lsnn.bench.cli import main
-from lsnn.bench.verify import BatchResult, Probe, compare, verify
+from lsnn.compiler.cli import main
+from lsnn.targets.verify import BatchResult, Probe, compare, verify
 from lsnn.compiler.onnx.export import export, metadata
 from lsnn.reference import alif, build_model, li
 from lsnn.targets import open_runtime

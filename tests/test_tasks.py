@@ -2,6 +2,8 @@ import gzip
 
 import numpy as np
 import pytest
+
+from lsnn.reference.errors import ConfigError
 import torch
 
 from lsnn.reference.tasks import SMNIST, StoreRecall, accuracy, decisions, make_task
@@ -42,7 +44,7 @@ def test_store_recall_heldout_is_fixed_and_differs_from_training():
 
 
 def test_store_recall_rejects_impossible_delay():
-    with pytest.raises(ValueError, match="cannot hold"):
+    with pytest.raises(ConfigError, match="cannot hold"):
         StoreRecall(n_periods=5)
 
 

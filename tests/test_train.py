@@ -1,9 +1,11 @@
 import json
 
 import pytest
+
+from lsnn.reference.errors import ConfigError
 import torch
 
-from lsnn.bench.cli import main
+from lsnn.compiler.cli import main
 from lsnn.reference import LIFNet, LSNN, LSTMNet, build_model, checkpoint
 from lsnn.reference.train import train
 
@@ -36,9 +38,9 @@ def test_lsnn_forward_shapes_and_gradients():
 
 
 def test_build_model_rejects_unknown():
-    with pytest.raises(ValueError, match="unknown model"):
+    with pytest.raises(ConfigError, match="unknown model"):
         build_model("gru")
-    with pytest.raises(ValueError, match="no parameter"):
+    with pytest.raises(ConfigError, match="no parameter"):
         build_model("lsnn", n_neurons=3)
 
 

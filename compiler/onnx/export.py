@@ -18,6 +18,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from .functions import attach
 from .schema import DOMAIN, ONNX_OPSET, VERSION
+from lsnn.reference.errors import ConfigError
 
 F = TensorProto.FLOAT
 FORMAT = "lsnn-onnx/1"
@@ -106,7 +107,7 @@ def export(model, *, streaming: bool = False, metadata: dict | None = None) -> o
     elif model.kind == "lstm":
         graph = _lstm_graph(model, streaming)
     else:
-        raise ValueError(f"cannot export a model of kind '{model.kind}'")
+        raise ConfigError(f"cannot export a model of kind '{model.kind}'")
     opsets = [helper.make_opsetid("", ONNX_OPSET)]
     if model.kind != "lstm":
         opsets.append(helper.make_opsetid(DOMAIN, VERSION))

@@ -13,9 +13,10 @@ import onnx
 from onnx import TensorProto, helper
 
 from .schema import DOMAIN, OPS, VERSION
+from lsnn.reference.errors import LsnnError, MissingFileError
 
 
-class ModelError(ValueError):
+class ModelError(LsnnError):
     """A model that the spec, or the runtime it is fed to, rejects."""
 
 
@@ -24,7 +25,7 @@ def load(path: str | Path | onnx.ModelProto) -> onnx.ModelProto:
         return path
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"model file not found: {path}")
+        raise MissingFileError(f"model file not found: {path}")
     try:
         model = onnx.load(str(path))
     except Exception as e:  # protobuf raises DecodeError, onnx may raise others

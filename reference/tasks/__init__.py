@@ -5,13 +5,14 @@ from .base import Task, accuracy, decisions, step_loss
 from .l2l import L2LRegression, linear_baseline
 from .smnist import SMNIST, DEFAULT_DATA_DIR
 from .store_recall import StoreRecall
+from ..errors import ConfigError
 
 TASKS = {"store-recall": StoreRecall, "smnist": SMNIST, "l2l-regression": L2LRegression}
 
 
 def make_task(name: str, **params) -> Task:
     if name not in TASKS:
-        raise ValueError(f"unknown task '{name}'; choose one of {sorted(TASKS)}")
+        raise ConfigError(f"unknown task '{name}'; choose one of {sorted(TASKS)}")
     params = {k: v for k, v in params.items() if k != "name"}
     return TASKS[name](**params)
 

@@ -5,19 +5,20 @@ import gzip
 from pathlib import Path
 
 import numpy as np
+from ..errors import LsnnError, MissingFileError
 
 _DTYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
 
 
-class IDXError(ValueError):
-    pass
+class IDXError(LsnnError):
+    """A file that is not a readable IDX file."""
 
 
 def read_idx(path: str | Path) -> np.ndarray:
     """Read one IDX file (``.gz`` or raw, detected from its first bytes)."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"IDX file not found: {path}")
+        raise MissingFileError(f"IDX file not found: {path}")
     raw = path.read_bytes()
     if raw[:2] == b"\x1f\x8b":
         try:
@@ -62,7 +63,7 @@ def find_split(data_dir: str | Path, split: str) -> tuple[np.ndarray, np.ndarray
         candidates = [data_dir / stem, data_dir / f"{stem}.gz", data_dir / stem.replace("-idx", ".idx")]
         path = next((p for p in candidates if p.is_file()), None)
         if path is None:
-            raise FileNotFoundError(f"no {stem}[.gz] in {data_dir} (expected MNIST-format IDX files)")
+            raise MissingFileError(f"no {stem}[.gz] in {data_dir} (expected MNIST-format IDX files)")
         out.append(read_idx(path))
     images, labels = out
     if images.ndim != 3 or labels.ndim != 1 or len(images) != len(labels):

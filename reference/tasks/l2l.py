@@ -28,6 +28,7 @@ import numpy as np
 import torch
 
 from .base import Task
+from ..errors import ConfigError
 
 
 @dataclass
@@ -51,7 +52,7 @@ class L2LRegression(Task):
         self.S = int(round(self.trial_ms / self.dt))
         self.score_steps = int(round(self.score_ms / self.dt))
         if not 0 < self.score_steps <= self.S:
-            raise ValueError(f"l2l-regression: score_ms must be within a trial of {self.trial_ms} ms")
+            raise ConfigError(f"l2l-regression: score_ms must be within a trial of {self.trial_ms} ms")
 
     @property
     def n_in(self) -> int:

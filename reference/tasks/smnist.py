@@ -22,6 +22,7 @@ import torch
 
 from .base import Task
 from .idx import find_split
+from ..errors import ConfigError, MissingFileError
 
 DEFAULT_DATA_DIR = "/usr/share/datasets/fashion-mnist"
 
@@ -30,7 +31,7 @@ def encode(images: np.ndarray, n_in: int = 80, cue_steps: int = 56) -> np.ndarra
     """Spike trains ``[784 + cue_steps, N, n_in]`` (float32) for uint8 images ``[N, 28, 28]``."""
     n_levels = (n_in - 1) // 2
     if n_levels < 1:
-        raise ValueError(f"smnist needs n_in >= 3 input channels, got {n_in}")
+        raise ConfigError(f"smnist needs n_in >= 3 input channels, got {n_in}")
     thresholds = np.linspace(0, 255, n_levels + 2)[1:-1]
     x = images.reshape(len(images), -1).astype(np.float32)  # [N, 784]
     above = x[:, :, None] >= thresholds  # [N, 784, L]
@@ -59,7 +60,7 @@ class SMNIST(Task):
     def _split(self, split: str):
         if split not in self._cache:
             if not Path(self.data_dir).is_dir():
-                raise FileNotFoundError(
+                raise MissingFileError(
                     f"data directory {self.data_dir} does not exist: install the Debian package "
                     f"dataset-fashion-mnist or pass --data-dir with MNIST-format IDX files")
             self._cache[split] = find_split(self.data_dir, split)

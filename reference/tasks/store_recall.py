@@ -21,6 +21,7 @@ import numpy as np
 import torch
 
 from .base import Task
+from ..errors import ConfigError
 
 
 @dataclass
@@ -42,7 +43,7 @@ class StoreRecall(Task):
         self.steps_per_period = int(round(self.period_ms / self.dt))
         self.min_gap = int(np.ceil(self.min_delay_ms / self.period_ms)) + 1  # recall - store, in periods
         if self.min_gap >= self.n_periods:
-            raise ValueError(f"store-recall: {self.n_periods} periods of {self.period_ms} ms cannot hold "
+            raise ConfigError(f"store-recall: {self.n_periods} periods of {self.period_ms} ms cannot hold "
                              f"a delay of {self.min_delay_ms} ms between store and recall")
 
     @property

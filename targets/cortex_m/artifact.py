@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..artifact import Artifact, ArtifactError, sha256, write_folder
+from ..artifact import Artifact, ArtifactError, sha256, write_artifact
 from ..base import TargetError, get_target
 from . import qemu
 
@@ -91,7 +91,7 @@ class CortexMArtifact(Artifact):
                     shutil.copy2(p, tmp / p.name)
             return dict(self.manifest, library=ELF, library_sha256=sha256(tmp / ELF))
 
-        self.manifest = write_folder(directory, fill)
+        self.manifest = write_artifact(directory, fill, "Cortex-M project")
         return Path(directory)
 
 

@@ -15,13 +15,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from lsnn.reference.errors import LsnnError
 
 MAGIC_IN = 0x494E534C
 MAGIC_END = 0x454E534C
 
 
-class QemuError(RuntimeError):
-    pass
+class QemuError(LsnnError):
+    """QEMU failed, timed out or the firmware broke the harness protocol."""
 
 
 @dataclass

@@ -16,10 +16,11 @@ import shutil
 import subprocess
 import tempfile
 from pathlib import Path
+from lsnn.reference.errors import LsnnError
 
 
-class NvccError(RuntimeError):
-    pass
+class NvccError(LsnnError):
+    """nvcc is missing or rejected the generated CUDA."""
 
 
 def find_nvcc() -> str | None:

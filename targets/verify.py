@@ -23,6 +23,7 @@ import onnx
 from onnx import TensorProto, helper
 
 from lsnn.compiler.onnx.schema import DOMAIN
+from lsnn.compiler.onnx.validate import ModelError
 
 RTOL = 1e-4
 MARGIN = 1e-3
@@ -163,7 +164,7 @@ def _n_in(model: onnx.ModelProto) -> int:
     vi = next(v for v in model.graph.input if v.name not in inits)
     dims = vi.type.tensor_type.shape.dim
     if len(dims) != 3 or not dims[2].HasField("dim_value"):
-        raise ValueError(f"input '{vi.name}' must be [T, B, n_in] with a fixed n_in to verify on random data")
+        raise ModelError(f"input '{vi.name}' must be [T, B, n_in] with a fixed n_in to verify on random data")
     return dims[2].dim_value
 
 

@@ -7,6 +7,8 @@ import os
 import sys
 from pathlib import Path
 
+from lsnn.reference.errors import ConfigError, LsnnError, MissingFileError
+
 
 def _threads(n: int) -> None:
     import torch
@@ -20,7 +22,7 @@ def _kv(items: list[str] | None) -> dict:
     out = {}
     for item in items or []:
         if "=" not in item:
-            raise SystemExit(f"lsnn: expected KEY=VALUE, got '{item}'")
+            raise ConfigError(f"expected KEY=VALUE, got '{item}'")
         k, v = item.split("=", 1)
         try:
             out[k] = json.loads(v)
@@ -72,7 +74,7 @@ def cmd_export(args) -> int:
     from lsnn.compiler.onnx.export import export_checkpoint
 
     model = export_checkpoint(args.checkpoint, streaming=args.streaming)
-    from lsnn.reference.checkpoint import atomic_write
+    from lsnn.reference.files import atomic_write
 
     atomic_write(Path(args.output), lambda f: f.write(model.SerializeToString()))
     kinds = sorted({f"{n.domain or 'ai.onnx'}::{n.op_type}" for n in model.graph.node})
@@ -85,12 +87,12 @@ def _load_npz(path: str) -> dict:
 
     p = Path(path)
     if not p.is_file():
-        raise FileNotFoundError(f"inputs file not found: {p}")
+        raise MissingFileError(f"inputs file not found: {p}")
     try:
         with np.load(p, allow_pickle=False) as z:
             return {k: z[k] for k in z.files}
     except (OSError, ValueError) as e:
-        raise ValueError(f"{p}: not a readable .npz file ({e})") from e
+        raise ConfigError(f"{p}: not a readable .npz file ({e})") from e
 
 
 def cmd_run(args) -> int:
@@ -107,7 +109,7 @@ def cmd_run(args) -> int:
     else:
         rt = open_runtime(args.model, args.runtime, args.threads)
     outputs = rt.run(inputs)
-    from lsnn.reference.checkpoint import atomic_write
+    from lsnn.reference.files import atomic_write
 
     atomic_write(Path(args.outputs), lambda f: np.savez(f, **outputs))
     shapes = ", ".join(f"{k} {list(v.shape)}" for k, v in outputs.items())
@@ -140,7 +142,7 @@ def cmd_compile(args) -> int:
 
 
 def cmd_verify(args) -> int:
-    from lsnn.bench.verify import format_report, verify
+    from lsnn.targets.verify import format_report, verify
 
     _threads(args.threads)
     report = verify(args.model, args.target or args.runtime, task=args.task, data_dir=args.data_dir, limit=args.limit,
@@ -240,7 +242,7 @@ def main(argv: list[str] | None = None) -> int:
     args.argv = argv
     try:
         return args.func(args)
-    except (FileNotFoundError, FileExistsError, ValueError) as e:  # ModelError, SpecError: ValueErrors
+    except LsnnError as e:  # what the suite expects to go wrong; anything else keeps its traceback
         print(f"lsnn {args.command}: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
