@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib
 import inspect
+from dataclasses import dataclass
 from typing import Callable
 
 from lsnn.reference.errors import LsnnError
@@ -18,6 +19,42 @@ class TargetError(LsnnError):
     """An unknown target, a bad option, or a target this machine cannot run."""
 
 
+_TRUE, _FALSE = ("true", "1", "yes", "on"), ("false", "0", "no", "off")
+
+
+@dataclass(frozen=True)
+class Option:
+    """A target option: its default fixes its type (bool, int or str); ``choices`` or ``check``
+    (a function returning why a value is wrong, or None) narrow it further."""
+    default: bool | int | str
+    help: str
+    choices: tuple = ()
+    check: Callable[[object], str | None] | None = None
+
+    def parse(self, target: str, name: str, value) -> bool | int | str:
+        """``value`` (a Python value, or the text given on the command line) as this option's type."""
+        kind = type(self.default)
+        text = str(value).strip().lower()
+        if kind is bool and not isinstance(value, bool):
+            if text not in _TRUE + _FALSE:
+                raise TargetError(f"target '{target}': option {name}={value!r} is not a boolean (true or false)")
+            value = text in _TRUE
+        elif kind is int and (isinstance(value, bool) or not isinstance(value, int)):
+            try:
+                value = int(str(value), 10)
+            except ValueError:
+                raise TargetError(f"target '{target}': option {name}={value!r} is not an integer") from None
+        elif kind is str and not isinstance(value, str):
+            raise TargetError(f"target '{target}': option {name}={value!r} is not a string")
+        if self.choices and value not in self.choices:
+            raise TargetError(f"target '{target}': option {name}={value!r} is not one of "
+                              f"{', '.join(map(str, self.choices))}")
+        why = self.check(value) if self.check else None
+        if why:
+            raise TargetError(f"target '{target}': option {name}={value!r}: {why}")
+        return value
+
+
 class Target:
     name: str = ""
     #: op name -> kernel builder (attributes as keyword arguments) -> TIR PrimFunc, or the
@@ -25,14 +62,17 @@ class Target:
     kernels: dict[str, Callable | str] = {}
 
     def __init__(self, **options):
-        unknown = set(options) - set(self.option_defaults())
+        spec = self.option_spec()
+        unknown = set(options) - set(spec)
         if unknown:
             raise TargetError(f"target '{self.name}' has no option(s) {sorted(unknown)}; "
-                              f"it takes {sorted(self.option_defaults())}")
-        self.options = {**self.option_defaults(), **options}
+                              f"it takes {sorted(spec)}")
+        self.options = {k: spec[k].parse(self.name, k, options[k]) if k in options else o.default
+                        for k, o in spec.items()}
 
     @classmethod
-    def option_defaults(cls) -> dict:
+    def option_spec(cls) -> dict[str, Option]:
+        """The options this target takes, by name."""
         return {}
 
     def target_dict(self) -> dict:

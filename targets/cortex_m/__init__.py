@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import shutil
 
-from ..base import Target, TargetError, register
+from ..base import Option, Target, TargetError, register
 
 TOOLCHAIN = ("arm-none-eabi-gcc", "arm-none-eabi-size", "make")
 QEMU = "qemu-system-arm"
+GCC_OPT = ("-O0", "-O1", "-O2", "-O3", "-Os", "-Oz", "-Ofast")
 
 
 def missing_tools(names=TOOLCHAIN + (QEMU,)) -> list[str]:
@@ -30,13 +31,13 @@ class CortexMTarget(Target):
                "LSTM": "lsnn.targets.cortex_m.lstm:lstm_kernel"}
 
     @classmethod
-    def option_defaults(cls) -> dict:
-        # events: skip zero inputs and silent neurons in ALIF (False: the dense kernel)
-        return {"events": True, "opt": "-O2"}
+    def option_spec(cls) -> dict:
+        return {"events": Option(True, "skip zero inputs and silent neurons in ALIF (false: the dense kernel)"),
+                "opt": Option("-O2", "arm-none-eabi-gcc optimisation flag", choices=GCC_OPT)}
 
     def kernel(self, op: str, **attrs):
         if op == "ALIF":
-            attrs["events"] = bool(self.options["events"])
+            attrs["events"] = self.options["events"]
         return super().kernel(op, **attrs)
 
     def target_dict(self) -> dict:

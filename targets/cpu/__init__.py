@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import platform
 
-from ..base import Target, register
+from ..base import Option, Target, register
 
 TRIPLES = {"x86_64": "x86_64-unknown-linux-gnu", "aarch64": "aarch64-unknown-linux-gnu",
            "arm64": "aarch64-unknown-linux-gnu"}
@@ -18,6 +18,17 @@ def host_cpu() -> tuple[str, str]:
     return TRIPLES.get(machine, f"{machine}-unknown-linux-gnu"), codegen.llvm_get_system_cpu()
 
 
+def _check_mcpu(name: str) -> str | None:
+    from tvm.target import codegen
+
+    if name == "host":
+        return None
+    import tvm
+
+    known = codegen.llvm_get_cpu_archlist(tvm.target.Target({"kind": "llvm", "mtriple": host_cpu()[0]}))
+    return None if name in known else f"LLVM knows no CPU of that name for {host_cpu()[0]} (e.g. {', '.join(known[:6])})"
+
+
 @register
 class CpuTarget(Target):
     name = "cpu"
@@ -25,13 +36,14 @@ class CpuTarget(Target):
                "LSTM": "lsnn.targets.cpu.lstm:lstm_kernel"}
 
     @classmethod
-    def option_defaults(cls) -> dict:
-        # events: skip zero inputs and silent neurons in ALIF (False: the dense kernel)
-        return {"mcpu": "host", "opt_level": 3, "events": True}
+    def option_spec(cls) -> dict:
+        return {"mcpu": Option("host", "LLVM CPU name, or host: this machine's", check=_check_mcpu),
+                "opt_level": Option(3, "TVM optimisation level", choices=(0, 1, 2, 3)),
+                "events": Option(True, "skip zero inputs and silent neurons in ALIF (false: the dense kernel)")}
 
     def kernel(self, op: str, **attrs):
         if op == "ALIF":
-            attrs["events"] = bool(self.options["events"])
+            attrs["events"] = self.options["events"]
         return super().kernel(op, **attrs)
 
     def target_dict(self) -> dict:

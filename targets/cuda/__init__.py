@@ -8,7 +8,7 @@ TVM's dlight rules in the default Relax pipeline for GPUs. Compiling needs only
 """
 from __future__ import annotations
 
-from ..base import Target, TargetError, register
+from ..base import Option, Target, TargetError, register
 
 #: opt-in shared memory per block (bytes): A100 (sm_80) 163 KiB, H100/H200 (sm_90) 227 KiB
 SHARED_BYTES = {"sm_80": 163 * 1024, "sm_90": 227 * 1024}
@@ -20,20 +20,14 @@ class CudaTarget(Target):
     kernels = {"ALIF": "lsnn.targets.cuda.alif:alif_kernel", "LI": "lsnn.targets.cuda.li:li_kernel",
                "LSTM": "lsnn.targets.cuda.lstm:lstm_kernel"}
 
-    def __init__(self, **options):
-        super().__init__(**options)
-        if self.options["arch"] not in SHARED_BYTES:
-            raise TargetError(f"target 'cuda': arch '{self.options['arch']}' is not supported; "
-                              f"choose one of {sorted(SHARED_BYTES)}")
-
     @classmethod
-    def option_defaults(cls) -> dict:
-        # events: skip zero inputs and silent neurons in ALIF (False: the dense kernel)
-        return {"arch": "sm_90", "events": True}
+    def option_spec(cls) -> dict:
+        return {"arch": Option("sm_90", "GPU architecture", choices=tuple(sorted(SHARED_BYTES))),
+                "events": Option(True, "skip zero inputs and silent neurons in ALIF (false: the dense kernel)")}
 
     def kernel(self, op: str, **attrs):
         if op == "ALIF":
-            attrs.update(events=bool(self.options["events"]), shared_bytes=SHARED_BYTES[self.options["arch"]])
+            attrs.update(events=self.options["events"], shared_bytes=SHARED_BYTES[self.options["arch"]])
         return super().kernel(op, **attrs)
 
     def target_dict(self) -> dict:
