@@ -46,6 +46,7 @@ import numpy as np
 
 from lsnn.reference.errors import ConfigError, MissingFileError
 from lsnn.reference.files import read_json
+from lsnn.reference.paths import MODELS_DIR, committed_models
 
 from .energy import E_AC_PJ, E_MAC_PJ, SOURCE, lsnn_ops, lstm_ops
 
@@ -53,8 +54,7 @@ SCHEMA = "lsnn-bench/1"
 RUNTIMES = ["torch", "ort", "cpu", "cuda", "cortex-m"]
 
 QUICK = {
-    "models": ["models/store-recall-lsnn", "models/store-recall-lif", "models/store-recall-lstm",
-               "models/smnist-lsnn", "models/smnist-lstm", "models/l2l-lsnn", "models/l2l-lstm"],
+    "models": [str(MODELS_DIR / name) for name in committed_models()],
     "runtimes": RUNTIMES,
     "batch_sizes": [1, 16],
     "heldout_limit": 64,
@@ -105,10 +105,6 @@ def unavailable_reason(runtime: str) -> str | None:
     return f"unknown runtime {runtime}"
 
 
-def _has_gpu() -> bool:
-    return Path("/dev/nvidia0").exists()
-
-
 class RssSampler:
     """Peak growth of this process's resident memory while active (1 ms sampling)."""
 
@@ -148,6 +144,7 @@ class ModelEntry:
     heldout: list = field(default_factory=list)  # (X, target) batches
     stats: dict = field(default_factory=dict)
     task_obj: object = None
+    has_alif: bool = False  # the graph holds an ALIF layer (its kernel has a dense variant)
 
 
 def environment(threads: int) -> dict:
@@ -155,6 +152,8 @@ def environment(threads: int) -> dict:
     import onnxruntime
     import torch
     import tvm
+
+    from lsnn.targets.cuda.device import cuda_device
 
     cpu = "unknown"
     try:
@@ -167,7 +166,7 @@ def environment(threads: int) -> dict:
     return {"cpu": cpu, "cores": os.cpu_count(), "machine": platform.machine(), "python": platform.python_version(),
             "threads": threads, "torch": torch.__version__, "onnxruntime": onnxruntime.__version__,
             "onnx": onnx.__version__, "tvm": tvm.__version__, "numpy": np.__version__,
-            "gpu": _has_gpu(), "time": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+            "gpu": cuda_device()[0], "time": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
 
 
 def _prepare(path: Path, cfg: dict, work: Path) -> ModelEntry:
@@ -175,71 +174,65 @@ def _prepare(path: Path, cfg: dict, work: Path) -> ModelEntry:
 
     from lsnn.compiler.onnx.export import export_checkpoint
     from lsnn.reference import checkpoint
-    from lsnn.reference.tasks import make_task
+    from lsnn.reference.tasks import task_from_config
 
     _, config, _ = checkpoint.load(path)
     proto = export_checkpoint(path)
     onnx_path = work / f"{path.name}.onnx"
     onnx.save(proto, str(onnx_path))
-    params = dict(config["task"])
-    if cfg.get("data_dir") and params["name"] == "smnist":
-        params["data_dir"] = cfg["data_dir"]
-    task = make_task(**params)
+    task = task_from_config(config["task"], cfg.get("data_dir"))
     heldout = list(task.heldout(max(cfg["batch_sizes"]), cfg["heldout_limit"]))
     weights = sum(int(np.prod(t.dims)) * 4 for t in proto.graph.initializer)
     return ModelEntry(path.name, path, config["model"]["kind"], task.name, onnx_path, weights, heldout,
-                      task_obj=task)
+                      task_obj=task, has_alif=any(n.op_type == "ALIF" for n in proto.graph.node))
 
 
 def _reference_stats(entry: ModelEntry, cfg: dict) -> None:
-    """Firing rates, a raster, synaptic operations and energy from the reference run."""
+    """Firing rates, a raster, synaptic operations, energy and (learning to learn) the learning
+    curve, from one reference run over the held-out batches."""
     import torch
 
     from lsnn.reference import checkpoint
+    from lsnn.reference.regularizers import population_rates_hz
 
     model, _, _ = checkpoint.load(entry.path)
-    Zs, ops, n_seq, steps = [], None, 0, 0
+    task = entry.task_obj
+    rates, ops, curve, trials, n_seq = [], None, None, 0, 0
     with torch.no_grad():
-        for X, _ in entry.heldout:
+        for X, target in entry.heldout:
             out = model(X)
-            x = X.numpy()
-            if out.Z is not None:
-                Z = out.Z.numpy()
-                Zs.append(Z.mean(0))  # per-sequence rates [B, H]
-                layer = lsnn_ops(x, Z, model.W.numpy(), model.R.numpy(), model.W_out.numpy())
-                if "raster" not in entry.stats:
-                    entry.stats["raster"] = np.argwhere(Z[:, 0] > 0).tolist()
-            else:
-                lstm = model.lstm
-                layer = lstm_ops(x, lstm.weight_ih_l0.numpy(), lstm.weight_hh_l0.numpy(),
-                                 model.readout.weight.numpy())
+            layer = _synops(model, X.numpy(), out)
             ops = layer if ops is None else {k: ops[k] + layer[k] for k in ops}
-            n_seq += x.shape[1]
-            steps = x.shape[0]
+            n_seq += X.shape[1]
+            k = task.curve(out.Y.numpy(), target.numpy())
+            if k is not None:
+                curve, trials = (k if curve is None else curve + k), trials + task.score(out.Y, target)[1]
+            if out.Z is not None:
+                rates.append(out.Z.numpy().mean(0))  # per-sequence rates [B, H], spikes per step
+                entry.stats.setdefault("raster", np.argwhere(out.Z.numpy()[:, 0] > 0).tolist())
+    entry.stats.update(steps=int(entry.heldout[0][0].shape[0]), **_energy(ops, n_seq, cfg))
+    if rates:
+        per_neuron = np.concatenate(rates).mean(0) * 1000.0 / model.config.dt  # Hz
+        entry.stats.update(firing_rate_hz=population_rates_hz(per_neuron, model.config),
+                           rate_per_neuron_hz=per_neuron.tolist(), n_lif=model.config.n_lif)
+    if curve is not None:  # learning to learn: error per trial of an episode
+        entry.stats["learning_curve"] = task.curve_metrics(curve, trials, cfg["heldout_limit"])
+
+
+def _synops(model, x: np.ndarray, out) -> dict:
+    """Synaptic operations per layer of one reference run (totals over the batch)."""
+    if out.Z is not None:
+        return lsnn_ops(x, out.Z.numpy(), model.W.numpy(), model.R.numpy(), model.W_out.numpy())
+    lstm = model.lstm
+    return lstm_ops(x, lstm.weight_ih_l0.numpy(), lstm.weight_hh_l0.numpy(), model.readout.weight.numpy())
+
+
+def _energy(ops: dict, n_seq: int, cfg: dict) -> dict:
     per = {k: {"acs": v.acs / n_seq, "macs": v.macs / n_seq} for k, v in ops.items()}
     acs = sum(v["acs"] for v in per.values())
     macs = sum(v["macs"] for v in per.values())
-    entry.stats.update({
-        "steps": steps, "synops_per_inference": per, "acs_per_inference": acs, "macs_per_inference": macs,
-        "energy_uj_per_inference": (acs * cfg["e_ac_pj"] + macs * cfg["e_mac_pj"]) * 1e-6,
-    })
-    if Zs:
-        rates = np.concatenate(Zs).mean(0) * 1000.0  # Hz per neuron (dt = 1 ms)
-        c = model.config
-        entry.stats["firing_rate_hz"] = {
-            "all": float(rates.mean()),
-            "lif": float(rates[:c.n_lif].mean()) if c.n_lif else None,
-            "alif": float(rates[c.n_lif:].mean()) if c.n_alif else None,
-        }
-        entry.stats["rate_per_neuron_hz"] = rates.tolist()
-        entry.stats["n_lif"] = c.n_lif
-    if hasattr(entry.task_obj, "curve"):  # learning-to-learn: error per trial of an episode
-        from lsnn.reference.train import evaluate
-
-        m = evaluate(model, entry.task_obj, limit=cfg["heldout_limit"])
-        entry.stats["learning_curve"] = {"mse_per_trial": m["mse_per_trial"],
-                                         "linear_baseline_mse_per_trial": m["linear_baseline_mse_per_trial"],
-                                         "episodes": m["decisions"] // entry.task_obj.n_trials}
+    return {"synops_per_inference": per, "acs_per_inference": acs, "macs_per_inference": macs,
+            "energy_uj_per_inference": (acs * cfg["e_ac_pj"] + macs * cfg["e_mac_pj"]) * 1e-6}
 
 
 def _open(entry: ModelEntry, runtime: str, threads: int, work: Path):
@@ -285,7 +278,7 @@ def _microcontrollers(entry: ModelEntry, cfg: dict, model_result: dict) -> list[
                "flash_bytes": fp["model"]["flash_bytes"], "ram_bytes": fp["model"]["ram_bytes"],
                "stack_bytes": fp["stack_bytes_model"], "elf_flash_bytes": fp["elf"]["flash_bytes"],
                "elf_ram_bytes": fp["elf"]["ram_bytes"], "compile_seconds": art.manifest["compile_seconds"]}
-        if entry.kind != "lstm":
+        if entry.has_alif:
             dense = compile(entry.onnx_path, core, events=False)
             Yd = dense.run({"X": X}, ["Y"])["Y"]
             row["instructions_per_step_dense"] = dense.last_run.instructions_per_step
@@ -305,77 +298,98 @@ def run_bench(cfg: dict, out: Path, progress: bool = True) -> dict:
     import torch
     from tqdm import tqdm
 
-
     torch.set_num_threads(cfg["threads"])
     os.environ["TVM_NUM_THREADS"] = str(cfg["threads"])
     results = {"schema": SCHEMA, "environment": environment(cfg["threads"]), "config": cfg,
                "energy_source": SOURCE, "models": [], "runs": [], "microcontrollers": [], "unavailable": []}
-    for r in cfg["runtimes"]:
-        why = unavailable_reason(r)
-        if why:
-            results["unavailable"].append({"runtime": r, "reason": why})
-    runnable = [r for r in cfg["runtimes"] if not unavailable_reason(r)]
+    runnable = _runnable(cfg, results)
+    paths = _checkpoints(cfg, results)
     with tempfile.TemporaryDirectory(prefix="lsnn-bench-") as tmp:
         work = Path(tmp)
-        paths = []
-        for m in cfg["models"]:
-            p = Path(m)
-            if not (p / "config.json").is_file():
-                results["unavailable"].append({"model": m, "reason": "no checkpoint at this path"})
-                continue
-            paths.append(p)
-        jobs = [(p, r) for p in paths for r in runnable]
-        bar = tqdm(total=len(paths) + len(jobs), desc="lsnn bench", disable=not progress, dynamic_ncols=True)
+        bar = tqdm(total=len(paths) * (1 + len(runnable)), desc="lsnn bench", disable=not progress,
+                   dynamic_ncols=True)
         entries = []
         for p in paths:
             bar.set_postfix_str(f"{p.name}: reference")
-            e = _prepare(p, cfg, work)
-            _reference_stats(e, cfg)
-            entries.append(e)
+            entries.append(_prepare(p, cfg, work))
+            _reference_stats(entries[-1], cfg)
             bar.update()
         for e in entries:
             model_result = {"name": e.name, "kind": e.kind, "task": e.task, "weight_bytes": e.weight_bytes,
-                            "metric": e.task_obj.metric, "accuracy": {}, **{k: v for k, v in e.stats.items()}}
+                            "metric": e.task_obj.metric, "accuracy": {}, **e.stats}
             for r in runnable:
                 bar.set_postfix_str(f"{e.name}: {r}")
                 if r == "cortex-m":
                     results["microcontrollers"] += _microcontrollers(e, cfg, model_result)
-                    bar.update()
-                    continue
-                rt, size = _open(e, r, cfg["threads"], work)
-                correct = total = 0
-                for n, (X, target) in enumerate(e.heldout):
-                    if n == 0:  # the runtime's first call: its buffers are allocated here
-                        with RssSampler() as first:
-                            Y = rt.run({"X": X.numpy()}, ["Y"])["Y"]
-                        model_result.setdefault("peak_working_memory_bytes", {})[r] = {
-                            "batch": int(X.shape[1]), "bytes": int(first.growth)}
-                    else:
-                        Y = rt.run({"X": X.numpy()}, ["Y"])["Y"]
-                    c, n_dec = e.task_obj.score(Y, target.numpy())
-                    correct += c
-                    total += n_dec
-                model_result["accuracy"][r] = correct / max(total, 1)
-                X_all = np.concatenate([x.numpy() for x, _ in e.heldout], axis=1)
-                for B in cfg["batch_sizes"]:
-                    X = np.ascontiguousarray(X_all[:, np.arange(B) % X_all.shape[1]])
-                    feeds = {"X": X}
-                    for _ in range(cfg["warmup"]):
-                        rt.run(feeds, ["Y"])
-                    ts = []
-                    for _ in range(cfg["repeats"]):
-                        t0 = time.perf_counter()
-                        rt.run(feeds, ["Y"])
-                        ts.append(time.perf_counter() - t0)
-                    call = _percentiles(ts)
-                    per_seq = {k: v / B for k, v in call.items()}
-                    results["runs"].append({
-                        "model": e.name, "runtime": r, "batch": B, "threads": cfg["threads"], "steps": X.shape[0],
-                        "latency_per_call_s": call, "latency_per_sequence_s": per_seq,
-                        "latency_per_step_s": {k: v / X.shape[0] for k, v in per_seq.items()},
-                        "throughput_seq_per_s": B / call["median"], "artifact_bytes": size,
-                        "repeats": cfg["repeats"]})
+                else:
+                    rt, size = _open(e, r, cfg["threads"], work)
+                    _accuracy_and_memory(e, rt, r, model_result)
+                    results["runs"] += _latencies(e, rt, r, size, cfg)
                 bar.update()
             results["models"].append(model_result)
         bar.close()
     return results
+
+
+def _runnable(cfg: dict, results: dict) -> list[str]:
+    """The configured runtimes this machine can run; the others go to ``results["unavailable"]``."""
+    runnable = []
+    for r in cfg["runtimes"]:
+        why = unavailable_reason(r)
+        if why:
+            results["unavailable"].append({"runtime": r, "reason": why})
+        else:
+            runnable.append(r)
+    return runnable
+
+
+def _checkpoints(cfg: dict, results: dict) -> list[Path]:
+    """The configured checkpoint folders that exist; the others go to ``results["unavailable"]``."""
+    paths = []
+    for m in cfg["models"]:
+        if (Path(m) / "config.json").is_file():
+            paths.append(Path(m))
+        else:
+            results["unavailable"].append({"model": m, "reason": "no checkpoint at this path"})
+    return paths
+
+
+def _accuracy_and_memory(e: ModelEntry, rt, runtime: str, model_result: dict) -> None:
+    """Held-out metric of ``rt``, and the memory its first call takes."""
+    correct = total = 0
+    for n, (X, target) in enumerate(e.heldout):
+        if n == 0:  # the runtime's first call: its buffers are allocated here
+            with RssSampler() as first:
+                Y = rt.run({"X": X.numpy()}, ["Y"])["Y"]
+            model_result.setdefault("peak_working_memory_bytes", {})[runtime] = {
+                "batch": int(X.shape[1]), "bytes": int(first.growth)}
+        else:
+            Y = rt.run({"X": X.numpy()}, ["Y"])["Y"]
+        c, n_dec = e.task_obj.score(Y, target.numpy())
+        correct += c
+        total += n_dec
+    model_result["accuracy"][runtime] = correct / max(total, 1)
+
+
+def _latencies(e: ModelEntry, rt, runtime: str, size: int, cfg: dict) -> list[dict]:
+    """One latency row per configured batch size."""
+    X_all = np.concatenate([x.numpy() for x, _ in e.heldout], axis=1)
+    rows = []
+    for B in cfg["batch_sizes"]:
+        feeds = {"X": np.ascontiguousarray(X_all[:, np.arange(B) % X_all.shape[1]])}
+        for _ in range(cfg["warmup"]):
+            rt.run(feeds, ["Y"])
+        ts = []
+        for _ in range(cfg["repeats"]):
+            t0 = time.perf_counter()
+            rt.run(feeds, ["Y"])
+            ts.append(time.perf_counter() - t0)
+        call = _percentiles(ts)
+        steps = X_all.shape[0]
+        per_seq = {k: v / B for k, v in call.items()}
+        rows.append({"model": e.name, "runtime": runtime, "batch": B, "threads": cfg["threads"], "steps": steps,
+                     "latency_per_call_s": call, "latency_per_sequence_s": per_seq,
+                     "latency_per_step_s": {k: v / steps for k, v in per_seq.items()},
+                     "throughput_seq_per_s": B / call["median"], "artifact_bytes": size,
+                     "repeats": cfg["repeats"]})
+    return rows

@@ -78,8 +78,36 @@ def _owned(directory: Path) -> bool:
 def check_destination(directory: str | Path, kind: str) -> Path:
     """Raise :class:`OutputError` unless ``directory`` can be written as a ``kind`` folder:
     it is new, empty, or one this module wrote, it is not the current folder or one above it,
-    and its parent is writable. Returns the absolute path."""
+    and its parent is writable. Returns the absolute path. Run it before long work starts."""
     directory = Path(os.path.abspath(directory))
+    _check_parent(directory, kind)
+    if directory.parent.is_dir():
+        with _locked(directory.parent, kind):  # not while another writer swaps it
+            _check_replaceable(directory, kind)
+    else:
+        _check_replaceable(directory, kind)
+    return directory
+
+
+def check_file_destination(path: str | Path, kind: str) -> Path:
+    """Raise :class:`OutputError` unless :func:`atomic_write` can write the file ``path``
+    (not a folder, in a writable folder). Returns the absolute path."""
+    path = Path(os.path.abspath(path))
+    if path.is_dir():
+        raise OutputError(f"{path} is a folder; name a file to write the {kind} to")
+    _check_parent(path, kind)
+    return path
+
+
+def _check_parent(path: Path, kind: str) -> None:
+    probe = path.parent
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    if not probe.is_dir() or not os.access(probe, os.W_OK | os.X_OK):
+        raise OutputError(f"cannot write the {kind} to {path}: {probe} is not a writable folder")
+
+
+def _check_replaceable(directory: Path, kind: str) -> None:
     if directory.exists() and not directory.is_dir():
         raise OutputError(f"{directory} exists and is not a folder; not replacing it with the {kind}")
     cwd = Path.cwd().resolve()
@@ -88,18 +116,15 @@ def check_destination(directory: str | Path, kind: str) -> Path:
     if directory.is_dir() and any(directory.iterdir()) and not _owned(directory):
         raise OutputError(f"{directory} exists and was not written by lsnn (no {MARKER} in it); not replacing "
                           f"it: name a new or empty folder for the {kind}")
-    parent = directory.parent
-    probe = parent
-    while not probe.exists():
-        probe = probe.parent
-    if not probe.is_dir() or not os.access(probe, os.W_OK | os.X_OK):
-        raise OutputError(f"cannot write the {kind} to {directory}: {probe} is not a writable folder")
-    return directory
 
 
 @contextmanager
-def _locked(parent: Path):
-    fd = os.open(parent, os.O_RDONLY)
+def _locked(parent: Path, kind: str):
+    """An exclusive lock on the folder ``parent``: one writer at a time swaps folders in it."""
+    try:
+        fd = os.open(parent, os.O_RDONLY)
+    except OSError as e:
+        raise OutputError(f"cannot write the {kind} into {parent}: {e.strerror}") from e
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
         yield
@@ -119,8 +144,8 @@ def write_folder(directory: str | Path, fill, kind: str):
     try:
         result = fill(tmp)
         (tmp / MARKER).write_text(json.dumps({"written_by": "lsnn", "kind": kind}) + "\n")
-        with _locked(directory.parent):
-            check_destination(directory, kind)  # again: another process may have written it meanwhile
+        with _locked(directory.parent, kind):
+            _check_replaceable(directory, kind)  # again: another writer may have written it meanwhile
             if directory.exists():
                 old = Path(tempfile.mkdtemp(dir=directory.parent, prefix=f".{directory.name}.old."))
                 try:

@@ -51,6 +51,11 @@ class LSTMConfig:
     n_hidden: int = 128
     n_out: int = 10
 
+    @property
+    def dt(self) -> float:
+        """One step per millisecond of input, as the spiking models by default."""
+        return 1.0
+
 
 class NetOutput(NamedTuple):
     Y: torch.Tensor  # readout [T, B, O]

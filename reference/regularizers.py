@@ -16,3 +16,13 @@ def firing_rate_loss(Z: torch.Tensor, target_hz: float = 10.0, dt_ms: float = 1.
     """
     per_step = Z.mean(dim=(0, 1))
     return ((per_step - target_hz * dt_ms / 1000.0) ** 2).sum()
+
+
+def population_rates_hz(rates: torch.Tensor, config) -> dict:
+    """Mean rate of all neurons, of the LIF ones (the first ``config.n_lif``) and of the adaptive
+    ones (the rest), in Hz; ``None`` for an empty population."""
+    rates = torch.as_tensor(rates)
+    n_lif = config.n_lif
+    return {"all": float(rates.mean()),
+            "lif": float(rates[:n_lif].mean()) if n_lif else None,
+            "alif": float(rates[n_lif:].mean()) if config.n_alif else None}

@@ -12,10 +12,14 @@ import torch
 from tqdm import tqdm
 
 from . import checkpoint
-from .modules import build_model, model_config
-from .regularizers import firing_rate_loss, firing_rates_hz
-from .tasks import make_task
 from .errors import ConfigError, MissingFileError, OutputError
+from .files import atomic_write, check_file_destination, read_json
+from .modules import build_model, model_config
+from .regularizers import firing_rate_loss, firing_rates_hz, population_rates_hz
+from .tasks import Task, make_task, task_from_config
+
+LOG = "train_log.jsonl"
+SAVE_EVERY_S = 60.0  # a checkpoint at least this often (and at the end, and on Ctrl-C)
 
 # Per-task defaults: model sizes and training hyperparameters (override on the command line).
 DEFAULTS = {
@@ -38,46 +42,216 @@ DEFAULTS = {
 }
 
 
-def evaluate(model, task, batch_size: int = 256, limit: int | None = None, dt: float = 1.0) -> dict:
+def evaluate(model, task: Task, batch_size: int = 256, limit: int | None = None, dt: float | None = None) -> dict:
     """The held-out metric (accuracy, or MSE for regression, with its learning curve per trial
     for learning-to-learn) and, for spiking models, firing rates (Hz) per population."""
+    dt = model.config.dt if dt is None else dt
     correct = total = 0
-    rate_sum, n_batches = None, 0
+    rate_sum, n_seq = None, 0
     curve = None
     with torch.no_grad():
         for X, target in task.heldout(batch_size, limit):
             out = model(X)
             c, n = task.score(out.Y, target)
             correct, total = correct + c, total + n
-            if hasattr(task, "curve"):
-                k = task.curve(out.Y.numpy(), target.numpy())
+            k = task.curve(out.Y.numpy(), target.numpy())
+            if k is not None:
                 curve = k if curve is None else curve + k
             if out.Z is not None:
                 r = firing_rates_hz(out.Z, dt) * X.shape[1]
                 rate_sum = r if rate_sum is None else rate_sum + r
-                n_batches += X.shape[1]
+                n_seq += X.shape[1]
     metrics = {task.metric: correct / max(total, 1), "decisions": total}
     if curve is not None:
-        episodes = total // task.n_trials
-        metrics["mse_per_trial"] = [round(float(v), 5) for v in curve / max(episodes, 1)]
-        metrics["linear_baseline_mse_per_trial"] = [round(float(v), 5) for v in _linear_baseline(task, limit)]
+        metrics.update(task.curve_metrics(curve, total, limit))
     if rate_sum is not None:
-        rates = rate_sum / n_batches
-        c = model.config
-        metrics["firing_rate_hz"] = {
-            "all": float(rates.mean()),
-            "lif": float(rates[:c.n_lif].mean()) if c.n_lif else None,
-            "alif": float(rates[c.n_lif:].mean()) if c.n_alif else None,
-        }
+        metrics["firing_rate_hz"] = population_rates_hz(rate_sum / n_seq, model.config)
     return metrics
 
 
-def _linear_baseline(task, limit: int | None) -> np.ndarray:
-    """Mean squared error per trial of the per-episode optimal linear predictor, same episodes."""
-    from .tasks import linear_baseline
+class TrainLog:
+    """``train_log.jsonl``: one line per training step, each step once (a resumed run first drops
+    what was logged after its checkpoint)."""
 
-    _, _, x, y = task.heldout_episodes(limit)
-    return linear_baseline(x, y).mean(0)
+    def __init__(self, path: Path):
+        self.path = path
+
+    def clear(self) -> None:
+        self.path.unlink(missing_ok=True)
+
+    def keep_until(self, step: int) -> None:
+        """Drop the lines of steps after ``step`` (and any half-written line), atomically."""
+        if not self.path.is_file():
+            return
+        kept = [line for line in self.path.read_text().splitlines() if _logged_step(line) <= step]
+        atomic_write(self.path, lambda f: f.write("".join(line + "\n" for line in kept).encode()))
+
+    def append(self, record: dict) -> None:
+        with open(self.path, "a") as f:
+            f.write(json.dumps(record) + "\n")
+
+
+def _logged_step(line: str) -> float:
+    try:
+        return json.loads(line)["step"]
+    except (json.JSONDecodeError, KeyError, TypeError):
+        return math.inf  # a line cut short by a kill: never kept
+
+
+def _resume(out: Path, task_name: str, kind: str, steps: int | None, data_dir: str | None):
+    """``(task, model, config, state)`` of the checkpoint in ``out``."""
+    cfg_path = out / checkpoint.CONFIG
+    if not cfg_path.is_file():
+        raise MissingFileError(f"--resume: no checkpoint in {out}")
+    config = read_json(cfg_path, checkpoint.CheckpointError, "checkpoint configuration")
+    if not all(isinstance(config.get(k) if isinstance(config, dict) else None, dict) for k in ("task", "model")):
+        raise checkpoint.CheckpointError(f"{cfg_path}: no 'task' and 'model' sections (not a checkpoint configuration)")
+    was = (config["task"].get("name"), config["model"].get("kind"))
+    if was != (task_name, kind):
+        raise ConfigError(f"--resume: {out} holds a {was[1]} model for {was[0]}, not {kind} for {task_name}")
+    task = task_from_config(config["task"], data_dir)
+    model, _, state = checkpoint.load(out)
+    if steps is not None:
+        config["training"]["steps"] = steps
+    return task, model, config, state
+
+
+def _new(out: Path, task_name: str, kind: str, hp: dict, data_dir: str | None, model_params: dict | None,
+         task_params: dict | None):
+    """``(task, model, config)`` of a fresh run."""
+    if (out / checkpoint.CHECKPOINT).exists():
+        raise OutputError(f"{out} already holds a checkpoint; continue it with --resume or choose another --out")
+    task = make_task(task_name, data_dir=data_dir, **(task_params or {}))
+    defaults = DEFAULTS.get(task_name, {}).get("model", {}).get(kind, {})
+    torch.manual_seed(hp["seed"])
+    model = build_model(kind, **{"n_in": task.n_in, "n_out": task.n_out, **defaults, **(model_params or {})})
+    return task, model, {"task": task.config(), "model": model_config(model), "training": hp}
+
+
+def hyperparameters(task_name: str, steps: int | None = None, batch_size: int | None = None,
+                    lr: float | None = None, seed: int = 0, reg: float = 1.0, target_rate_hz: float = 10.0,
+                    clip: float = 1.0) -> dict:
+    """The training hyperparameters of a fresh run: what was given, else the task's defaults."""
+    d = DEFAULTS.get(task_name, {})
+    return {"steps": steps or d.get("steps", 1000), "batch_size": batch_size or d.get("batch_size", 64),
+            "lr": lr or d.get("lr", 0.01), "seed": seed, "reg": reg, "target_rate_hz": target_rate_hz,
+            "clip": clip, "optimizer": "adam", "lr_schedule": "cosine"}
+
+
+class Trainer:
+    """BPTT with Adam over ``config["training"]``; checkpoints and the log go to ``out``."""
+
+    def __init__(self, out: Path, task: Task, model, config: dict, state: dict | None, eval_every: int = 0,
+                 eval_limit: int | None = None):
+        self.out, self.task, self.model, self.config = out, task, model, config
+        self.hp = config["training"]
+        self.eval_every, self.eval_limit = eval_every, eval_limit
+        self.dt = model.config.dt
+        self.opt = torch.optim.Adam(model.parameters(), lr=self.hp["lr"])
+        self.rng = np.random.default_rng(self.hp["seed"])
+        self.log = TrainLog(out / LOG)
+        self.start, self.seconds_before = 0, 0.0
+        if state is not None:
+            self._restore(state)
+        self.began = time.monotonic()
+        self.ema_loss = self.ema_metric = None
+
+    def _restore(self, state: dict) -> None:
+        self.opt.load_state_dict(state["optimizer"])
+        self.start = state["step"]
+        self.rng.bit_generator.state = state["rng"]
+        torch.set_rng_state(state["torch_rng"])
+        self.seconds_before = state.get("train_seconds", 0.0)
+
+    def seconds(self) -> float:
+        return self.seconds_before + time.monotonic() - self.began
+
+    def save(self, step: int, rngs: tuple | None = None) -> None:
+        np_state, torch_state = rngs or self.rngs()
+        checkpoint.save(self.out, self.model, self.opt, step, self.config,
+                        {"rng": np_state, "torch_rng": torch_state, "train_seconds": self.seconds()})
+
+    def rngs(self) -> tuple:
+        return self.rng.bit_generator.state, torch.get_rng_state()
+
+    def set_lr(self, step: int) -> None:  # cosine decay to zero: the last weights are the settled ones
+        hp = self.hp
+        scale = 0.5 * (1 + math.cos(math.pi * step / hp["steps"])) if hp.get("lr_schedule") == "cosine" else 1.0
+        for group in self.opt.param_groups:
+            group["lr"] = hp["lr"] * scale
+
+    def step(self, step: int) -> dict:
+        """One update; returns its log record."""
+        hp, task = self.hp, self.task
+        self.set_lr(step)
+        X, target = task.batch(hp["batch_size"], self.rng)
+        out = self.model(X)
+        loss = task.loss(out.Y, target)
+        total = loss
+        if out.Z is not None and hp["reg"]:
+            total = total + hp["reg"] * firing_rate_loss(out.Z, hp["target_rate_hz"], self.dt)
+        self.opt.zero_grad(set_to_none=True)
+        total.backward()
+        if hp["clip"]:
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), hp["clip"])
+        self.opt.step()
+        c, n = task.score(out.Y.detach(), target)
+        rec = {"step": step + 1, "loss": round(loss.item(), 5), task.metric: round(c / max(n, 1), 4)}
+        if out.Z is not None:
+            rec["rate_hz"] = round(float(out.Z.detach().mean()) * 1000 / self.dt, 2)
+        if self.eval_every and (step + 1) % self.eval_every == 0:
+            self.model.eval()
+            rec[f"heldout_{task.metric}"] = evaluate(self.model, task, limit=self.eval_limit)[task.metric]
+            self.model.train()
+        return rec
+
+    def _postfix(self, rec: dict) -> dict:
+        metric = self.task.metric
+        self.ema_loss = rec["loss"] if self.ema_loss is None else 0.9 * self.ema_loss + 0.1 * rec["loss"]
+        self.ema_metric = rec[metric] if self.ema_metric is None else 0.9 * self.ema_metric + 0.1 * rec[metric]
+        return {"loss": f"{self.ema_loss:.3f}", metric[:3]: f"{self.ema_metric:.3f}",
+                **({"Hz": rec["rate_hz"]} if "rate_hz" in rec else {})}
+
+    def run(self, progress: bool = True, desc: str = "") -> None:
+        """Train from the checkpoint's step to the last; Ctrl-C saves the steps done so far."""
+        steps = self.hp["steps"]
+        self.model.train()
+        bar = tqdm(range(self.start, steps), initial=self.start, total=steps, desc=desc, disable=not progress,
+                   dynamic_ncols=True)
+        last_save, done, redo = time.monotonic(), self.start, None
+        try:
+            for step in bar:
+                redo = self.rngs()  # to redo this step exactly if it is interrupted
+                rec = self.step(step)
+                self.log.append(rec)
+                done, redo = step + 1, None
+                bar.set_postfix(**self._postfix(rec))
+                if done == steps or time.monotonic() - last_save > SAVE_EVERY_S:
+                    self.save(done)
+                    last_save = time.monotonic()
+        except KeyboardInterrupt:
+            self._interrupted(done, redo)
+            raise
+        bar.close()
+        if self.start >= steps:
+            self.save(self.start)
+
+    def _interrupted(self, done: int, redo: tuple | None) -> None:
+        if done > self.start:  # keep what was learnt; --resume continues exactly here
+            self.save(done, redo)
+            print(f"\ninterrupted: checkpoint of step {done} saved in {self.out}; continue with --resume",
+                  file=sys.stderr)
+
+    def finish(self) -> dict:
+        """Held-out metrics of the trained model, also written to ``metrics.json``."""
+        self.model.eval()
+        metrics = evaluate(self.model, self.task)
+        metrics.update(steps=self.hp["steps"], train_seconds=round(self.seconds(), 1),
+                       threads=torch.get_num_threads())
+        if not math.isfinite(metrics[self.task.metric]):
+            raise RuntimeError(f"evaluation produced a non-finite {self.task.metric}")
+        checkpoint.write_json(self.out / checkpoint.METRICS, metrics)
+        return metrics
 
 
 def train(task_name: str, kind: str, out: Path, *, steps: int | None = None, batch_size: int | None = None,
@@ -85,131 +259,24 @@ def train(task_name: str, kind: str, out: Path, *, steps: int | None = None, bat
           reg: float = 1.0, target_rate_hz: float = 10.0, clip: float = 1.0, eval_every: int = 0,
           eval_limit: int | None = None, model_params: dict | None = None, task_params: dict | None = None,
           command: list[str] | None = None, progress: bool = True) -> dict:
+    """Train (or with ``resume`` continue) a ``kind`` model on ``task_name``; the checkpoint, its
+    configuration, the training log and the held-out metrics go to the folder ``out``."""
     out = Path(out)
-    defaults = DEFAULTS.get(task_name, {})
-    if resume:
-        if not (out / checkpoint.CONFIG).is_file():
-            raise MissingFileError(f"--resume: no checkpoint in {out}")
-        config = json.loads((out / checkpoint.CONFIG).read_text())
-        if config["task"]["name"] != task_name or config["model"]["kind"] != kind:
-            raise ConfigError(f"--resume: {out} holds a {config['model']['kind']} model for "
-                             f"{config['task']['name']}, not {kind} for {task_name}")
-        tp = dict(config["task"])
-        if data_dir:
-            tp["data_dir"] = data_dir
-        task = make_task(**tp)
-        model, _, state = checkpoint.load(out)
-        model.train()
-        hp = config["training"]
-        if steps is not None:
-            hp["steps"] = steps
-    else:
-        if (out / checkpoint.CHECKPOINT).exists():
-            raise OutputError(f"{out} already holds a checkpoint; continue it with --resume or choose "
-                                  f"another --out")
-        tp = dict(task_params or {})
-        if data_dir is not None:
-            tp["data_dir"] = data_dir
-        task = make_task(task_name, **tp)
-        hp = {"steps": steps or defaults.get("steps", 1000), "batch_size": batch_size or defaults.get("batch_size", 64),
-              "lr": lr or defaults.get("lr", 0.01), "seed": seed, "reg": reg, "target_rate_hz": target_rate_hz,
-              "clip": clip, "optimizer": "adam", "lr_schedule": "cosine"}
-        mp = {"n_in": task.n_in, "n_out": task.n_out, **defaults.get("model", {}).get(kind, {}), **(model_params or {})}
-        torch.manual_seed(seed)
-        model = build_model(kind, **mp)
-        state = None
-        config = {"task": task.config(), "model": model_config(model), "training": hp}
+    check_file_destination(out / checkpoint.CHECKPOINT, "checkpoint")
     run = {"command": command or sys.argv, "git_commit": checkpoint.git_commit()}
-    if resume:  # keep how the run began; record each continuation
-        config.setdefault("resumed", []).append(run)
+    if resume:
+        task, model, config, state = _resume(out, task_name, kind, steps, data_dir)
+        config.setdefault("resumed", []).append(run)  # keep how the run began; record each continuation
     else:
+        hp = hyperparameters(task_name, steps, batch_size, lr, seed, reg, target_rate_hz, clip)
+        task, model, config = _new(out, task_name, kind, hp, data_dir, model_params, task_params)
         config.update(run)
-    opt = torch.optim.Adam(model.parameters(), lr=hp["lr"])
-
-    def set_lr(step):  # cosine decay to zero: the last weights are the settled ones
-        scale = 0.5 * (1 + math.cos(math.pi * step / hp["steps"])) if hp.get("lr_schedule") == "cosine" else 1.0
-        for group in opt.param_groups:
-            group["lr"] = hp["lr"] * scale
-    start = 0
-    rng = np.random.default_rng(hp["seed"])
-    log_path = out / "train_log.jsonl"
-    if state is not None:
-        opt.load_state_dict(state["optimizer"])
-        start = state["step"]
-        rng.bit_generator.state = state["rng"]
-        torch.set_rng_state(state["torch_rng"])
-    dt = model.config.dt if hasattr(model.config, "dt") else 1.0
+        state = None
+    trainer = Trainer(out, task, model, config, state, eval_every, eval_limit)
     out.mkdir(parents=True, exist_ok=True)
-    if not resume:
-        log_path.unlink(missing_ok=True)
-
-    def save(step, rngs=None):
-        np_state, torch_state = rngs or (rng.bit_generator.state, torch.get_rng_state())
-        checkpoint.save(out, model, opt, step, config,
-                        {"rng": np_state, "torch_rng": torch_state,
-                         "train_seconds": seconds_before + time.monotonic() - began})
-
-    bar = tqdm(range(start, hp["steps"]), initial=start, total=hp["steps"], desc=f"{kind} {task_name}",
-               disable=not progress, dynamic_ncols=True)
-    ema_loss = ema_acc = None
-    last_save = began = time.monotonic()
-    seconds_before = state.get("train_seconds", 0.0) if state is not None else 0.0
-    done = start
-
-    def _train_step(step):
-        nonlocal ema_loss, ema_acc
-        set_lr(step)
-        X, target = task.batch(hp["batch_size"], rng)
-        out_ = model(X)
-        loss = task.loss(out_.Y, target)
-        total = loss
-        if out_.Z is not None and hp["reg"]:
-            total = total + hp["reg"] * firing_rate_loss(out_.Z, hp["target_rate_hz"], dt)
-        opt.zero_grad(set_to_none=True)
-        total.backward()
-        if hp["clip"]:
-            torch.nn.utils.clip_grad_norm_(model.parameters(), hp["clip"])
-        opt.step()
-        c, n = task.score(out_.Y.detach(), target)
-        acc = c / max(n, 1)
-        ema_loss = loss.item() if ema_loss is None else 0.9 * ema_loss + 0.1 * loss.item()
-        ema_acc = acc if ema_acc is None else 0.9 * ema_acc + 0.1 * acc
-        rec = {"step": step + 1, "loss": round(loss.item(), 5), task.metric: round(acc, 4)}
-        if out_.Z is not None:
-            rec["rate_hz"] = round(float(out_.Z.detach().mean()) * 1000 / dt, 2)
-        if eval_every and (step + 1) % eval_every == 0:
-            model.eval()
-            rec[f"heldout_{task.metric}"] = evaluate(model, task, limit=eval_limit, dt=dt)[task.metric]
-            model.train()
-        with open(log_path, "a") as f:
-            f.write(json.dumps(rec) + "\n")
-        bar.set_postfix(loss=f"{ema_loss:.3f}", **{task.metric[:3]: f"{ema_acc:.3f}"}, **({"Hz": rec["rate_hz"]} if "rate_hz" in rec else {}))
-
-    try:
-        for step in bar:
-            rngs = (rng.bit_generator.state, torch.get_rng_state())  # to redo this step after an interrupt
-            done = step
-            _train_step(step)
-            done = step + 1
-            if step + 1 == hp["steps"] or time.monotonic() - last_save > 60:
-                save(step + 1)
-                last_save = time.monotonic()
-    except KeyboardInterrupt:
-        if done > start:  # keep what was learnt; --resume continues exactly here
-            save(done, None if done == step + 1 else rngs)
-            print(f"\ninterrupted: checkpoint of step {done} saved in {out}; continue with --resume",
-                  file=sys.stderr)
-        raise
-    bar.close()
-    if start >= hp["steps"]:
-        save(start)
-    seconds = seconds_before + time.monotonic() - began
-    model.eval()
-    metrics = evaluate(model, task, dt=dt)
-    metrics["steps"] = hp["steps"]
-    metrics["train_seconds"] = round(seconds, 1)
-    metrics["threads"] = torch.get_num_threads()
-    if not math.isfinite(metrics[task.metric]):
-        raise RuntimeError(f"evaluation produced a non-finite {task.metric}")
-    checkpoint.write_json(out / checkpoint.METRICS, metrics)
-    return metrics
+    if resume:
+        trainer.log.keep_until(trainer.start)
+    else:
+        trainer.log.clear()
+    trainer.run(progress, desc=f"{kind} {task_name}")
+    return trainer.finish()

@@ -36,6 +36,21 @@ class Task:
     def config(self) -> dict:
         raise NotImplementedError
 
+    @classmethod
+    def from_config(cls, params: dict, data_dir: str | None = None) -> "Task":
+        """The task of a saved ``config()`` (without its ``name``); ``data_dir`` matters only to
+        tasks that read a data set."""
+        return cls(**params)
+
+    def curve(self, Y, target) -> np.ndarray | None:
+        """Per-trial squared error summed over the batch, for tasks scored trial by trial within an
+        episode (learning to learn); ``None`` for the others."""
+        return None
+
+    def curve_metrics(self, curve: np.ndarray, trials: int, limit: int | None) -> dict:
+        """The held-out learning curve from the summed :meth:`curve` of ``trials`` scored trials."""
+        return {}
+
 
 def decisions(Y: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Predictions and labels, one per decision window (see module docstring)."""

@@ -136,6 +136,15 @@ class L2LRegression(Task):
         pred, y = self.predictions(Y, target)
         return ((pred - y) ** 2).sum(0)
 
+    def curve_metrics(self, curve: np.ndarray, trials: int, limit: int | None) -> dict:
+        """Mean squared error per trial of the held-out episodes, beside the per-episode optimal
+        linear predictor on the same episodes."""
+        episodes = trials // self.n_trials
+        _, _, x, y = self.heldout_episodes(limit)
+        return {"mse_per_trial": [round(float(v), 5) for v in curve / max(episodes, 1)],
+                "linear_baseline_mse_per_trial": [round(float(v), 5) for v in linear_baseline(x, y).mean(0)],
+                "episodes": episodes}
+
 
 def linear_baseline(x: np.ndarray, y: np.ndarray) -> np.ndarray:
     """Squared error per trial ``[B, K]`` of the optimal linear predictor fit on the trials before

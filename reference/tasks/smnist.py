@@ -23,8 +23,7 @@ import torch
 from .base import Task
 from .idx import find_split
 from ..errors import ConfigError, MissingFileError
-
-DEFAULT_DATA_DIR = "/usr/share/datasets/fashion-mnist"
+from ..paths import DEFAULT_DATA_DIR
 
 
 def encode(images: np.ndarray, n_in: int = 80, cue_steps: int = 56) -> np.ndarray:
@@ -56,6 +55,10 @@ class SMNIST(Task):
 
     def __post_init__(self):
         self._cache: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+
+    @classmethod
+    def from_config(cls, params: dict, data_dir: str | None = None) -> "SMNIST":
+        return cls(**{**params, **({"data_dir": str(data_dir)} if data_dir else {})})
 
     def _split(self, split: str):
         if split not in self._cache:
