@@ -1,0 +1,156 @@
+"""Property-based test (issue 12): random valid and invalid ``ai.lsnn`` graphs, run on every runtime.
+
+For every generated model (tests/lsnn_graphs.py: one or two ai.lsnn nodes, maybe
+a standard op before, built from the spec alone) and several input sets, each
+runtime (onnxruntime, the compiled CPU target, Cortex-M under QEMU) must either
+agree with the reference runtime or raise an ``LsnnError`` where the case
+allows it. A crash (any other exception), a hang or a silent difference is a
+failure. The examples are not shrunk: a case is counted and the test goes on,
+so one run reports every kind of problem it met, each with the two ``repr``s
+that rebuild it (``GraphSpec(...)``, ``FeedSpec(...)``).
+
+Profiles (``LSNN_HYPOTHESIS_PROFILE``): ``ci`` (default; derandomized, about
+three minutes on two cores) and ``long`` (random, many more examples). Each test
+prints its counts (``pytest -s``) and writes them, with every problem, to a
+JSON file under pytest's temporary folder.
+"""
+import os
+from dataclasses import replace
+
+import pytest
+from hypothesis import HealthCheck, Phase, given, settings
+from hypothesis import strategies as st
+
+from lsnn import compiler
+from lsnn.targets import open_runtime
+from lsnn.targets.cortex_m import missing_tools
+from lsnn.targets.torch_runtime import TorchRuntime
+from lsnn.targets.verify import add_probes
+from lsnn_graphs import (FeedSpec, GraphSpec, Subject, Tally, build, call, feed_specs, feeds, graph_specs,
+                         invalid_specs, judge, nonfinite_weights)
+
+settings.register_profile("ci", deadline=None, derandomize=True, database=None,
+                          phases=[Phase.explicit, Phase.generate], print_blob=False,
+                          suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+settings.register_profile("long", settings.get_profile("ci"), derandomize=False)
+PROFILE = os.environ.get("LSNN_HYPOTHESIS_PROFILE", "ci")
+EXAMPLES = {"ci": {"valid": 24, "invalid": 60, "cortex-m": 8},
+            "long": {"valid": 180, "invalid": 500, "cortex-m": 40}}
+FEEDS_PER_MODEL = 3
+OPEN_TIMEOUT, RUN_TIMEOUT = 300, 120  # seconds: far above what these sizes take; past them it is a hang
+
+REFERENCE = Subject("torch (reference)", lambda m: open_runtime(m, "torch"), reference=True)
+ORT = Subject("ort", lambda m: open_runtime(m, "ort"))
+CORTEX_M4 = Subject("cortex-m4", lambda m: compiler.compile(m, "cortex-m4"), compiled=True)
+
+
+def cpu(events: bool) -> Subject:
+    return Subject(f"cpu (events={events})", lambda m: compiler.compile(m, "cpu", events=events), compiled=True)
+
+
+def examples(test: str):
+    if PROFILE not in EXAMPLES:
+        raise pytest.UsageError(f"LSNN_HYPOTHESIS_PROFILE={PROFILE!r}: choose one of {', '.join(EXAMPLES)}")
+    return settings(settings.get_profile(PROFILE), max_examples=EXAMPLES[PROFILE][test])
+
+
+def run_case(tally: Tally, spec: GraphSpec, feed_list: list[FeedSpec], subjects: list[Subject]) -> None:
+    """Open ``spec``'s model on the reference and every subject, run each feed, judge each outcome."""
+    model = build(spec)
+    tally.counts["models"] += 1
+    tally.counts["valid models" if spec.valid else "non-finite weight models" if spec.nonfinite_weights
+                 else "invalid models"] += 1
+    everyone = [REFERENCE, *subjects]
+    opened = {s.name: call(lambda s=s: s.open(model), OPEN_TIMEOUT) for s in everyone}
+    for feed in feed_list:
+        tally.counts["input sets"] += 1
+        inputs = feeds(spec, feed)
+        outcomes = {}
+        for s in everyone:
+            o = opened[s.name]
+            outcomes[s.name] = o if o.kind != "ok" else \
+                call(lambda o=o: o.value.run({k: v.copy() for k, v in inputs.items()}), RUN_TIMEOUT)
+        ref = outcomes[REFERENCE.name]
+        probes = _probes(model, inputs)
+        for s in everyone:
+            judge(tally, spec, feed, s, spec.policy(s, feed), outcomes[s.name], ref, probes)
+
+
+def _probes(model, inputs):
+    """The reference's V and A of the ALIF node, computed on first use (for the rounding-flip rule)."""
+    cache = {}
+
+    def get():
+        if not cache:
+            probed, (probe,) = add_probes(model)
+            out = TorchRuntime(probed).run(inputs)
+            cache.update(V=out[probe.V], A=out[probe.A])
+        return cache
+    return get
+
+
+@pytest.fixture
+def report(tmp_path):
+    """Write a tally's counts and problems to JSON, print them, and fail on any problem."""
+    def finish(tally: Tally):
+        text = tally.report(tmp_path / "property-report.json")
+        print("\n" + text)
+        c = tally.counts
+        assert c["models"] > 0 and c["checks"] > 0
+        assert not (c["disagreements"] or c["crashes"] or c["hangs"]), text
+    return finish
+
+
+def test_valid_models_agree_on_ort_and_cpu(report):
+    """Valid models (finite weights), with finite, non-finite, empty and wrong feeds."""
+    tally = Tally("valid models on ort and cpu")
+
+    @examples("valid")
+    @given(spec=graph_specs(), events=st.booleans(), data=st.data())
+    def case(spec, events, data):
+        run_case(tally, spec, [data.draw(feed_specs(spec)) for _ in range(FEEDS_PER_MODEL)], [ORT, cpu(events)])
+
+    case()
+    assert tally.counts["agreements"] > tally.counts["models"]  # most cases compute: the test compares
+    report(tally)
+
+
+def test_invalid_models_are_rejected_everywhere(report):
+    """One defect per model: every runtime raises an LsnnError; non-finite weights: every compile
+    target rejects them, onnxruntime does what the reference does."""
+    tally = Tally("invalid models on ort and cpu")
+
+    @examples("invalid")
+    @given(spec=invalid_specs(), data=st.data())
+    def case(spec, data):
+        run_case(tally, spec, [data.draw(feed_specs(spec, defective=False))], [ORT, cpu(True)])
+
+    case()
+    assert tally.counts["expected errors"] > tally.counts["models"]
+    report(tally)
+
+
+@pytest.fixture
+def arm_toolchain():
+    missing = missing_tools()
+    if missing:
+        msg = f"Cortex-M toolchain missing: {', '.join(missing)}"
+        if os.environ.get("CI") == "true":
+            pytest.fail(msg)
+        pytest.skip(msg)
+
+
+def test_cortex_m_agrees_or_rejects(report, arm_toolchain):
+    """Fewer, smaller models on Cortex-M4 under QEMU: valid ones (fixed time dimension included)
+    agree with the reference, one in four carries non-finite weights and must be rejected."""
+    tally = Tally("models on cortex-m4")
+
+    @examples("cortex-m")
+    @given(spec=graph_specs(small=True), nonfinite=st.integers(0, 3), data=st.data())
+    def case(spec, nonfinite, data):
+        if nonfinite == 0:
+            spec = replace(spec, defect=data.draw(nonfinite_weights(spec)))
+        run_case(tally, spec, [data.draw(feed_specs(spec)) for _ in range(2)], [CORTEX_M4])
+
+    case()
+    report(tally)
