@@ -3,7 +3,10 @@
 Standard ops go through TVM's converters. ``ai.lsnn::ALIF``, ``ai.lsnn::LI``
 and ONNX ``LSTM`` go to ours, whether or not the model carries function
 bodies (the importer never reads them): each becomes one ``call_tir`` of the
-target's kernel, with the time loop inside.
+target's kernel, with the time loop inside. A node of any other domain is
+rejected: TVM's converters look at the op name alone, so ``ai.lsnnx::ALIF``
+or ``com.example::Relu`` would otherwise be taken for something they are not.
+Inputs and state slots are read by name from :mod:`lsnn.compiler.onnx.schema`.
 """
 from __future__ import annotations
 
@@ -13,12 +16,15 @@ import tvm
 from tvm import relax
 from tvm.relax.frontend.onnx.onnx_frontend import ONNXGraphImporter
 
-from lsnn.compiler.onnx.schema import ALIF, DOMAIN, LI
+from lsnn.compiler.onnx.schema import ALIF, DOMAIN, LI, LSTM, ONNX_DOMAINS, OPS, sequence_op
 from lsnn.reference.errors import LsnnError
 
-OURS = {"ALIF", "LI", "LSTM"}
 _CONST = tvm.ir.expr.Constant
 F32 = "float32"
+
+#: What TVM raises: tvm_ffi maps C++ error kinds to these builtins (tvm_ffi/error.py), the
+#: classes of tvm.error derive from RuntimeError, and the Python frontend raises the others.
+TVM_ERRORS = (RuntimeError, ValueError, TypeError, AttributeError, KeyError, IndexError, AssertionError)
 
 
 class CompileError(LsnnError):
@@ -37,32 +43,45 @@ def _shape(expr) -> list:
     return list(ty.shape.values)
 
 
+def node_label(node: onnx.NodeProto) -> str:
+    return f"node '{node.name}' ({node.domain or 'ai.onnx'}::{node.op_type})" if node.name else \
+        f"a node {node.domain or 'ai.onnx'}::{node.op_type}"
+
+
+def check_domain(node: onnx.NodeProto) -> None:
+    """Only ONNX's standard ops and the ``ai.lsnn`` ops are compiled (an ALIF of ONNX's domain is
+    rejected by the validator, for every runtime)."""
+    if node.domain == DOMAIN and node.op_type not in OPS:
+        raise CompileError(f"{node_label(node)}: unknown op {DOMAIN}::{node.op_type} (the domain has "
+                           f"{', '.join(sorted(OPS))})")
+    if node.domain not in ONNX_DOMAINS + (DOMAIN,):
+        raise CompileError(f"{node_label(node)}: op {node.op_type} of domain '{node.domain}' is not supported; "
+                           f"the compiler takes ONNX's standard ops and the {DOMAIN} ops "
+                           f"{', '.join(sorted(OPS))}")
+
+
 class LSNNImporter(ONNXGraphImporter):
     def __init__(self, target, shape_dict=None, dtype_dict="float32"):
         super().__init__(shape_dict or {}, dtype_dict, keep_params_in_input=False, sanitize=True)
         self.target = target
-        self._node_names: list[str] = []
 
     # -- which ops are ours ------------------------------------------------
     def _check_for_unsupported_ops(self, graph: onnx.GraphProto):
         rest = onnx.GraphProto()
         for node in graph.node:
-            if node.domain == DOMAIN and node.op_type not in (ALIF.name, LI.name):
-                raise CompileError(f"node '{node.name}': unknown op {DOMAIN}::{node.op_type}")
-            if node.op_type not in OURS:
+            check_domain(node)
+            if sequence_op(node) is None:
                 rest.node.append(node)
         try:
             super()._check_for_unsupported_ops(rest)
-        except Exception as e:  # tvm.error.OpNotImplemented
+        except tvm.error.OpNotImplemented as e:
             raise CompileError(f"{e} (TVM's ONNX frontend cannot take them)") from e
 
     def _convert_operator(self, op_name, inputs, attrs, opset):
-        if op_name == "ALIF":
-            return self._alif(inputs, attrs)
-        if op_name == "LI":
-            return self._li(inputs, attrs)
-        if op_name == "LSTM":
-            return self._lstm(inputs, attrs)
+        # only ai.lsnn nodes are named ALIF or LI here, only ONNX's is LSTM (check_domain)
+        converter = {ALIF.name: self._alif, LI.name: self._li, LSTM.name: self._lstm}.get(op_name)
+        if converter is not None:
+            return converter(inputs, attrs)
         return super()._convert_operator(op_name, inputs, attrs, opset)
 
     # -- helpers -----------------------------------------------------------
@@ -80,63 +99,87 @@ class LSNNImporter(ONNXGraphImporter):
         out = [relax.TensorType(s, F32) for s in out_shapes]
         return self.bb.emit(relax.call_tir(gvar, args, out))
 
-    def _label(self, attrs):
-        return attrs.get("tvm_custom", {}).get("name") or "?"
+    def _label(self, op, attrs):
+        return f"{op} node '{attrs.get('tvm_custom', {}).get('name') or '?'}'"
+
+    def _bind(self, schema, inputs, attrs) -> dict:
+        """The node's inputs by the schema's names; a missing required one is an error."""
+        x = schema.bind(inputs)
+        missing = [p.name for p in schema.inputs if p.required and x[p.name] is None]
+        if missing:
+            raise CompileError(f"{self._label(schema.name, attrs)}: required input '{missing[0]}' is missing")
+        return x
+
+    def _finite_constants(self, label, named) -> bool:
+        """True when every weight is a constant (folded or given; each checked finite), so that
+        a kernel may skip zero inputs (``0 * w`` is 0 only for finite ``w``)."""
+        for name, w in named.items():
+            if not isinstance(w, _CONST):
+                return False
+            bad = int(np.size(w.value.numpy()) - np.isfinite(w.value.numpy()).sum())
+            if bad:
+                raise CompileError(f"{label}: weight '{name}' has {bad} non-finite value(s) (NaN or Inf)")
+        return True
+
+    def _state(self, x, schema, shape):
+        return [x[s.input] if x[s.input] is not None else self._zeros(shape) for s in schema.states]
 
     # -- converters ----------------------------------------------------------
     def _alif(self, inputs, attrs):
-        X, W, R, beta, alpha, rho = (inputs[i] for i in range(6))
-        if any(t is None for t in (X, W, R, beta, alpha, rho)):
-            raise CompileError(f"ALIF node '{self._label(attrs)}': a required input is missing")
-        Tn, B, _ = _shape(X)
-        H = _shape(W)[0]
-        state = [inputs[6 + k] if inputs[6 + k] is not None else self._zeros([B, H]) for k in range(4)]
-        thr = float(attrs.get("thr", ALIF.attributes["thr"][1]))
-        n_ref = int(attrs.get("n_refractory", ALIF.attributes["n_refractory"][1]))
-        dims = {"I": _static(_shape(W)[1]), "H": _static(H)}
-        kernel = self.target.kernel("ALIF", thr=thr, n_refractory=n_ref, dims=dims)
-        return self._call(kernel, "alif", [X, self._transposed(W), self._transposed(R), beta, alpha, rho, *state],
-                          [[Tn, B, H]] * 3 + [[B, H]] * 4)
+        x = self._bind(ALIF, inputs, attrs)
+        label = self._label("ALIF", attrs)
+        Tn, B, _ = _shape(x["X"])
+        H = _shape(x["W"])[0]
+        a = ALIF.attribute_values(attrs)
+        kernel = self.target.kernel("ALIF", thr=float(a["thr"]), n_refractory=int(a["n_refractory"]),
+                                    dims={"I": _static(_shape(x["W"])[1]), "H": _static(H)},
+                                    finite_weights=self._finite_constants(label, {"W": x["W"], "R": x["R"]}))
+        args = [x["X"], self._transposed(x["W"]), self._transposed(x["R"]), x["beta"], x["alpha"], x["rho"]]
+        return self._call(kernel, "alif", args + self._state(x, ALIF, [B, H]),
+                          [[Tn, B, H]] * 3 + [[B, H]] * len(ALIF.states))
 
     def _li(self, inputs, attrs):
-        X, W, alpha = inputs[0], inputs[1], inputs[2]
-        if any(t is None for t in (X, W, alpha)):
-            raise CompileError(f"LI node '{self._label(attrs)}': a required input is missing")
-        Tn, B, _ = _shape(X)
-        O = _shape(W)[0]
-        bias = inputs[3] if inputs[3] is not None else self._zeros([O])
-        y0 = inputs[4] if inputs[4] is not None else self._zeros([B, O])
-        dims = {"I": _static(_shape(W)[1]), "O": _static(O)}
-        return self._call(self.target.kernel("LI", dims=dims), "li", [X, self._transposed(W), alpha, bias, y0],
-                          [[Tn, B, O], [B, O]])
+        x = self._bind(LI, inputs, attrs)
+        label = self._label("LI", attrs)
+        Tn, B, _ = _shape(x["X"])
+        O = _shape(x["W"])[0]
+        bias = x["bias"] if x["bias"] is not None else self._zeros([O])
+        kernel = self.target.kernel("LI", dims={"I": _static(_shape(x["W"])[1]), "O": _static(O)},
+                                    finite_weights=self._finite_constants(label, {"W": x["W"]}))
+        return self._call(kernel, "li", [x["X"], self._transposed(x["W"]), x["alpha"], bias,
+                                         *self._state(x, LI, [B, O])], [[Tn, B, O], [B, O]])
 
-    def _lstm(self, inputs, attrs):
-        label = self._label(attrs)
+    def _lstm_supported(self, x, attrs, label) -> None:
         for key, ok in (("direction", b"forward"), ("layout", 0), ("input_forget", 0)):
             if key in attrs and attrs[key] != ok:
-                raise CompileError(f"LSTM node '{label}': {key}={attrs[key]!r} is not supported (only {ok!r})")
+                raise CompileError(f"{label}: {key}={attrs[key]!r} is not supported (only {ok!r})")
         for key in ("clip", "activations", "activation_alpha", "activation_beta"):
             if key in attrs:
-                raise CompileError(f"LSTM node '{label}': attribute '{key}' is not supported")
-        if inputs[4] is not None:
-            raise CompileError(f"LSTM node '{label}': sequence_lens is not supported")
-        if inputs[7] is not None:
-            raise CompileError(f"LSTM node '{label}': peepholes (input P) are not supported")
-        X, W, R, Bias = inputs[0], inputs[1], inputs[2], inputs[3]
-        Tn, B, _ = _shape(X)
-        H = _shape(R)[2]
-        if not all(isinstance(t, _CONST) for t in (W, R)) or (Bias is not None and
-                                                                     not isinstance(Bias, _CONST)):
-            raise CompileError(f"LSTM node '{label}': W, R and B must be initializers")
-        wt = relax.const(np.ascontiguousarray(W.value.numpy()[0].T))
-        rt = relax.const(np.ascontiguousarray(R.value.numpy()[0].T))
+                raise CompileError(f"{label}: attribute '{key}' is not supported")
+        if x["sequence_lens"] is not None:
+            raise CompileError(f"{label}: sequence_lens is not supported")
+        if x["P"] is not None:
+            raise CompileError(f"{label}: peepholes (input P) are not supported")
+        if not all(isinstance(x[k], _CONST) for k in ("W", "R")) or \
+                (x["B"] is not None and not isinstance(x["B"], _CONST)):
+            raise CompileError(f"{label}: W, R and B must be initializers")
+
+    def _lstm(self, inputs, attrs):
+        x = self._bind(LSTM, inputs, attrs)
+        label = self._label("LSTM", attrs)
+        self._lstm_supported(x, attrs, label)
+        self._finite_constants(label, {k: x[k] for k in ("W", "R", "B") if x[k] is not None})
+        Tn, B, _ = _shape(x["X"])
+        H = _shape(x["R"])[2]
+        wt = relax.const(np.ascontiguousarray(x["W"].value.numpy()[0].T))
+        rt = relax.const(np.ascontiguousarray(x["R"].value.numpy()[0].T))
         h4 = wt.value.shape[1]
-        b = Bias.value.numpy()[0] if Bias is not None else np.zeros(2 * h4, np.float32)
+        b = x["B"].value.numpy()[0] if x["B"] is not None else np.zeros(2 * h4, np.float32)
         bias = relax.const((b[:h4] + b[h4:]).astype(np.float32))
-        h0 = self.bb.emit(relax.op.reshape(inputs[5], [B, H])) if inputs[5] is not None else self._zeros([B, H])
-        c0 = self.bb.emit(relax.op.reshape(inputs[6], [B, H])) if inputs[6] is not None else self._zeros([B, H])
+        h0, c0 = (self.bb.emit(relax.op.reshape(x[s.input], [B, H])) if x[s.input] is not None
+                  else self._zeros([B, H]) for s in LSTM.states)
         dims = {"I": int(wt.value.shape[0]), "H": int(rt.value.shape[0])}
-        out = self._call(self.target.kernel("LSTM", dims=dims), "lstm", [X, wt, rt, bias, h0, c0],
+        out = self._call(self.target.kernel("LSTM", dims=dims), "lstm", [x["X"], wt, rt, bias, h0, c0],
                          [[Tn, B, H], [B, H], [B, H]])
         Y = self.bb.emit(relax.op.reshape(relax.TupleGetItem(out, 0), [Tn, 1, B, H]))
         Yh = self.bb.emit(relax.op.reshape(relax.TupleGetItem(out, 1), [1, B, H]))
@@ -146,6 +189,6 @@ class LSNNImporter(ONNXGraphImporter):
 
 def to_relax(model: onnx.ModelProto, target, shape_dict=None):
     """The Relax module of ``model`` for ``target``."""
-    opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 18)
+    opset = next((o.version for o in model.opset_import if o.domain in ONNX_DOMAINS), 18)
     importer = LSNNImporter(target, shape_dict)
     return importer.from_onnx(model.graph, opset)

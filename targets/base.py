@@ -8,7 +8,6 @@ The CPU target runs in this process; CUDA and Cortex-M (later) plug in the same 
 from __future__ import annotations
 
 import importlib
-import inspect
 from dataclasses import dataclass
 from typing import Callable
 
@@ -17,6 +16,14 @@ from lsnn.reference.errors import LsnnError
 
 class TargetError(LsnnError):
     """An unknown target, a bad option, or a target this machine cannot run."""
+
+
+#: What the importer gives the kernel builder of each op, always all of them: the op's
+#: attributes, ``dims`` (the layer's static sizes, ints or None: ``I``, ``H`` or ``O``) and
+#: ``finite_weights`` (the weights are constants checked finite, so skipping a zero input
+#: gives what the dense product gives; LSTM weights are always constants).
+KERNEL_ATTRIBUTES = {"ALIF": ("thr", "n_refractory", "dims", "finite_weights"),
+                     "LI": ("dims", "finite_weights"), "LSTM": ("dims",)}
 
 
 _TRUE, _FALSE = ("true", "1", "yes", "on"), ("false", "0", "no", "off")
@@ -57,8 +64,9 @@ class Option:
 
 class Target:
     name: str = ""
-    #: op name -> kernel builder (attributes as keyword arguments) -> TIR PrimFunc, or the
-    #: builder's "module:name", imported when first used (running an artifact needs no compiler)
+    #: op name -> kernel builder (the op's KERNEL_ATTRIBUTES and the target's kernel_settings, as
+    #: keyword arguments) -> TIR PrimFunc, or the builder's "module:name", imported when first
+    #: used (running an artifact needs no compiler)
     kernels: dict[str, Callable | str] = {}
 
     def __init__(self, **options):
@@ -89,18 +97,26 @@ class Target:
         return True, ""
 
     def kernel(self, op: str, **attrs):
-        """The kernel of ``op``: its builder gets the attributes it takes (e.g. ``dims``, the
-        layer's static sizes, only where a target specialises on them)."""
+        """The TIR kernel of ``op``. ``attrs`` are exactly the op's :data:`KERNEL_ATTRIBUTES`; the
+        builder gets them and the target's :meth:`kernel_settings`, as keyword arguments."""
         if op not in self.kernels:
             raise TargetError(f"target '{self.name}' has no kernel for {op}")
+        declared = KERNEL_ATTRIBUTES[op]
+        unknown, missing = sorted(set(attrs) - set(declared)), sorted(set(declared) - set(attrs))
+        if unknown or missing:
+            raise TargetError(f"{op} kernel of target '{self.name}': " +
+                              "; ".join(([f"unknown attribute(s) {unknown}"] if unknown else []) +
+                                        ([f"missing attribute(s) {missing}"] if missing else [])) +
+                              f" (it takes {list(declared)})")
         builder = self.kernels[op]
         if isinstance(builder, str):
             module, name = builder.split(":")
             builder = getattr(importlib.import_module(module), name)
-        params = inspect.signature(builder).parameters
-        if not any(p.kind is p.VAR_KEYWORD for p in params.values()):
-            attrs = {k: v for k, v in attrs.items() if k in params}
-        return builder(**attrs)
+        return builder(**attrs, **self.kernel_settings(op))
+
+    def kernel_settings(self, op: str) -> dict:
+        """The target's own keyword arguments for the kernel builder of ``op`` (e.g. ``events``)."""
+        return {}
 
     def device(self):
         """The TVM device artifacts of this target run on."""

@@ -1,8 +1,12 @@
 """The ``ai.lsnn`` operator set, version 1, as data (``shared/spec/ops.md``).
 
-One table per op: its inputs (name, shape in symbols, required), outputs and
-attributes. The validator, the function bodies, the exporter and every
-lowering read these tables, so the op names and arities live in one place.
+One table per op: its inputs (name, shape in symbols, required), outputs,
+attributes and state slots (which ``initial_*`` input a ``final_*`` output
+continues). The validator, the function bodies, the exporter, the importer,
+the step graph and the runtimes read these tables, so the op names, arities,
+defaults and state pairs live in one place. ONNX's own ``LSTM`` is described
+here too, as far as the suite uses it (a sequence op with state), so that the
+places which treat every sequence op alike read one table.
 """
 from __future__ import annotations
 
@@ -21,14 +25,41 @@ class Port:
 
 
 @dataclass(frozen=True)
+class StateSlot:
+    """One piece of recurrent state: the input that sets it and the output that continues it."""
+    name: str    # v, a, z, r; y; h, c
+    input: str   # e.g. initial_v
+    output: str  # e.g. final_v
+
+
+@dataclass(frozen=True)
 class OpSchema:
     name: str
     inputs: tuple[Port, ...]
     outputs: tuple[Port, ...]
     attributes: dict  # name -> (type, default)
+    states: tuple[StateSlot, ...] = ()
+    domain: str = DOMAIN
 
     def input_index(self, name: str) -> int:
         return [p.name for p in self.inputs].index(name)
+
+    def output_index(self, name: str) -> int:
+        return [p.name for p in self.outputs].index(name)
+
+    def state_indices(self) -> list[tuple[int, int]]:
+        """(input index, output index) of each state slot, in order."""
+        return [(self.input_index(s.input), self.output_index(s.output)) for s in self.states]
+
+    def bind(self, values) -> dict:
+        """A node's inputs (positional, None or missing where omitted) by input name."""
+        values = list(values)
+        return {p.name: values[k] if k < len(values) else None for k, p in enumerate(self.inputs)}
+
+    def attribute_values(self, given: dict) -> dict:
+        """Every attribute, ``given`` where present (None counts as absent), else its default."""
+        return {name: given[name] if given.get(name) is not None else default
+                for name, (_, default) in self.attributes.items()}
 
 
 ALIF = OpSchema(
@@ -45,6 +76,8 @@ ALIF = OpSchema(
         Port("final_z", ("B", "H"), False), Port("final_r", ("B", "H"), False),
     ),
     attributes={"thr": ("float", 0.01), "n_refractory": ("int", 0)},
+    states=(StateSlot("v", "initial_v", "final_v"), StateSlot("a", "initial_a", "final_a"),
+            StateSlot("z", "initial_z", "final_z"), StateSlot("r", "initial_r", "final_r")),
 )
 
 LI = OpSchema(
@@ -55,6 +88,34 @@ LI = OpSchema(
     ),
     outputs=(Port("Y", ("T", "B", "O")), Port("final_y", ("B", "O"), False)),
     attributes={},
+    states=(StateSlot("y", "initial_y", "final_y"),),
 )
 
 OPS = {op.name: op for op in (ALIF, LI)}
+
+#: ONNX's LSTM (forward, one direction: D = 1, G = 4H), the ports the suite reads
+LSTM = OpSchema(
+    "LSTM",
+    inputs=(
+        Port("X", ("T", "B", "I")), Port("W", ("D", "G", "I")), Port("R", ("D", "G", "H")),
+        Port("B", ("D", "G2"), False), Port("sequence_lens", ("B",), False),
+        Port("initial_h", ("D", "B", "H"), False), Port("initial_c", ("D", "B", "H"), False),
+        Port("P", ("D", "G3"), False),
+    ),
+    outputs=(Port("Y", ("T", "D", "B", "H"), False), Port("Y_h", ("D", "B", "H"), False),
+             Port("Y_c", ("D", "B", "H"), False)),
+    attributes={},  # the standard's; the importer checks the few it supports
+    states=(StateSlot("h", "initial_h", "Y_h"), StateSlot("c", "initial_c", "Y_c")),
+    domain="",
+)
+
+ONNX_DOMAINS = ("", "ai.onnx")  # both name ONNX's standard domain
+
+
+def sequence_op(node) -> OpSchema | None:
+    """The schema of a sequence op (``ai.lsnn`` ALIF or LI, ONNX LSTM), None for any other node."""
+    if node.domain == DOMAIN:
+        return OPS.get(node.op_type)
+    if node.domain in ONNX_DOMAINS and node.op_type == LSTM.name:
+        return LSTM
+    return None

@@ -41,10 +41,8 @@ class CpuTarget(Target):
                 "opt_level": Option(3, "TVM optimisation level", choices=(0, 1, 2, 3)),
                 "events": Option(True, "skip zero inputs and silent neurons in ALIF (false: the dense kernel)")}
 
-    def kernel(self, op: str, **attrs):
-        if op == "ALIF":
-            attrs["events"] = self.options["events"]
-        return super().kernel(op, **attrs)
+    def kernel_settings(self, op: str) -> dict:
+        return {"ALIF": {"events": self.options["events"]}, "LSTM": {"vector": True}}.get(op, {})
 
     def target_dict(self) -> dict:
         triple, cpu = host_cpu()

@@ -5,21 +5,27 @@ cache for the whole run. Both products are event-driven: an input or a
 recurrent spike that is zero contributes nothing, so only the weight rows of
 nonzero inputs (``W^T[i, :]``) and of neurons that spiked (``R^T[k, :]``) are
 accumulated, each as a contiguous, vectorisable row. Skipping exact zeros is
-exact for real-valued inputs too; with dense inputs every row is visited
-(the dense path, one well-predicted branch per row). Shapes are symbolic: one
-kernel serves every T, B, I and H.
+exact for real-valued inputs too, as long as the weights are finite
+(``0 * inf`` is NaN): the importer says so (``finite_weights``, constants
+checked at compile time); weights only known at run time get the dense
+kernel. NaN and Inf inputs count as events (:func:`.floatops.nonzero`), and a
+NaN membrane never spikes (``H(x)`` is 1 only where ``x > 0``). Shapes are
+symbolic: one kernel serves every T, B, I and H.
 """
 from __future__ import annotations
 
 from tvm.script import tirx as T
 
+from .floatops import at_least, nonzero
 
-def alif_kernel(thr: float, n_refractory: int, events: bool = True):
-    """The kernel for one node's attributes; ``events=False`` gives the dense kernel
-    (every weight row visited every step), kept to measure what events save."""
+
+def alif_kernel(*, thr: float, n_refractory: int, dims: dict, finite_weights: bool, events: bool):
+    """The kernel for one node's attributes (``dims``, the static sizes, unused: shapes stay
+    symbolic). ``events=False`` gives the dense kernel (every weight row visited every step),
+    kept to measure what events save; so does ``finite_weights=False``, for exactness."""
     thr_c = float(thr)
     n_ref_c = float(n_refractory)
-    skip = bool(events)
+    skip = bool(events) and bool(finite_weights)
 
     @T.prim_func(private=True)
     def alif(x: T.handle, wt: T.handle, rt: T.handle, beta: T.handle, alpha: T.handle, rho: T.handle,
@@ -64,19 +70,20 @@ def alif_kernel(thr: float, n_refractory: int, events: bool = True):
                     cur[h] = T.float32(0)
                     rec[h] = T.float32(0)
                 for i in range(nI):  # input projection, event-driven
-                    if not skip or X[t, b, i] != T.float32(0):
+                    if not skip or nonzero(X[t, b, i]):
                         for h in range(nH):
                             cur[h] = cur[h] + X[t, b, i] * WT[i, h]
                 for k in range(nH):  # recurrent input from the previous step's spikes
-                    if not skip or z[k] != T.float32(0):
+                    if not skip or nonzero(z[k]):
                         for h in range(nH):
                             rec[h] = rec[h] + z[k] * RT[k, h]
                 for h in range(nH):
                     a_new = Rho[h] * a[h] + (T.float32(1) - Rho[h]) * z[h]
                     A_h = T.float32(thr_c) + Beta[h] * a_new
                     v_new = Alpha[h] * v[h] + (T.float32(1) - Alpha[h]) * (cur[h] + rec[h]) - A_h * z[h]
+                    # H(v - A) * (r == 0): both comparisons are false for NaN
                     s = T.if_then_else(v_new > A_h and r[h] == T.float32(0), T.float32(1), T.float32(0))
-                    r[h] = T.if_then_else(s > T.float32(0), T.float32(n_ref_c), T.max(r[h] - T.float32(1), T.float32(0)))
+                    r[h] = T.if_then_else(s > T.float32(0), T.float32(n_ref_c), at_least(r[h] - T.float32(1), T.float32(0)))
                     a[h] = a_new
                     v[h] = v_new
                     z[h] = s

@@ -2,7 +2,9 @@
 
 ``tanh`` is the rational approximation used by Eigen for float
 (``x * P(x^2) / Q(x^2)`` on ``x`` clamped to +-7.9053), absolute error below
-4e-7 over the reals; ``sigmoid(x) = 0.5 * tanh(x / 2) + 0.5``.
+4e-7 over the reals; ``sigmoid(x) = 0.5 * tanh(x / 2) + 0.5``. The clamp lets
+NaN through (``tanh(NaN)`` is NaN, as in the reference) and takes +-Inf to
++-1; a ``min``/``max`` clamp would turn NaN into +-1.
 
 Coefficients enter the TIR as the bits of their float32 values: TVM's C code
 generator prints float literals with 7 significant digits, which would change
@@ -13,6 +15,8 @@ from __future__ import annotations
 
 import numpy as np
 from tvm import tirx
+
+from .floatops import at_least, at_most
 
 _CLAMP = 7.90531110763549805
 _ALPHA = [4.89352455891786e-03, 6.37261928875436e-04, 1.48572235717979e-05, 5.12229709037114e-08,
@@ -27,7 +31,7 @@ def _f(v: float):
 
 
 def tanh(x):
-    x = tirx.max(tirx.min(x, _f(_CLAMP)), _f(-_CLAMP))
+    x = at_least(at_most(x, _f(_CLAMP)), _f(-_CLAMP))
     x2 = x * x
     p = _f(_ALPHA[-1])
     for c in reversed(_ALPHA[:-1]):

@@ -1,14 +1,20 @@
 """ai.lsnn::LI for CPUs: the time loop inside, event-driven input (zeros skipped).
 
 ``y = alpha * y + (1 - alpha) * (X[t] @ W^T + bias)``, the weight rows of
-nonzero inputs accumulated as contiguous rows of ``W^T``.
+nonzero inputs (NaN and Inf included) accumulated as contiguous rows of
+``W^T``; every row when the weights are not known to be finite (``0 * inf``).
 """
 from __future__ import annotations
 
 from tvm.script import tirx as T
 
+from .floatops import nonzero
 
-def li_kernel():
+
+def li_kernel(*, dims: dict, finite_weights: bool):
+    """``dims`` (the static sizes) is unused: shapes stay symbolic."""
+    skip = bool(finite_weights)
+
     @T.prim_func(private=True)
     def li(x: T.handle, wt: T.handle, alpha: T.handle, bias: T.handle, y0: T.handle, yo: T.handle, fy: T.handle):
         T.func_attr({"tirx.noalias": True})
@@ -32,7 +38,7 @@ def li_kernel():
                 for o in range(nO):
                     acc[o] = T.float32(0)
                 for i in range(nI):
-                    if X[t, b, i] != T.float32(0):
+                    if not skip or nonzero(X[t, b, i]):
                         for o in range(nO):
                             acc[o] = acc[o] + X[t, b, i] * WT[i, o]
                 for o in range(nO):

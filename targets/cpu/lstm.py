@@ -10,19 +10,23 @@ sigmoid (:mod:`.fastmath`; libm calls would dominate the time). ``bias`` is
 ``vector=True`` register-blocks the recurrent product (``BLOCK`` gate sums in
 vector registers over all ``k``); ``vector=False`` accumulates the rows of the
 nonzero ``h[k]`` one by one, the form for targets whose code generator cannot
-print vector types (TVM's C, for Cortex-M).
+print vector types (TVM's C, for Cortex-M). Skipping zero inputs and zero
+``h[k]`` is exact: the importer takes LSTM weights only as constants, checked
+finite; NaN and Inf are never skipped (:func:`.floatops.nonzero`).
 """
 from __future__ import annotations
 
 from tvm.script import tirx as T
 
 from . import fastmath
+from .floatops import nonzero
 
 
 BLOCK = 128  # gate sums per block: 16 AVX2 vectors, accumulated over all k before one store
 
 
-def lstm_kernel(vector: bool = True):
+def lstm_kernel(*, dims: dict, vector: bool):
+    """``dims`` (the static sizes) is unused: shapes stay symbolic."""
     blocked = bool(vector)
 
     @T.prim_func(private=True)
@@ -54,7 +58,7 @@ def lstm_kernel(vector: bool = True):
                 for j in range(nG):
                     g[j] = Bias[j]
                 for i in range(nI):
-                    if X[t, b, i] != T.float32(0):
+                    if nonzero(X[t, b, i]):
                         for j in range(nG):
                             g[j] = g[j] + X[t, b, i] * WT[i, j]
                 if blocked:
@@ -74,7 +78,7 @@ def lstm_kernel(vector: bool = True):
                             g[j] = g[j] + h[k] * RT[k, j]
                 else:
                     for k in range(nH):
-                        if h[k] != T.float32(0):
+                        if nonzero(h[k]):
                             for j in range(nG):
                                 g[j] = g[j] + h[k] * RT[k, j]
                 for k in range(nH):

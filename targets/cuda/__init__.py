@@ -25,10 +25,10 @@ class CudaTarget(Target):
         return {"arch": Option("sm_90", "GPU architecture", choices=tuple(sorted(SHARED_BYTES))),
                 "events": Option(True, "skip zero inputs and silent neurons in ALIF (false: the dense kernel)")}
 
-    def kernel(self, op: str, **attrs):
+    def kernel_settings(self, op: str) -> dict:
         if op == "ALIF":
-            attrs.update(events=self.options["events"], shared_bytes=SHARED_BYTES[self.options["arch"]])
-        return super().kernel(op, **attrs)
+            return {"events": self.options["events"], "shared_bytes": SHARED_BYTES[self.options["arch"]]}
+        return {}
 
     def target_dict(self) -> dict:
         return {"kind": "cuda", "arch": self.options["arch"]}

@@ -7,6 +7,9 @@ spikes live in shared memory, so every thread sees every spike after one
 barrier. Both products are event-driven: a zero input or a silent neuron is
 skipped by a branch that all threads of the block take alike (no divergence),
 and the nonzero ones read rows of ``W^T`` and ``R^T`` coalesced across threads.
+As on the CPU (:mod:`lsnn.targets.cpu.floatops`): NaN and Inf are events, zeros
+are skipped only when the weights are known finite, a NaN membrane never spikes
+and ``max(r - 1, 0)`` keeps a NaN (CUDA's ``fmaxf`` would drop it).
 
 Small layers (``R^T`` fits in shared memory: ``H*H*4`` bytes within the
 architecture's opt-in limit) copy ``R^T`` into shared memory once per launch;
@@ -19,6 +22,7 @@ from __future__ import annotations
 from tvm.script import tirx as T
 
 from ..base import TargetError
+from ..cpu.floatops import at_least, nonzero
 
 MAX_THREADS = 1024
 
@@ -27,8 +31,8 @@ def threads_for(n: int) -> int:
     return min(MAX_THREADS, max(32, (n + 31) // 32 * 32))
 
 
-def alif_kernel(thr: float, n_refractory: int, events: bool = True, dims: dict | None = None,
-                shared_bytes: int = 0):
+def alif_kernel(*, thr: float, n_refractory: int, dims: dict, finite_weights: bool, events: bool,
+                shared_bytes: int):
     """``dims``: ``{"I": int, "H": int}``; ``shared_bytes``: the architecture's shared-memory
     limit per block, which decides between the persistent and the general path."""
     if not dims or not isinstance(dims.get("H"), int) or not isinstance(dims.get("I"), int):
@@ -37,7 +41,7 @@ def alif_kernel(thr: float, n_refractory: int, events: bool = True, dims: dict |
     NT = threads_for(nH)
     J = (nH + NT - 1) // NT
     in_shared = nH * nH * 4 + nH * 4 <= shared_bytes
-    thr_c, n_ref_c, skip = float(thr), float(n_refractory), bool(events)
+    thr_c, n_ref_c, skip = float(thr), float(n_refractory), bool(events) and bool(finite_weights)
 
     @T.prim_func(private=True)
     def alif(x: T.handle, wt: T.handle, rt: T.handle, beta: T.handle, alpha: T.handle, rho: T.handle,
@@ -92,11 +96,11 @@ def alif_kernel(thr: float, n_refractory: int, events: bool = True, dims: dict |
                             cur[0] = T.float32(0)
                             rec[0] = T.float32(0)
                             for i in range(nI):
-                                if not skip or X[t, b, i] != T.float32(0):
+                                if not skip or nonzero(X[t, b, i]):
                                     cur[0] = cur[0] + X[t, b, i] * WT[i, h]
                             for k in range(nH):
                                 zk[0] = zs[k]  # to a register: TVM's sync planner rejects shared loads in conditions
-                                if not skip or zk[0] != T.float32(0):
+                                if not skip or nonzero(zk[0]):
                                     if in_shared:
                                         rec[0] = rec[0] + zk[0] * Rs[k * nH + h]
                                     else:
@@ -107,7 +111,7 @@ def alif_kernel(thr: float, n_refractory: int, events: bool = True, dims: dict |
                             v_new = Alpha[h] * v[j] + (T.float32(1) - Alpha[h]) * (cur[0] + rec[0]) - A_h * z_old
                             s = T.if_then_else(v_new > A_h and r[j] == T.float32(0), T.float32(1), T.float32(0))
                             r[j] = T.if_then_else(s > T.float32(0), T.float32(n_ref_c),
-                                                  T.max(r[j] - T.float32(1), T.float32(0)))
+                                                  at_least(r[j] - T.float32(1), T.float32(0)))
                             a[j] = a_new
                             v[j] = v_new
                             zn[j] = s

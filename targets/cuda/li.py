@@ -1,23 +1,25 @@
 """ai.lsnn::LI for NVIDIA GPUs: one launch per call, one block per sequence, one thread per output.
 
 Each thread keeps its readout ``y`` in a register over all T steps and
-accumulates the rows of ``W^T`` for the nonzero inputs (block-uniform branch).
+accumulates the rows of ``W^T`` for the nonzero inputs (block-uniform branch; NaN
+and Inf count as nonzero), or every row when the weights are not known finite.
 """
 from __future__ import annotations
 
 from tvm.script import tirx as T
 
 from ..base import TargetError
-
+from ..cpu.floatops import nonzero
 from .alif import threads_for
 
 
-def li_kernel(dims: dict | None = None):
+def li_kernel(*, dims: dict, finite_weights: bool):
     if not dims or not isinstance(dims.get("O"), int) or not isinstance(dims.get("I"), int):
         raise TargetError("the CUDA LI kernel needs the layer's sizes (constant weights)")
     nI, nO = dims["I"], dims["O"]
     NT = threads_for(nO)
     J = (nO + NT - 1) // NT
+    skip = bool(finite_weights)
 
     @T.prim_func(private=True)
     def li(x: T.handle, wt: T.handle, alpha: T.handle, bias: T.handle, y0: T.handle, yo: T.handle, fy: T.handle):
@@ -44,7 +46,7 @@ def li_kernel(dims: dict | None = None):
                             o = j * NT + tx
                             acc[0] = T.float32(0)
                             for i in range(nI):
-                                if X[t, b, i] != T.float32(0):
+                                if not skip or nonzero(X[t, b, i]):
                                     acc[0] = acc[0] + X[t, b, i] * WT[i, o]
                             y[j] = Alpha[o] * y[j] + (T.float32(1) - Alpha[o]) * (acc[0] + Bias[o])
                             Y[t, b, o] = y[j]

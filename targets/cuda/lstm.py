@@ -6,20 +6,21 @@ inputs, and ``h[k] * R^T[k, j]`` over the previous ``h`` (in shared memory); a
 barrier; then thread ``k < H`` updates ``c[k]`` (kept in its register) and
 ``h[k]``. ``R^T`` (``4H*H*4`` bytes, 256 KiB at H = 128) stays in global memory
 and L2: the general path; it does not fit in shared memory. tanh and sigmoid
-are :mod:`lsnn.targets.cpu.fastmath`, the same function on every target.
+are :mod:`lsnn.targets.cpu.fastmath`, the same function on every target (NaN
+passes through them); NaN and Inf inputs are never skipped.
 """
 from __future__ import annotations
 
 from tvm.script import tirx as T
 
 from ..base import TargetError
-
 from ..cpu import fastmath
+from ..cpu.floatops import nonzero
 
 MAX_HIDDEN = 256
 
 
-def lstm_kernel(dims: dict | None = None):
+def lstm_kernel(*, dims: dict):
     if not dims:
         raise TargetError("the CUDA LSTM kernel needs the layer's sizes (constant weights)")
     nI, nH = dims["I"], dims["H"]
@@ -57,7 +58,7 @@ def lstm_kernel(dims: dict | None = None):
                     if tx < nG:
                         acc[0] = Bias[tx]
                         for i in range(nI):
-                            if X[t, b, i] != T.float32(0):
+                            if nonzero(X[t, b, i]):
                                 acc[0] = acc[0] + X[t, b, i] * WT[i, tx]
                         for k in range(nH):
                             acc[0] = acc[0] + hs[k] * RT[k, tx]
