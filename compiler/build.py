@@ -5,13 +5,16 @@ import hashlib
 import time
 from pathlib import Path
 
+import numpy as np
 import onnx
+from onnx import AttributeProto, numpy_helper
 
 from lsnn.compiler.onnx.validate import load as load_onnx, validate
 from lsnn.targets.artifact import FORMAT, Artifact
 from lsnn.targets.base import get_target
+from lsnn.reference.errors import LsnnError
 
-from .importer import CompileError, to_relax
+from .importer import TVM_ERRORS, CompileError, check_domain, to_relax
 
 
 def _io(values) -> list[dict]:
@@ -26,12 +29,42 @@ def _io(values) -> list[dict]:
     return out
 
 
+def _constants(graph: onnx.GraphProto):
+    """(what, array) of every constant of ``graph`` and its subgraphs: initializers and the values
+    of Constant nodes."""
+    for init in graph.initializer:
+        yield f"initializer '{init.name}'", numpy_helper.to_array(init)
+    for node in graph.node:
+        for a in node.attribute:
+            if node.op_type == "Constant" and a.type in (AttributeProto.TENSOR, AttributeProto.FLOAT,
+                                                         AttributeProto.FLOATS):
+                value = numpy_helper.to_array(a.t) if a.type == AttributeProto.TENSOR else \
+                    np.asarray(onnx.helper.get_attribute_value(a), np.float32)
+                yield f"Constant node '{node.name or node.output[0]}' (output '{node.output[0]}')", value
+            for sub in ([a.g] if a.type == AttributeProto.GRAPH else list(a.graphs)):
+                yield from _constants(sub)
+
+
+def check_finite(proto: onnx.ModelProto) -> None:
+    """Reject NaN and Inf in a constant: the kernels skip zero inputs, exact only for finite
+    weights (``0 * inf`` is NaN), and Cortex-M cannot write them as C."""
+    for what, value in _constants(proto.graph):
+        if np.issubdtype(value.dtype, np.floating):
+            bad = int(value.size - np.count_nonzero(np.isfinite(value)))
+            if bad:
+                raise CompileError(f"{what} has {bad} non-finite value(s) (NaN or Inf) among {value.size}; "
+                                   f"compiled targets take finite weights")
+
+
 def compile(model, target="cpu", **options) -> Artifact:  # noqa: A001 - the issue names it so
     """Compile an ONNX model (path or ``ModelProto``) for ``target`` (``"cpu"`` or a Target)."""
     import tvm
 
     proto = load_onnx(model)
     validate(proto)
+    for node in proto.graph.node:  # before any target builds: Cortex-M takes its own path
+        check_domain(node)
+    check_finite(proto)
     tgt = get_target(target, **options)
     source = proto.SerializeToString() if isinstance(model, onnx.ModelProto) else Path(model).read_bytes()
     own = tgt.compile(proto, hashlib.sha256(source).hexdigest())  # Cortex-M: a firmware project
@@ -40,14 +73,14 @@ def compile(model, target="cpu", **options) -> Artifact:  # noqa: A001 - the iss
     started = time.perf_counter()
     try:
         mod = to_relax(proto, tgt)
-    except CompileError:
+    except LsnnError:
         raise
-    except Exception as e:  # TVM's own converters raise many kinds
+    except TVM_ERRORS as e:  # TVM's own converters
         raise CompileError(f"cannot import the model into TVM: {type(e).__name__}: {e}") from e
     try:
         with tvm.transform.PassContext(opt_level=tgt.options.get("opt_level", 3)):
             executable = tvm.compile(mod, tgt.tvm_target(), relax_pipeline=tgt.relax_pipeline())
-    except Exception as e:  # TVM raises its own error types from C++
+    except TVM_ERRORS as e:  # TVM's errors from C++
         raise CompileError(f"TVM failed to build the model for target '{tgt.name}': "
                            f"{type(e).__name__}: {str(e).strip().splitlines()[-1] if str(e).strip() else e}") from e
     inits = {i.name for i in proto.graph.initializer}

@@ -21,6 +21,7 @@ LI::
 """
 from __future__ import annotations
 
+import math
 from typing import Callable, NamedTuple
 
 import numpy as np
@@ -142,6 +143,8 @@ def alif(
     _shape(R, "R", op, (H, H))
     for t, n in ((beta, "beta"), (alpha, "alpha"), (rho, "rho")):
         _shape(t, n, op, (H,))
+    if not math.isfinite(thr):
+        raise SpecError(f"{op}: attribute 'thr' must be finite, got {thr}")
     if int(n_refractory) != n_refractory or n_refractory < 0:
         raise SpecError(f"{op}: attribute 'n_refractory' must be a non-negative integer, got {n_refractory}")
     if state is None:

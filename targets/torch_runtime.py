@@ -13,6 +13,7 @@ from onnx.reference import ReferenceEvaluator
 from onnx.reference.op_run import OpRun
 
 from lsnn.compiler.onnx.schema import ALIF as ALIF_SCHEMA, DOMAIN, LI as LI_SCHEMA
+from lsnn.compiler.onnx.validate import ModelError
 from lsnn.reference import alif, li
 
 from .runtime import OnnxRuntimeBase
@@ -25,16 +26,16 @@ def _t(x):
 class _ALIF(OpRun):
     op_domain = DOMAIN
 
-    def _run(self, X, W, R, beta, alpha, rho, initial_v=None, initial_a=None, initial_z=None, initial_r=None,
-             thr=None, n_refractory=None):
-        thr = ALIF_SCHEMA.attributes["thr"][1] if thr is None else thr
-        n_ref = ALIF_SCHEMA.attributes["n_refractory"][1] if n_refractory is None else n_refractory
-        B, H = X.shape[1], W.shape[0]
-        state = [initial_v, initial_a, initial_z, initial_r]
+    def _run(self, *inputs, **attributes):
+        x = ALIF_SCHEMA.bind(inputs)
+        a = ALIF_SCHEMA.attribute_values(attributes)
+        B, H = x["X"].shape[1], x["W"].shape[0]
+        state = [x[s.input] for s in ALIF_SCHEMA.states]
         state = None if all(s is None for s in state) else \
             tuple(_t(s) if s is not None else torch.zeros(B, H) for s in state)
         with torch.no_grad():
-            Z, V, A, final = alif(_t(X), _t(W), _t(R), _t(beta), _t(alpha), _t(rho), thr, n_ref, state)
+            Z, V, A, final = alif(*(_t(x[p.name]) for p in ALIF_SCHEMA.inputs if p.required), a["thr"],
+                                  a["n_refractory"], state)
         outs = [Z, V, A, *final]
         return tuple(o.numpy() for o in outs[:len(self.onnx_node.output)])
 
@@ -42,9 +43,10 @@ class _ALIF(OpRun):
 class _LI(OpRun):
     op_domain = DOMAIN
 
-    def _run(self, X, W, alpha, bias=None, initial_y=None):
+    def _run(self, *inputs):
+        x = LI_SCHEMA.bind(inputs)
         with torch.no_grad():
-            Y, final = li(_t(X), _t(W), _t(alpha), _t(bias), _t(initial_y))
+            Y, final = li(*(_t(x[p.name]) for p in LI_SCHEMA.inputs))
         return tuple(o.numpy() for o in (Y, final)[:len(self.onnx_node.output)])
 
 
@@ -61,7 +63,10 @@ class TorchRuntime(OnnxRuntimeBase):
         bare.CopyFrom(model)
         del bare.functions[:]  # the ai.lsnn ops come from lsnn.reference, not from bodies
         torch.set_num_threads(threads)
-        self.evaluator = ReferenceEvaluator(bare, new_ops=[_ALIF, _LI])
+        try:
+            self.evaluator = ReferenceEvaluator(bare, new_ops=[_ALIF, _LI])
+        except NotImplementedError as e:  # an op (or domain) the evaluator does not know
+            raise ModelError(f"the reference evaluator cannot run the model: {e}") from e
         inits = {i.name for i in model.graph.initializer}
         self.inputs = [i.name for i in model.graph.input if i.name not in inits]
         self.outputs = [o.name for o in model.graph.output]

@@ -1,18 +1,21 @@
 """Checks of an ONNX model against the ``ai.lsnn`` spec, before anything runs.
 
 Errors name the file or node and the input: a corrupt file, an unknown
-``ai.lsnn`` op or opset version, a missing required input, a wrong shape, a
-dtype other than float32, a negative ``n_refractory``.
+``ai.lsnn`` op or opset version (exactly 1), a missing required input, a wrong
+shape, a dtype other than float32, a negative ``n_refractory``, a non-finite
+float attribute, and feeds with no time step or no sequence.
 """
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import numpy as np
 import onnx
+from google.protobuf.message import DecodeError
 from onnx import TensorProto, helper
 
-from .schema import DOMAIN, OPS, VERSION
+from .schema import DOMAIN, ONNX_DOMAINS, OPS, VERSION, sequence_op
 from lsnn.reference.errors import LsnnError, MissingFileError
 
 
@@ -28,7 +31,7 @@ def load(path: str | Path | onnx.ModelProto) -> onnx.ModelProto:
         raise MissingFileError(f"model file not found: {path}")
     try:
         model = onnx.load(str(path))
-    except Exception as e:  # protobuf raises DecodeError, onnx may raise others
+    except (DecodeError, OSError) as e:  # not protobuf; external data missing or unreadable
         raise ModelError(f"{path}: not a valid ONNX file ({type(e).__name__}: {e})") from e
     if not model.graph.node and not model.graph.output:
         raise ModelError(f"{path}: not a valid ONNX file (empty graph)")
@@ -46,8 +49,8 @@ def _value_types(model: onnx.ModelProto) -> dict[str, tuple[int, tuple]]:
         from .functions import attach
 
         inferred = onnx.shape_inference.infer_shapes(attach(model), check_type=False, strict_mode=False)
-    except Exception:  # inference is a help here, never the judge
-        inferred = model
+    except (onnx.shape_inference.InferenceError, onnx.checker.ValidationError):
+        inferred = model  # inference is a help here, never the judge
     out = {}
     for vi in list(inferred.graph.input) + list(inferred.graph.value_info) + list(inferred.graph.output):
         t = vi.type.tensor_type
@@ -62,6 +65,20 @@ def _value_types(model: onnx.ModelProto) -> dict[str, tuple[int, tuple]]:
     return out
 
 
+def _check_attributes(node: onnx.NodeProto, schema, label: str) -> None:
+    for a in node.attribute:
+        if a.name not in schema.attributes:
+            raise ModelError(f"{label}: unknown attribute '{a.name}'")
+        kind = schema.attributes[a.name][0]
+        want = {"float": onnx.AttributeProto.FLOAT, "int": onnx.AttributeProto.INT}[kind]
+        if a.type != want:
+            raise ModelError(f"{label}: attribute '{a.name}' must be a {kind}")
+        if kind == "float" and not math.isfinite(a.f):
+            raise ModelError(f"{label}: attribute '{a.name}' must be finite, got {a.f}")
+        if a.name == "n_refractory" and a.i < 0:
+            raise ModelError(f"{label}: attribute 'n_refractory' must be >= 0, got {a.i}")
+
+
 def validate(model: onnx.ModelProto, shapes: dict[str, tuple] | None = None) -> None:
     """Reject what ``shared/spec/ops.md`` rejects. ``shapes`` may give concrete input shapes
     (name -> shape) to check a run before it starts."""
@@ -69,9 +86,9 @@ def validate(model: onnx.ModelProto, shapes: dict[str, tuple] | None = None) -> 
     lsnn_nodes = [(i, n) for i, n in enumerate(model.graph.node) if n.domain == DOMAIN]
     if lsnn_nodes and DOMAIN not in versions:
         raise ModelError(f"the model uses {DOMAIN} ops but imports no {DOMAIN} opset")
-    if versions.get(DOMAIN, VERSION) > VERSION:
+    if versions.get(DOMAIN, VERSION) != VERSION:
         raise ModelError(f"{DOMAIN} opset version {versions[DOMAIN]} is not supported (this suite implements "
-                         f"version {VERSION})")
+                         f"version {VERSION} only)")
     if not lsnn_nodes and not model.graph.node:
         raise ModelError("the model has no nodes")
     typed = model
@@ -84,6 +101,10 @@ def validate(model: onnx.ModelProto, shapes: dict[str, tuple] | None = None) -> 
                 del dims[:]
                 for d in shapes[vi.name]:
                     dims.add().dim_value = int(d)
+    for i, node in enumerate(model.graph.node):
+        if node.domain in ONNX_DOMAINS and node.op_type in OPS:
+            raise ModelError(f"{_node_label(node, i)}: {node.op_type} of domain '{node.domain}' is not an ONNX "
+                             f"op; the LSNN op is {DOMAIN}::{node.op_type} (give the node domain '{DOMAIN}')")
     types = _value_types(typed)
     for i, node in lsnn_nodes:
         label = _node_label(node, i)
@@ -97,15 +118,7 @@ def validate(model: onnx.ModelProto, shapes: dict[str, tuple] | None = None) -> 
             raise ModelError(f"{label}: {len(node.output)} outputs, the op has {len(schema.outputs)}")
         if not node.output or not node.output[0]:
             raise ModelError(f"{label}: output '{schema.outputs[0].name}' is required")
-        for a in node.attribute:
-            if a.name not in schema.attributes:
-                raise ModelError(f"{label}: unknown attribute '{a.name}'")
-            kind = schema.attributes[a.name][0]
-            want = {"float": onnx.AttributeProto.FLOAT, "int": onnx.AttributeProto.INT}[kind]
-            if a.type != want:
-                raise ModelError(f"{label}: attribute '{a.name}' must be a {kind}")
-            if a.name == "n_refractory" and a.i < 0:
-                raise ModelError(f"{label}: attribute 'n_refractory' must be >= 0, got {a.i}")
+        _check_attributes(node, schema, label)
         bound: dict[str, object] = {}
         for k, port in enumerate(schema.inputs):
             name = node.input[k] if k < len(node.input) else ""
@@ -156,4 +169,33 @@ def check_feeds(model: onnx.ModelProto, inputs: dict[str, np.ndarray]) -> None:
             if d.HasField("dim_value") and d.dim_value != n:
                 want_shape = [x.dim_value if x.HasField("dim_value") else x.dim_param for x in dims]
                 raise ModelError(f"input '{vi.name}' has shape {list(arr.shape)}, the model takes {want_shape}")
+        _check_not_empty(vi, arr, _axis_symbols(model).get(vi.name, ()))
     validate(model, {k: v.shape for k, v in inputs.items()})
+
+
+_AXIS_WORDS = {"T": "time steps", "B": "sequences"}
+
+
+def _axis_symbols(model: onnx.ModelProto) -> dict[str, tuple]:
+    """Graph input name -> the spec's symbols of its axes (``("T", "B", "I")``), for the inputs
+    that a sequence op takes directly."""
+    out = {}
+    for node in model.graph.node:
+        schema = sequence_op(node)
+        if schema is not None:
+            for port, name in zip(schema.inputs, node.input):
+                if name:
+                    out.setdefault(name, port.shape)
+    return out
+
+
+def _check_not_empty(vi, arr: np.ndarray, symbols: tuple) -> None:
+    """No axis of a fed array may be 0: a run has at least one time step and one sequence."""
+    dims = vi.type.tensor_type.shape.dim
+    for k, n in enumerate(arr.shape):
+        if n:
+            continue
+        sym = symbols[k] if k < len(symbols) else (dims[k].dim_param if k < len(dims) else "") or f"axis {k}"
+        what = _AXIS_WORDS.get(sym, "entries")
+        raise ModelError(f"input '{vi.name}' has {sym} = 0 {what} (shape {list(arr.shape)}); "
+                         f"a run needs at least one")
