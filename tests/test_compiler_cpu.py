@@ -5,7 +5,7 @@ import numpy as np
 import onnx
 import pytest
 import torch
-from onnx import TensorProto, helper
+from onnx import TensorProto, helper, numpy_helper
 
 from lsnn import compiler
 from lsnn.compiler.cli import main
@@ -14,7 +14,8 @@ from lsnn.compiler.onnx.export import export
 from lsnn.reference import build_model
 from lsnn.targets import load, open_runtime
 from lsnn.targets.artifact import ArtifactError
-from lsnn.targets.base import TargetError
+from lsnn.targets.base import TargetError, get_target
+from model_variants import non_finite_feeds, static_shape
 from test_onnx import hand_built, small, spikes
 
 
@@ -155,3 +156,61 @@ def test_bad_models_and_targets_leave_no_artifact(tmp_path, capsys):
         compiler.compile(good, "gpu9")
     with pytest.raises(CompileError):
         compiler.compile(bad["op"][0], "cpu")
+
+
+@pytest.mark.parametrize("kind", ["lsnn", "lstm"])
+def test_non_finite_inputs_give_the_reference_result(compiled, kind):
+    model, art = compiled[kind, True]
+    feeds = non_finite_feeds(art)
+    ref = open_runtime(model, "torch").run(feeds)
+    got = art.run(feeds)
+    if kind == "lsnn":  # a NaN membrane never spikes: H(NaN) = 0
+        assert np.array_equal(got["Z"], ref["Z"]) and 0 < ref["Z"].sum()
+    for name in ref:
+        assert np.array_equal(np.isnan(got[name]), np.isnan(ref[name])), name
+        np.testing.assert_allclose(got[name], ref[name], rtol=1e-4, atol=1e-5, equal_nan=True, err_msg=name)
+
+
+def test_non_finite_weights_are_rejected_on_every_target():
+    model, _ = hand_built(params={"W": np.array([[np.inf, 1, 2, 3]] * 6, np.float32)})
+    for target in ("cpu", "cuda", "cortex-m4"):
+        with pytest.raises(CompileError, match=r"initializer 'W' has 6 non-finite value\(s\) \(NaN or Inf\) among 24"):
+            compiler.compile(model, target)
+    model, _ = hand_built()
+    model.graph.node.insert(0, helper.make_node("Constant", [], ["ao"], name="decay",
+                                                value=numpy_helper.from_array(np.array([0.9, np.nan], np.float32))))
+    model.graph.initializer.remove(next(i for i in model.graph.initializer if i.name == "ao"))
+    with pytest.raises(CompileError, match=r"Constant node 'decay' \(output 'ao'\) has 1 non-finite value"):
+        compiler.compile(model, "cpu")
+
+
+@pytest.mark.parametrize("domain", ["ai.lsnnx", "com.example"])
+def test_a_node_of_another_domain_is_not_compiled(domain):
+    model, _ = hand_built(domain=domain)
+    model.opset_import.append(helper.make_opsetid(domain, 1))
+    for target in ("cpu", "cortex-m4"):
+        with pytest.raises(CompileError, match=f"node 'my_alif' \\({domain}::ALIF\\): op ALIF of domain '{domain}' "
+                                               f"is not supported"):
+            compiler.compile(model, target)
+
+
+def test_kernel_attributes_are_declared_and_checked():
+    cpu = get_target("cpu")
+    with pytest.raises(TargetError, match=r"LI kernel of target 'cpu': unknown attribute\(s\) \['dimz'\]; "
+                                          r"missing attribute\(s\) \['dims'\]"):
+        cpu.kernel("LI", dimz={"I": 4, "O": 2}, finite_weights=True)
+    with pytest.raises(TargetError, match=r"missing attribute\(s\) \['finite_weights'\]"):
+        cpu.kernel("ALIF", thr=0.1, n_refractory=1, dims={})
+    dense = cpu.kernel("LI", dims={"I": None, "O": None}, finite_weights=False).script()
+    assert "nonzero" not in dense and "2147483647" in cpu.kernel("LI", dims={}, finite_weights=True).script()
+
+
+def test_static_shape_model_compiles_and_runs():
+    model = static_shape(export(small("lsnn")), 40, 2)
+    art = compiler.compile(model, "cpu")
+    assert art.manifest["inputs"] == [{"name": "X", "shape": [40, 2, 7], "dtype": "float32"}]
+    X = spikes(T=40, B=2)
+    ref = open_runtime(model, "torch").run({"X": X})
+    got = art.run({"X": X})
+    assert np.array_equal(got["Z"], ref["Z"]) and ref["Z"].sum() > 0
+    np.testing.assert_allclose(got["Y"], ref["Y"], rtol=1e-4, atol=1e-5)

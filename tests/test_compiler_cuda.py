@@ -3,6 +3,7 @@ against the reference only where a CUDA device is present (skipped otherwise, wi
 reason "no CUDA device"). In CI (CI=true) a missing nvcc is a failure."""
 import json
 import os
+import re
 
 import numpy as np
 import onnx
@@ -13,8 +14,9 @@ from lsnn.compiler.cli import main
 from lsnn.compiler.onnx.export import export
 from lsnn.targets import load, open_runtime
 from lsnn.targets.base import TargetError, get_target
-from lsnn.targets.cuda.device import cuda_device
+from lsnn.targets.cuda.device import cuda_device, device_arch
 from lsnn.targets.cuda.nvcc import find_nvcc
+from model_variants import non_finite_feeds, static_shape
 from test_onnx import hand_built, small, spikes
 
 ARCHS = ["sm_80", "sm_90"]
@@ -39,9 +41,11 @@ def compiled():
 
 
 def needs_gpu():
+    """Skip without a GPU; with one, the architecture this suite compiles for it."""
     ok, why = cuda_device()
     if not ok:
         pytest.skip("no CUDA device")
+    return device_arch()
 
 
 @pytest.mark.parametrize("arch", ARCHS)
@@ -49,7 +53,8 @@ def needs_gpu():
 def test_compiles_machine_code_with_nvcc(compiled, kind, arch, tmp_path):
     _, art = compiled[kind, arch]
     info = art.manifest["cuda"]
-    assert info["arch"] == arch and "cuda_13" in info["nvcc"] or info["nvcc"]
+    assert info["arch"] == arch and art.manifest["target"]["tvm_target"] == {"kind": "cuda", "arch": arch}
+    assert re.fullmatch(r"Build cuda_\d+\.\d+\.r\d+\.\d+/compiler\.\d+_\d+", info["nvcc"]), info["nvcc"]
     (binary,) = info["binaries"]
     data = art.files[binary["file"]]
     assert data[:4] == FATBIN_MAGIC and len(data) > 1000
@@ -64,8 +69,8 @@ def test_compiles_machine_code_with_nvcc(compiled, kind, arch, tmp_path):
 def test_persistent_kernel_keeps_R_in_shared_memory_when_it_fits():
     target90, target80 = get_target("cuda", arch="sm_90"), get_target("cuda", arch="sm_80")
     dims = {"I": 80, "H": 220}  # the sMNIST LSNN: R^T is 194 KB
-    k90 = target90.kernel("ALIF", thr=0.01, n_refractory=5, dims=dims).script()
-    k80 = target80.kernel("ALIF", thr=0.01, n_refractory=5, dims=dims).script()
+    k90 = target90.kernel("ALIF", thr=0.01, n_refractory=5, dims=dims, finite_weights=True).script()
+    k80 = target80.kernel("ALIF", thr=0.01, n_refractory=5, dims=dims, finite_weights=True).script()
     assert "T.alloc_buffer((48400,), scope=\"shared.dyn\")" in k90  # H200/H100: 227 KB per block
     assert "48400" not in k80 and "RT[k, h]" in k80  # A100: 163 KB per block, the general path
     assert "RT[k, h]" not in k90
@@ -96,11 +101,7 @@ def test_without_a_gpu_loading_works_and_running_says_why(compiled, tmp_path):
 
 @pytest.mark.parametrize("kind", ["lsnn", "lstm"])
 def test_runs_and_matches_reference_on_the_gpu(compiled, kind):
-    needs_gpu()
-    import tvm
-
-    arch = "sm_90" if tvm.cuda(0).compute_version.startswith("9") else "sm_80"
-    model, art = compiled[kind, arch]
+    model, art = compiled[kind, needs_gpu()]
     for T, B in ((60, 1), (30, 5)):
         X = spikes(T=T, B=B, seed=T)
         ref = open_runtime(model, "torch").run({"X": X})
@@ -108,3 +109,25 @@ def test_runs_and_matches_reference_on_the_gpu(compiled, kind):
         if kind == "lsnn":
             assert np.array_equal(got["Z"], ref["Z"])
         np.testing.assert_allclose(got["Y"], ref["Y"], rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("kind", ["lsnn", "lstm"])
+def test_non_finite_inputs_give_the_reference_result_on_the_gpu(kind):
+    arch = needs_gpu()
+    model = export(small(kind), streaming=True)
+    art = compiler.compile(model, "cuda", arch=arch)
+    feeds = non_finite_feeds(art)
+    ref = open_runtime(model, "torch").run(feeds)
+    got = art.run(feeds)
+    if kind == "lsnn":
+        assert np.array_equal(got["Z"], ref["Z"]) and 0 < ref["Z"].sum()
+    for name in ref:
+        assert np.array_equal(np.isnan(got[name]), np.isnan(ref[name])), name
+        np.testing.assert_allclose(got[name], ref[name], rtol=1e-4, atol=1e-5, equal_nan=True, err_msg=name)
+
+
+def test_static_shape_model_compiles_for_sm_90():
+    model = static_shape(export(small("lsnn")), 40, 2)
+    art = compiler.compile(model, "cuda", arch="sm_90")
+    assert art.manifest["inputs"] == [{"name": "X", "shape": [40, 2, 7], "dtype": "float32"}]
+    assert art.files[art.manifest["cuda"]["binaries"][0]["file"]][:4] == FATBIN_MAGIC

@@ -77,7 +77,11 @@ def test_streaming_split_equals_one_call():
     beta = torch.rand(H, generator=g) * 2
     alpha, rho = torch.full((H,), 0.9), torch.full((H,), 0.99)
     whole = alif(X, W, R, beta, alpha, rho, 0.05, 2)
-    assert whole.Z.sum() > 0 and whole.final_state.r.sum() >= 0
+    assert whole.Z.sum() > 0
+    # r counts down from n_refractory = 2 after each neuron's last spike
+    since = [[next((k for k in range(T) if whole.Z[T - 1 - k, b, h]), T) for h in range(H)] for b in range(B)]
+    assert whole.final_state.r.tolist() == [[float(max(2 - k, 0)) for k in row] for row in since]
+    assert whole.final_state.r.max() == 2
     first = alif(X[:23], W, R, beta, alpha, rho, 0.05, 2)
     second = alif(X[23:], W, R, beta, alpha, rho, 0.05, 2, state=first.final_state)
     for a, b in ((whole.Z, torch.cat([first.Z, second.Z])), (whole.V, torch.cat([first.V, second.V])),
@@ -108,6 +112,8 @@ def test_li_matches_hand_derivation():
     ({"beta": torch.zeros(3)}, "'beta' has shape"),
     ({"X": torch.zeros(3, 1, 1, dtype=torch.float64)}, "'X' must be float32"),
     ({"n_refractory": -1}, "n_refractory"),
+    ({"thr": float("nan")}, "attribute 'thr' must be finite, got nan"),
+    ({"thr": float("inf")}, "attribute 'thr' must be finite, got inf"),
     ({"state": ALIFState(*[torch.zeros(2, 2)] * 4)}, "'initial_v' has shape [2, 2], expected [1, 2]"),
 ])
 def test_alif_rejects_what_the_spec_rejects(change, message):

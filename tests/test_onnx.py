@@ -89,8 +89,9 @@ def hand_built(T_sym=True, **change):
     p = {k: v.astype(np.float32) for k, v in p.items()}
     p.update(change.pop("params", {}))
     alif_inputs = change.pop("alif_inputs", ["X", "W", "R", "beta", "alpha", "rho"])
-    nodes = [helper.make_node(change.pop("op", "ALIF"), alif_inputs, ["Z"], name="my_alif", domain="ai.lsnn",
-                              thr=0.05, n_refractory=change.pop("n_refractory", 2)),
+    nodes = [helper.make_node(change.pop("op", "ALIF"), alif_inputs, ["Z"], name="my_alif",
+                              domain=change.pop("domain", "ai.lsnn"), thr=change.pop("thr", 0.05),
+                              n_refractory=change.pop("n_refractory", 2)),
              helper.make_node("LI", ["Z", "Wo", "ao", "bo"], ["Y"], name="my_readout", domain="ai.lsnn")]
     graph = helper.make_graph(
         nodes, "hand", [helper.make_tensor_value_info("X", TensorProto.FLOAT, ["T", "B", I])],
@@ -120,6 +121,9 @@ def test_hand_built_bare_model_runs_in_ort_via_cli(tmp_path):
 @pytest.mark.parametrize("change, message", [
     ({"op": "GRU"}, "node 'my_alif' (ai.lsnn::GRU): unknown op ai.lsnn::GRU"),
     ({"version": 2}, "ai.lsnn opset version 2 is not supported"),
+    ({"version": 0}, "ai.lsnn opset version 0 is not supported (this suite implements version 1 only)"),
+    ({"thr": float("nan")}, "node 'my_alif' (ai.lsnn::ALIF): attribute 'thr' must be finite, got nan"),
+    ({"thr": float("-inf")}, "node 'my_alif' (ai.lsnn::ALIF): attribute 'thr' must be finite, got -inf"),
     ({"params": {"R": np.zeros((5, 5), np.float32)}}, "node 'my_alif' (ai.lsnn::ALIF): input 'R' ('R') has shape [5, 5]"),
     ({"alif_inputs": ["X", "W", "", "beta", "alpha", "rho"]}, "node 'my_alif' (ai.lsnn::ALIF): required input 'R' is missing"),
     ({"alif_inputs": ["X", "W", "R", "beta"]}, "required input 'alpha' is missing"),
@@ -139,13 +143,30 @@ def test_bad_models_are_rejected_by_name_and_leave_no_output(tmp_path, capsys, c
         assert not (tmp_path / "out.npz").exists()
 
 
+@pytest.mark.parametrize("domain", ["ai.lsnnx", ""])
+def test_a_node_of_another_domain_is_not_ours(tmp_path, capsys, domain):
+    model, _ = hand_built(domain=domain)
+    if domain:
+        model.opset_import.append(helper.make_opsetid(domain, 1))
+    path = tmp_path / "m.onnx"
+    onnx.save(model, str(path))
+    np.savez(tmp_path / "in.npz", X=spikes(T=10, I=4))
+    for runtime in ("ort", "torch"):
+        assert main(["run", str(path), "--inputs", str(tmp_path / "in.npz"), "--outputs", str(tmp_path / "o.npz"),
+                     "--runtime", runtime]) == 2
+        err = capsys.readouterr().err
+        assert "ALIF" in err and (f"domain '{domain}'" in err or f"{domain}:ALIF" in err), err
+
+
 def test_bad_feeds_and_files(tmp_path, capsys):
     model, _ = hand_built()
     path = tmp_path / "m.onnx"
     onnx.save(model, str(path))
     cases = [({"X": spikes(T=10, I=5)}, "input 'X' has shape [10, 3, 5], the model takes ['T', 'B', 4]"),
              ({"X": spikes(T=10, I=4).astype(np.float64)}, "input 'X' is float64, the model takes float32"),
-             ({"Q": spikes(T=10, I=4)}, "unknown input(s) ['Q']")]
+             ({"Q": spikes(T=10, I=4)}, "unknown input(s) ['Q']"),
+             ({"X": spikes(T=0, I=4)}, "input 'X' has T = 0 time steps (shape [0, 3, 4]); a run needs at least one"),
+             ({"X": spikes(T=10, B=0, I=4)}, "input 'X' has B = 0 sequences (shape [10, 0, 4])")]
     for feeds, message in cases:
         np.savez(tmp_path / "in.npz", **feeds)
         assert main(["run", str(path), "--inputs", str(tmp_path / "in.npz"), "--outputs", str(tmp_path / "o.npz")]) == 2
