@@ -21,69 +21,82 @@ import argparse
 import json
 import os
 import shutil
+import subprocess
 import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-COMMITTED = ["store-recall-lsnn", "store-recall-lif", "store-recall-lstm", "smnist-lsnn", "smnist-lstm"]
+from lsnn.reference.files import atomic_write, check_destination, write_folder
+from lsnn.reference.paths import DEFAULT_DATA_DIR, MODELS_DIR, ROOT, committed_models
+
 TIMED = ["smnist-lsnn", "smnist-lstm"]
 BATCHES = [1, 4, 16, 64, 256, 1024, 4096]
-DATA = "/usr/share/datasets/fashion-mnist"
 TVM_SKIP = ("libtvm_compiler.so", "3rdparty", "include", "src", "web", "__pycache__")
 
 
 # -- prepare (this machine) ------------------------------------------------------------------
 
-def prepare(bundle: Path, arch: str, device: str, python: str, models: list[str] = COMMITTED) -> None:
-    import onnx
+def prepare(bundle: Path, arch: str, device: str, python: str, models: list[str] | None = None) -> None:
+    """Write the bundle folder (a new one, or one lsnn wrote: see :func:`write_folder`)."""
     import tvm
+
+    models = committed_models() if models is None else models
+    check_destination(bundle, "GPU bundle")
+
+    def fill(tmp: Path) -> None:
+        _compile_all(tmp, arch, device, models)
+        (tmp / "data").mkdir()
+        for f in ("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"):
+            shutil.copy(Path(DEFAULT_DATA_DIR) / f, tmp / "data" / f)
+        # TVM's runtime alone (pure Python plus libtvm_runtime*.so)
+        shutil.copytree(Path(tvm.__file__).parent, tmp / "site" / "tvm", ignore=shutil.ignore_patterns(*TVM_SKIP))
+        _tvm_ffi(tmp, device, python)
+        (tmp / "bundle.json").write_text(json.dumps({"device": device, "arch": arch, "models": models,
+                                                      "timed": [m for m in TIMED if m in models],
+                                                      "tvm": tvm.__version__}, indent=1))
+
+    write_folder(bundle, fill, "GPU bundle")
+    size = sum(p.stat().st_size for p in bundle.rglob("*") if p.is_file())
+    print(f"bundle {bundle}: {size / 2**20:.1f} MiB")
+
+
+def _compile_all(tmp: Path, arch: str, device: str, models: list[str]) -> None:
+    """ONNX files and artifacts: each model's parity build (verify's probes) and plain build, and
+    the sMNIST LSNN's dense-ALIF build."""
+    import onnx
     from tqdm import tqdm
 
-    from lsnn.targets.verify import add_probes
     from lsnn.compiler import compile
     from lsnn.compiler.onnx.export import export_checkpoint
+    from lsnn.targets.verify import add_probes
 
-    tmp = bundle.with_name(bundle.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
     (tmp / "onnx").mkdir(parents=True)
     target = {"target": "cuda", "arch": arch} if device == "cuda" else {"target": "cpu"}
     jobs = [(m, kind) for m in models for kind in ("parity", "plain")]
     jobs += [(m, "dense") for m in models if m == "smnist-lsnn"]
     for name, kind in tqdm(jobs, desc="compile", dynamic_ncols=True):
-        proto = export_checkpoint(ROOT / "models" / name)
+        proto = export_checkpoint(MODELS_DIR / name)
         onnx.save(proto, str(tmp / "onnx" / f"{name}.onnx"))
         if kind == "parity":
             proto = add_probes(proto)[0]
         options = dict(target, **({"events": False} if kind == "dense" else {}))
         compile(proto, options.pop("target"), **options).save(tmp / "artifacts" / f"{name}.{kind}")
-    (tmp / "data").mkdir()
-    for f in ("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"):
-        shutil.copy(Path(DATA) / f, tmp / "data" / f)
-    # TVM's runtime alone (pure Python plus libtvm_runtime*.so)
-    shutil.copytree(Path(tvm.__file__).parent, tmp / "site" / "tvm", ignore=shutil.ignore_patterns(*TVM_SKIP))
-    if device == "cuda":  # tvm-ffi built for the GPU machine's Python
-        import tvm_ffi
 
-        wheels = tmp / "wheels"
+
+def _tvm_ffi(tmp: Path, device: str, python: str) -> None:
+    """tvm-ffi for the GPU machine's Python (a wheel), or this one's (the CPU dry run)."""
+    import tvm_ffi
+
+    if device == "cuda":
         version = tvm_ffi.__version__
-        cmd = (f"{sys.executable} -m pip download -q --no-deps --only-binary=:all: --python-version {python} "
-               f"--implementation cp --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 "
-               f"-d {wheels} apache-tvm-ffi=={version}")
-        if os.system(cmd) != 0:
+        cmd = [sys.executable, "-m", "pip", "download", "-q", "--no-deps", "--only-binary=:all:",
+               "--python-version", python, "--implementation", "cp", "--platform", "manylinux_2_28_x86_64",
+               "--platform", "manylinux_2_17_x86_64", "-d", str(tmp / "wheels"), f"apache-tvm-ffi=={version}"]
+        if subprocess.run(cmd).returncode != 0:
             raise SystemExit(f"cannot download apache-tvm-ffi {version} for Python {python}")
     else:
-        import tvm_ffi
-
         shutil.copytree(Path(tvm_ffi.__file__).parent, tmp / "site" / "tvm_ffi",
                         ignore=shutil.ignore_patterns("__pycache__"))
-    (tmp / "bundle.json").write_text(json.dumps({"device": device, "arch": arch, "models": models,
-                                                  "timed": [m for m in TIMED if m in models],
-                                                  "tvm": tvm.__version__}, indent=1))
-    shutil.rmtree(bundle, ignore_errors=True)
-    tmp.rename(bundle)
-    size = sum(p.stat().st_size for p in bundle.rglob("*") if p.is_file())
-    print(f"bundle {bundle}: {size / 2**20:.1f} MiB")
 
 
 # -- run (the GPU machine) -------------------------------------------------------------------
@@ -167,12 +180,15 @@ def run(bundle: Path, out: Path, limit: int, batches: list[int] = BATCHES) -> di
             entry.update(_timings(name, bundle, device, energy, batches))
             lines += _timing_lines(entry)
         results["models"][name] = entry
-        out.mkdir(parents=True, exist_ok=True)
-        (out / "gpu_check.json").write_text(json.dumps(results, indent=1, default=float))
-        (out / "gpu_check.md").write_text("\n".join(lines) + "\n")
+        _write(out / "gpu_check.json", json.dumps(results, indent=1, default=float))  # what is done so far
+        _write(out / "gpu_check.md", "\n".join(lines) + "\n")
     results["passed"] = all(m["parity"]["passed"] for m in results["models"].values())
-    (out / "gpu_check.json").write_text(json.dumps(results, indent=1, default=float))
+    _write(out / "gpu_check.json", json.dumps(results, indent=1, default=float))
     return results
+
+
+def _write(path: Path, text: str) -> None:
+    atomic_write(path, lambda f: f.write(text.encode()))
 
 
 def _timings(name: str, bundle: Path, device: str, energy, batches: list[int]) -> dict:
@@ -181,14 +197,11 @@ def _timings(name: str, bundle: Path, device: str, energy, batches: list[int]) -
 
     from lsnn.bench.energy import E_AC_PJ as E_AC, E_MAC_PJ as E_MAC, lsnn_ops, lstm_ops
     from lsnn.reference import checkpoint
-    from lsnn.reference.tasks import make_task
+    from lsnn.reference.tasks import task_from_config
     from lsnn.targets import load
 
-    model, config, _ = checkpoint.load(ROOT / "models" / name)
-    params = dict(config["task"])
-    if params["name"] == "smnist":
-        params["data_dir"] = str(bundle / "data")
-    task = make_task(**params)
+    model, config, _ = checkpoint.load(MODELS_DIR / name)
+    task = task_from_config(config["task"], str(bundle / "data"))
     X1, _ = next(iter(task.heldout(1, 1)))
     X1 = X1.numpy()
     T = X1.shape[0]
@@ -259,7 +272,7 @@ def main(argv=None) -> int:
     a.add_argument("--arch", default="sm_90")
     a.add_argument("--device", default="cuda", choices=["cuda", "cpu"])
     a.add_argument("--python", default="3.12", help="Python version of the GPU machine")
-    a.add_argument("--models", default=",".join(COMMITTED), help="checkpoints under models/")
+    a.add_argument("--models", default=",".join(committed_models()), help="checkpoints under models/")
     b = sub.add_parser("run")
     b.add_argument("--bundle", default=str(ROOT / "runs" / "gpu-bundle"))
     b.add_argument("--out", default=os.environ.get("OUT", str(ROOT / "runs" / "gpu-check")))

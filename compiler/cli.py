@@ -3,19 +3,57 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import sys
 from pathlib import Path
 
 from lsnn.reference.errors import ConfigError, LsnnError, MissingFileError
+from lsnn.reference.files import atomic_write, check_destination, check_file_destination
 
 
 def _threads(n: int) -> None:
-    import torch
-
-    torch.set_num_threads(n)
+    """Threads of the native libraries (OpenMP, TVM); torch-free, so running an artifact stays so."""
     os.environ.setdefault("OMP_NUM_THREADS", str(n))
     os.environ.setdefault("TVM_NUM_THREADS", str(n))
+
+
+def _torch_threads(n: int) -> None:
+    """:func:`_threads`, and PyTorch's, for the commands that compute with it."""
+    import torch
+
+    _threads(n)
+    torch.set_num_threads(n)
+
+
+def _number(kind, least: float, strict: bool, what: str):
+    """An argparse type: a finite ``kind`` above ``least`` (``strict``) or at least ``least``."""
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {what}, got '{text}'") from None
+        if not math.isfinite(value) or value < least or strict and value == least:
+            raise argparse.ArgumentTypeError(f"expected {what}, got {text}")
+        return value
+
+    return parse
+
+
+positive_int = _number(int, 0, True, "a positive integer")
+non_negative_int = _number(int, 0, False, "an integer >= 0")
+positive_float = _number(float, 0.0, True, "a positive number")
+non_negative_float = _number(float, 0.0, False, "a number >= 0")
+
+
+def _refuse_overwrite(output: str | Path, others: dict[str, str | Path]) -> None:
+    """Raise :class:`ConfigError` when ``output`` is one of the files ``others`` (by any spelling)."""
+    out = Path(output)
+    for what, other in others.items():
+        other = Path(other)
+        same = out.resolve() == other.resolve() or out.exists() and other.exists() and os.path.samefile(out, other)
+        if same:
+            raise ConfigError(f"{output} is {what} ({other}); name another file to write")
 
 
 def _kv(items: list[str] | None) -> dict:
@@ -34,7 +72,7 @@ def _kv(items: list[str] | None) -> dict:
 def cmd_train(args) -> int:
     from lsnn.reference.train import train
 
-    _threads(args.threads)
+    _torch_threads(args.threads)
     metrics = train(args.task, args.model, Path(args.out), steps=args.steps, batch_size=args.batch_size,
                     lr=args.lr, seed=args.seed, data_dir=args.data_dir, resume=args.resume, reg=args.reg,
                     eval_every=args.eval_every, eval_limit=args.eval_limit,
@@ -45,37 +83,41 @@ def cmd_train(args) -> int:
 
 
 def cmd_evaluate(args) -> int:
-    from lsnn.reference import checkpoint
-    from lsnn.reference.tasks import make_task
     from lsnn.reference.train import evaluate
 
-    _threads(args.threads)
-    rows = []
-    for d in args.checkpoints:
-        model, config, _ = checkpoint.load(d)
-        tp = dict(config["task"])
-        if args.data_dir and tp.get("name") == "smnist":
-            tp["data_dir"] = args.data_dir
-        task = make_task(**tp)
-        m = evaluate(model, task, limit=args.limit, dt=getattr(model.config, "dt", 1.0))
-        rows.append({"checkpoint": str(d), "task": task.name, "model": model.kind, "metric": task.metric, **m})
-    if args.json:
-        print(json.dumps(rows, indent=2))
-    else:
-        print(f"{'checkpoint':40s} {'task':14s} {'model':6s} {'metric':>8s} {'value':>9s} {'rate Hz':>8s}")
-        for r in rows:
-            rate = r.get("firing_rate_hz", {}).get("all")
-            print(f"{r['checkpoint']:40s} {r['task']:14s} {r['model']:6s} {r['metric']:>8s} {r[r['metric']]:9.4f} "
-                  f"{'' if rate is None else f'{rate:8.2f}'}")
+    _torch_threads(args.threads)
+    rows = [_evaluate_row(d, args.data_dir, args.limit, evaluate) for d in args.checkpoints]
+    print(json.dumps(rows, indent=2) if args.json else _table(rows))
     return 0
+
+
+def _evaluate_row(directory: str, data_dir: str | None, limit: int | None, evaluate) -> dict:
+    from lsnn.reference import checkpoint
+    from lsnn.reference.tasks import task_from_config
+
+    model, config, _ = checkpoint.load(directory)
+    task = task_from_config(config["task"], data_dir)
+    m = evaluate(model, task, limit=limit)
+    return {"checkpoint": str(directory), "task": task.name, "model": model.kind, "metric": task.metric, **m}
+
+
+def _table(rows: list[dict]) -> str:
+    lines = [f"{'checkpoint':40s} {'task':14s} {'model':6s} {'metric':>8s} {'value':>9s} {'rate Hz':>8s}"]
+    for r in rows:
+        rate = r.get("firing_rate_hz", {}).get("all")
+        lines.append(f"{r['checkpoint']:40s} {r['task']:14s} {r['model']:6s} {r['metric']:>8s} "
+                     f"{r[r['metric']]:9.4f} {'' if rate is None else f'{rate:8.2f}'}")
+    return "\n".join(lines)
 
 
 def cmd_export(args) -> int:
     from lsnn.compiler.onnx.export import export_checkpoint
+    from lsnn.reference.checkpoint import CHECKPOINT, CONFIG
 
+    check_file_destination(args.output, "ONNX file")
+    _refuse_overwrite(args.output, {"the checkpoint": Path(args.checkpoint) / CHECKPOINT,
+                                    "the checkpoint's configuration": Path(args.checkpoint) / CONFIG})
     model = export_checkpoint(args.checkpoint, streaming=args.streaming)
-    from lsnn.reference.files import atomic_write
-
     atomic_write(Path(args.output), lambda f: f.write(model.SerializeToString()))
     kinds = sorted({f"{n.domain or 'ai.onnx'}::{n.op_type}" for n in model.graph.node})
     print(f"wrote {args.output} ({', '.join(kinds)}{', streaming' if args.streaming else ''})")
@@ -101,16 +143,18 @@ def cmd_run(args) -> int:
     from lsnn.targets import open_runtime
 
     _threads(args.threads)
+    check_file_destination(args.outputs, "outputs")
+    _refuse_overwrite(args.outputs, {"the --inputs file": args.inputs, "the model": args.model})
     inputs = _load_npz(args.inputs)
-    if Path(args.model).is_dir():  # a compiled artifact: load, do not recompile
+    if Path(args.model).is_dir():  # a compiled artifact: load, do not recompile (and without PyTorch)
         from lsnn.targets import load
+        from lsnn.targets.tvm_runtime import import_tvm
 
+        import_tvm()
         rt = load(args.model)
     else:
         rt = open_runtime(args.model, args.runtime, args.threads)
     outputs = rt.run(inputs)
-    from lsnn.reference.files import atomic_write
-
     atomic_write(Path(args.outputs), lambda f: np.savez(f, **outputs))
     shapes = ", ".join(f"{k} {list(v.shape)}" for k, v in outputs.items())
     print(f"wrote {args.outputs}: {shapes}")
@@ -121,6 +165,7 @@ def cmd_compile(args) -> int:
     from lsnn.compiler import compile
 
     _threads(1)
+    check_destination(args.output, "compiled artifact")  # before the compile, not after it
     options = _kv(args.option)
     if args.arch:
         options["arch"] = args.arch
@@ -129,24 +174,28 @@ def cmd_compile(args) -> int:
     out = artifact.save(args.output)
     m = artifact.manifest
     print(f"wrote {out}: {json.dumps(m['target']['tvm_target'])}, compiled in {m['compile_seconds']:.1f} s")
-    fp = m.get("footprint")
-    if fp:  # a microcontroller project
-        ips = fp.get("instructions_per_step")
-        print(f"  model: flash {fp['model']['flash_bytes']} B, RAM {fp['model']['ram_bytes']} B, "
-              f"stack {fp['stack_bytes_model']} B; ELF with harness: flash {fp['elf']['flash_bytes']} B, "
-              f"RAM {fp['elf']['ram_bytes']} B")
-        if ips:
-            print(f"  {ips['value']} instructions per step ({ips['input']}; {ips['counted_by']})")
-        print(f"  run it: lsnn run {out} --inputs in.npz --outputs out.npz   (or: make -C {out} run)")
+    if m.get("footprint"):  # a microcontroller project
+        print(_footprint(m["footprint"], out))
     return 0
+
+
+def _footprint(fp: dict, out: Path) -> str:
+    lines = [f"  model: flash {fp['model']['flash_bytes']} B, RAM {fp['model']['ram_bytes']} B, "
+             f"stack {fp['stack_bytes_model']} B; ELF with harness: flash {fp['elf']['flash_bytes']} B, "
+             f"RAM {fp['elf']['ram_bytes']} B"]
+    ips = fp.get("instructions_per_step")
+    if ips:
+        lines.append(f"  {ips['value']} instructions per step ({ips['input']}; {ips['counted_by']})")
+    lines.append(f"  run it: lsnn run {out} --inputs in.npz --outputs out.npz   (or: make -C {out} run)")
+    return "\n".join(lines)
 
 
 def cmd_verify(args) -> int:
     from lsnn.targets.verify import format_report, verify
 
     _threads(args.threads)
-    report = verify(args.model, args.target or args.runtime, task=args.task, data_dir=args.data_dir, limit=args.limit,
-                    threads=args.threads, progress=not args.json)
+    report = verify(args.model, args.target or args.runtime, reference=args.reference, task=args.task,
+                    data_dir=args.data_dir, limit=args.limit, threads=args.threads, progress=not args.json)
     print(json.dumps(report, indent=2) if args.json else format_report(report))
     return 0 if report["passed"] else 1
 
@@ -156,6 +205,7 @@ def cmd_bench(args) -> int:
     from lsnn.bench.report import write
 
     cfg = load_config(args.config, args.quick)
+    check_destination(args.out, "bench report")  # before the bench, not after it
     _threads(cfg["threads"])
     results = run_bench(cfg, Path(args.out), progress=True)
     out = write(results, Path(args.out))
@@ -167,73 +217,99 @@ def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="lsnn", description="Compile, verify and benchmark LSNNs.")
     sub = p.add_subparsers(dest="command", required=True)
 
+    _train_parser(sub)
+    _evaluate_parser(sub)
+    _export_parser(sub)
+    _compile_parser(sub)
+    _run_parser(sub)
+
+    v = sub.add_parser("verify", help="parity of a runtime with the reference, on held-out and random data")
+    v.add_argument("model", help="ONNX file, or a checkpoint folder: exported, and compared with its PyTorch module")
+    v.add_argument("--reference", metavar="CHECKPOINT",
+                   help="compare with this checkpoint's PyTorch module (default: MODEL's own checkpoint; for an "
+                        "ONNX file, its own interpretation and the held-out metric recorded at export)")
+    v.add_argument("--runtime", default="ort", choices=["ort", "torch"])
+    v.add_argument("--target", help="compile for this target (e.g. cpu) and verify the compiled model")
+    v.add_argument("--task", choices=["store-recall", "smnist", "l2l-regression"], help="default: the task in the model's metadata")
+    v.add_argument("--data-dir")
+    v.add_argument("--limit", type=int, help="held-out examples (default: those of the metric recorded at export, "
+                                             "else 64; 256 for smnist)")
+    v.add_argument("--threads", type=int, default=1)
+    v.add_argument("--json", action="store_true", help="the report as JSON")
+    v.set_defaults(func=cmd_verify)
+
+    _bench_parser(sub)
+    return p
+
+
+def _train_parser(sub) -> None:
     t = sub.add_parser("train", help="train a reference model on a task (BPTT, Adam)")
     t.add_argument("--task", required=True, choices=["store-recall", "smnist", "l2l-regression"])
     t.add_argument("--model", required=True, choices=["lsnn", "lif", "lstm"])
     t.add_argument("--out", required=True, help="checkpoint folder")
     t.add_argument("--data-dir", help="folder of MNIST-format IDX files (smnist; default: Fashion-MNIST)")
-    t.add_argument("--steps", type=int, help="training iterations (default: per task)")
-    t.add_argument("--batch-size", type=int)
-    t.add_argument("--lr", type=float)
-    t.add_argument("--seed", type=int, default=0)
-    t.add_argument("--reg", type=float, default=1.0, help="firing-rate regulariser weight (target 10 Hz)")
+    t.add_argument("--steps", type=positive_int, help="training iterations (default: per task)")
+    t.add_argument("--batch-size", type=positive_int)
+    t.add_argument("--lr", type=positive_float)
+    t.add_argument("--seed", type=non_negative_int, default=0)
+    t.add_argument("--reg", type=non_negative_float, default=1.0, help="firing-rate regulariser weight (target 10 Hz)")
     t.add_argument("--resume", action="store_true", help="continue the checkpoint in --out")
-    t.add_argument("--eval-every", type=int, default=0, help="held-out accuracy every N steps (0: only at the end)")
-    t.add_argument("--eval-limit", type=int, help="held-out examples used by --eval-every")
+    t.add_argument("--eval-every", type=non_negative_int, default=0,
+                   help="held-out accuracy every N steps (0: only at the end)")
+    t.add_argument("--eval-limit", type=positive_int, help="held-out examples used by --eval-every")
     t.add_argument("--model-param", action="append", metavar="KEY=VALUE", help="override a model parameter")
     t.add_argument("--task-param", action="append", metavar="KEY=VALUE", help="override a task parameter")
-    t.add_argument("--threads", type=int, default=1)
+    t.add_argument("--threads", type=positive_int, default=1)
     t.add_argument("--quiet", action="store_true", help="no progress bar")
     t.set_defaults(func=cmd_train)
 
+
+def _evaluate_parser(sub) -> None:
     e = sub.add_parser("evaluate", help="held-out accuracy and firing rates of checkpoints")
     e.add_argument("checkpoints", nargs="+")
     e.add_argument("--data-dir")
-    e.add_argument("--limit", type=int, help="use at most this many held-out examples")
-    e.add_argument("--threads", type=int, default=1)
+    e.add_argument("--limit", type=positive_int, help="use at most this many held-out examples")
+    e.add_argument("--threads", type=positive_int, default=1)
     e.add_argument("--json", action="store_true")
     e.set_defaults(func=cmd_evaluate)
 
+
+def _export_parser(sub) -> None:
     x = sub.add_parser("export", help="export a checkpoint to ONNX (ai.lsnn ops with function bodies)")
     x.add_argument("checkpoint", help="checkpoint folder")
     x.add_argument("-o", "--output", required=True, help="ONNX file to write")
     x.add_argument("--streaming", action="store_true", help="recurrent state as graph inputs and outputs")
     x.set_defaults(func=cmd_export)
 
+
+def _compile_parser(sub) -> None:
     c = sub.add_parser("compile", help="compile an ONNX model with TVM into a self-contained artifact folder")
     c.add_argument("model", help="ONNX file")
     c.add_argument("--target", default="cpu", help="compile target (default: cpu)")
-    c.add_argument("-o", "--output", required=True, help="artifact folder to write")
+    c.add_argument("-o", "--output", required=True,
+                   help="artifact folder to write (a new or empty folder, or one lsnn wrote)")
     c.add_argument("--option", action="append", metavar="KEY=VALUE", help="target option, e.g. mcpu=skylake")
     c.add_argument("--arch", help="GPU architecture for --target cuda: sm_90 (default) or sm_80")
     c.set_defaults(func=cmd_compile)
 
+
+def _run_parser(sub) -> None:
     r = sub.add_parser("run", help="run a model or compiled artifact on named arrays (.npz in, .npz out)")
     r.add_argument("model", help="ONNX file, or an artifact folder from lsnn compile")
     r.add_argument("--inputs", required=True, help=".npz with one array per graph input")
-    r.add_argument("--outputs", required=True, help=".npz to write")
+    r.add_argument("--outputs", required=True, help=".npz to write (not the --inputs file)")
     r.add_argument("--runtime", default="ort", choices=["ort", "torch"])
-    r.add_argument("--threads", type=int, default=1)
+    r.add_argument("--threads", type=positive_int, default=1)
     r.set_defaults(func=cmd_run)
 
-    v = sub.add_parser("verify", help="parity of a runtime with the reference, on held-out and random data")
-    v.add_argument("model", help="ONNX file")
-    v.add_argument("--runtime", default="ort", choices=["ort", "torch"])
-    v.add_argument("--target", help="compile for this target (e.g. cpu) and verify the compiled model")
-    v.add_argument("--task", choices=["store-recall", "smnist", "l2l-regression"], help="default: the task in the model's metadata")
-    v.add_argument("--data-dir")
-    v.add_argument("--limit", type=int, help="held-out examples (default: 64 store-recall, 256 smnist)")
-    v.add_argument("--threads", type=int, default=1)
-    v.add_argument("--json", action="store_true", help="the report as JSON")
-    v.set_defaults(func=cmd_verify)
 
+def _bench_parser(sub) -> None:
     b = sub.add_parser("bench", help="accuracy, latency, memory and energy of the models on every runtime")
     g = b.add_mutually_exclusive_group()
     g.add_argument("--config", help="JSON file overriding the full configuration")
     g.add_argument("--quick", action="store_true", help="the quick configuration (what CI runs)")
-    b.add_argument("--out", required=True, help="report folder")
+    b.add_argument("--out", required=True, help="report folder (a new or empty folder, or one lsnn wrote)")
     b.set_defaults(func=cmd_bench)
-    return p
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,18 +1,20 @@
 import json
 import os
+from pathlib import Path
+
+import numpy as np
 
 from lsnn.compiler.cli import main
-from lsnn.bench.harness import QUICK, load_config
+from lsnn.bench.harness import FULL, QUICK, RssSampler, load_config
+from lsnn.reference.paths import MODELS_DIR
 from lsnn.reference.train import train
 from lsnn.targets.cortex_m import missing_tools
 
-TINY = {"period_ms": 10, "n_periods": 4, "min_delay_ms": 10, "heldout_size": 8}
 
-
-def test_bench_matrix_and_report(tmp_path, capsys):
+def test_bench_matrix_and_report(tmp_path, capsys, tiny_store_recall):
     for kind, params in (("lsnn", {"n_lif": 3, "n_alif": 3}), ("lstm", {"n_hidden": 4})):
         train("store-recall", kind, tmp_path / kind, steps=1, batch_size=4, progress=False,
-              model_params=params, task_params=TINY)
+              model_params=params, task_params=tiny_store_recall)
     cfg = {"models": [str(tmp_path / "lsnn"), str(tmp_path / "lstm"), str(tmp_path / "missing")],
            "batch_sizes": [1, 2], "heldout_limit": 4, "repeats": 2, "warmup": 1,
            "cortex_m_cores": ["cortex-m4"], "cortex_m_heldout": 2}
@@ -22,6 +24,8 @@ def test_bench_matrix_and_report(tmp_path, capsys):
     assert "report.html" in capsys.readouterr().out
     results = json.loads((out / "results.json").read_text())
     assert results["schema"] == "lsnn-bench/1" and results["environment"]["threads"] == 1
+    assert results["config"] == {**FULL, **cfg}  # the file overrides the full configuration, key by key
+    assert results["environment"]["gpu"] is False  # cuda_device() on this machine (no CUDA device, below)
     runs = {(r["model"], r["runtime"], r["batch"]) for r in results["runs"]}
     assert runs == {(m, r, b) for m in ("lsnn", "lstm") for r in ("torch", "ort", "cpu") for b in (1, 2)}
     for r in results["runs"]:
@@ -44,7 +48,8 @@ def test_bench_matrix_and_report(tmp_path, capsys):
     assert set(by["lsnn"]["accuracy"]) == {"torch", "ort", "cpu"}
     assert len(set(by["lsnn"]["accuracy"].values())) == 1  # parity: same decisions everywhere
     assert set(by["lsnn"]["peak_working_memory_bytes"]) == {"torch", "ort", "cpu"}
-    assert all(v["bytes"] >= 0 and v["batch"] == 2 for v in by["lsnn"]["peak_working_memory_bytes"].values())
+    for v in by["lsnn"]["peak_working_memory_bytes"].values():  # measured on the first held-out batch
+        assert v["batch"] == 2 and isinstance(v["bytes"], int) and 0 <= v["bytes"] < 2**30
     assert by["lsnn"]["macs_per_inference"] == 0 and by["lsnn"]["firing_rate_hz"]["all"] >= 0
     assert by["lstm"]["macs_per_inference"] > 0 and "firing_rate_hz" not in by["lstm"]
     e = by["lstm"]
@@ -60,4 +65,25 @@ def test_bench_config_errors(tmp_path, capsys):
     assert main(["bench", "--config", str(tmp_path / "c.json"), "--out", str(tmp_path / "o")]) == 2
     assert "unknown key(s) ['batch']" in capsys.readouterr().err
     assert not (tmp_path / "o").exists()
-    assert load_config(None, True) == QUICK
+
+
+def test_quick_and_full_configurations(tmp_path):
+    (tmp_path / "empty.json").write_text("{}")
+    quick, full = load_config(None, True), load_config(str(tmp_path / "empty.json"), False)
+    assert full == FULL and load_config(None, False) == quick  # no --config: the quick configuration
+    assert quick["models"] == full["models"] and len(quick["models"]) >= 7
+    for m in quick["models"]:  # every committed checkpoint, found wherever lsnn bench runs from
+        assert Path(m).is_absolute() and Path(m).parent == MODELS_DIR and (Path(m) / "checkpoint.pt").is_file()
+    assert quick["repeats"] < full["repeats"] and quick["heldout_limit"] < full["heldout_limit"]
+    assert max(quick["batch_sizes"]) < max(full["batch_sizes"]) and quick["runtimes"] == QUICK["runtimes"]
+
+
+def test_rss_sampler_sees_an_allocation():
+    with RssSampler() as s:
+        block = np.ones(64 * 2**20, np.uint8)  # 64 MiB, touched
+        block[::4096] = 2
+        del block
+    assert s.growth >= 60 * 2**20
+    with RssSampler() as s:
+        pass
+    assert s.growth < 16 * 2**20

@@ -88,18 +88,8 @@ def test_idx_errors(tmp_path):
         read_idx(tmp_path / "no-such")
 
 
-def tiny_mnist(directory, n=12, seed=0):
-    rng = np.random.default_rng(seed)
-    for split in ("train", "t10k"):
-        images = rng.integers(0, 256, size=(n, 28, 28)).astype(np.uint8)
-        labels = rng.integers(0, 10, size=n).astype(np.uint8)
-        write_idx(directory / f"{split}-images-idx3-ubyte.gz", images)
-        write_idx(directory / f"{split}-labels-idx1-ubyte", labels)  # raw, mixed with gzip on purpose
-    return directory
-
-
-def test_smnist_loads_tiny_idx_files(tmp_path):
-    task = make_task("smnist", data_dir=str(tiny_mnist(tmp_path)), cue_steps=8)
+def test_smnist_loads_tiny_idx_files(tiny_mnist):
+    task = make_task("smnist", data_dir=str(tiny_mnist), cue_steps=8)
     X, target = task.batch(5, np.random.default_rng(0))
     assert X.shape == (792, 5, 80) and target.shape == (792, 5)
     assert (target[:784] == -1).all() and (target[784:] >= 0).all()

@@ -71,11 +71,10 @@ def test_train_cli_writes_checkpoint_and_resumes(tmp_path, capsys):
     assert "already holds a checkpoint" in capsys.readouterr().err
 
 
-def test_interrupt_then_resume_equals_one_run(tmp_path, monkeypatch):
+def test_interrupt_then_resume_equals_one_run(tmp_path, monkeypatch, tiny_store_recall):
     from lsnn.reference.tasks import StoreRecall
 
-    kw = dict(batch_size=4, progress=False, model_params={"n_lif": 3, "n_alif": 3},
-              task_params={"period_ms": 10, "n_periods": 4, "min_delay_ms": 10, "heldout_size": 8})
+    kw = dict(batch_size=4, progress=False, model_params={"n_lif": 3, "n_alif": 3}, task_params=tiny_store_recall)
     train("store-recall", "lsnn", tmp_path / "a", steps=5, **kw)
     real_batch, calls = StoreRecall.batch, []
 
@@ -99,11 +98,8 @@ def test_interrupt_then_resume_equals_one_run(tmp_path, monkeypatch):
     assert steps == [1, 2, 3, 4, 5]
 
 
-def test_lstm_trains_on_tiny_smnist(tmp_path):
-    from test_tasks import tiny_mnist
-
-    data = tiny_mnist(tmp_path)
-    metrics = train("smnist", "lstm", tmp_path / "m", steps=2, batch_size=4, data_dir=str(data), progress=False,
+def test_lstm_trains_on_tiny_smnist(tmp_path, tiny_mnist):
+    metrics = train("smnist", "lstm", tmp_path / "m", steps=2, batch_size=4, data_dir=str(tiny_mnist), progress=False,
                     model_params={"n_hidden": 8}, task_params={"cue_steps": 4})
     assert metrics["decisions"] == 12 and "firing_rate_hz" not in metrics
 
@@ -114,3 +110,38 @@ def test_cli_errors_are_named(tmp_path, capsys):
     assert main(["train", "--task", "store-recall", "--model", "lsnn", "--out", str(tmp_path / "x"),
                  "--resume"]) == 2
     assert "no checkpoint" in capsys.readouterr().err
+
+
+def test_resume_after_a_kill_logs_each_step_once(tmp_path, tiny_store_recall):
+    """A kill between two checkpoints leaves log lines past the checkpoint (and maybe half a line):
+    the resumed run drops them, so the log holds each step once."""
+    kw = dict(batch_size=4, progress=False, model_params={"n_lif": 3, "n_alif": 3}, task_params=tiny_store_recall)
+    train("store-recall", "lsnn", tmp_path, steps=3, **kw)
+    log = tmp_path / "train_log.jsonl"
+    with open(log, "a") as f:  # what the killed run logged after its last checkpoint (step 3)
+        f.write('{"step": 4, "loss": 0.1, "accuracy": 0.5}\n{"step": 5, "loss": 0.1, "accuracy": 0.5}\n{"step": 6, "lo')
+    train("store-recall", "lsnn", tmp_path, steps=5, resume=True, progress=False)
+    steps = [json.loads(line)["step"] for line in log.read_text().splitlines()]
+    assert steps == [1, 2, 3, 4, 5]
+    assert not list(tmp_path.glob(".*.tmp"))
+
+
+def test_resume_of_a_corrupt_config_names_the_file(tmp_path, capsys, tiny_checkpoint):
+    (tiny_checkpoint / "config.json").write_text('{"task": {"name": "store-recall"')
+    args = ["train", "--task", "store-recall", "--model", "lsnn", "--out", str(tiny_checkpoint), "--resume"]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert f"{tiny_checkpoint / 'config.json'}: corrupt checkpoint configuration" in err
+
+
+def test_data_dir_is_ignored_by_tasks_without_data(tmp_path, tiny_store_recall):
+    metrics = train("store-recall", "lsnn", tmp_path, steps=1, batch_size=2, progress=False, data_dir="/nowhere",
+                    model_params={"n_lif": 2, "n_alif": 2}, task_params=tiny_store_recall)
+    assert metrics["steps"] == 1
+
+
+def test_unknown_task_parameter_is_named(tmp_path, capsys):
+    args = ["train", "--task", "store-recall", "--model", "lsnn", "--out", str(tmp_path / "x"), "--task-param",
+            "periods=3"]
+    assert main(args) == 2
+    assert "task 'store-recall' has no parameter(s) ['periods']" in capsys.readouterr().err

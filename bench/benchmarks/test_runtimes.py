@@ -15,10 +15,9 @@ import torch
 
 from lsnn.compiler.onnx.export import export
 from lsnn.reference import build_model, checkpoint
-from lsnn.reference.tasks import DEFAULT_DATA_DIR, make_task
+from lsnn.reference.paths import DEFAULT_DATA_DIR, MODELS_DIR as MODELS
+from lsnn.reference.tasks import make_task
 from lsnn.targets import open_runtime
-
-MODELS = Path(__file__).resolve().parents[2] / "models"
 torch.set_num_threads(1)
 
 
