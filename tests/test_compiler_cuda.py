@@ -84,7 +84,7 @@ def test_cli_compile_arch_and_errors(tmp_path, capsys):
     manifest = json.loads((tmp_path / "a" / "manifest.json").read_text())
     assert manifest["target"]["tvm_target"] == {"kind": "cuda", "arch": "sm_80"}
     assert main(["compile", str(path), "--target", "cuda", "--arch", "sm_70", "-o", str(tmp_path / "b")]) == 2
-    assert "arch 'sm_70' is not supported" in capsys.readouterr().err
+    assert "target 'cuda': option arch='sm_70' is not one of sm_80, sm_90" in capsys.readouterr().err
     assert not (tmp_path / "b").exists()
 
 
