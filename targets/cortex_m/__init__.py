@@ -35,10 +35,9 @@ class CortexMTarget(Target):
         return {"events": Option(True, "skip zero inputs and silent neurons in ALIF (false: the dense kernel)"),
                 "opt": Option("-O2", "arm-none-eabi-gcc optimisation flag", choices=GCC_OPT)}
 
-    def kernel(self, op: str, **attrs):
-        if op == "ALIF":
-            attrs["events"] = self.options["events"]
-        return super().kernel(op, **attrs)
+    def kernel_settings(self, op: str) -> dict:
+        # TVM's C code generator cannot print vector types: the LSTM kernel without register blocking
+        return {"ALIF": {"events": self.options["events"]}, "LSTM": {"vector": False}}.get(op, {})
 
     def target_dict(self) -> dict:
         return {"kind": "c", "mcpu": self.name}

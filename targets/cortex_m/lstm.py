@@ -2,15 +2,11 @@
 
 TVM's C code generator cannot print the vector types of the blocked recurrent
 product, so the rows of ``R^T`` of each nonzero ``h[k]`` are accumulated one by
-one: contiguous loops that GCC turns into FPU (or Helium) code.
+one (``vector=False``, the target's kernel setting): contiguous loops that GCC
+turns into FPU (or Helium) code.
 """
 from __future__ import annotations
 
-from ..cpu.lstm import lstm_kernel as _lstm_kernel
-
-
-def lstm_kernel():
-    return _lstm_kernel(vector=False)
-
+from ..cpu.lstm import lstm_kernel
 
 __all__ = ["lstm_kernel"]
