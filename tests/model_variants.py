@@ -11,7 +11,7 @@ def spikes(T, B, I, p=0.2, seed=1):
 def non_finite_feeds(art, T=30, B=4):
     """Spikes with a NaN, +Inf and -Inf in X, and a NaN in every initial state."""
     X = spikes(T, B, art.manifest["inputs"][0]["shape"][2])
-    X[3, 0, 2], X[4, 1, 1], X[6, 2, 0] = np.nan, np.inf, -np.inf
+    X[3, 0, 2], X[4, 1 % B, 1], X[6, 2 % B, 0] = np.nan, np.inf, -np.inf
     feeds = {"X": X}
     for spec in art.manifest["inputs"][1:]:
         state = np.zeros([d if isinstance(d, int) else B for d in spec["shape"]], np.float32)
