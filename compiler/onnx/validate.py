@@ -39,8 +39,8 @@ def load(path: str | Path | onnx.ModelProto) -> onnx.ModelProto:
 
 
 def _node_label(node: onnx.NodeProto, index: int) -> str:
-    return f"node '{node.name}' ({node.domain}::{node.op_type})" if node.name else \
-        f"node #{index} ({node.domain}::{node.op_type})"
+    op = f"{node.domain or 'ai.onnx'}::{node.op_type}"
+    return f"node '{node.name}' ({op})" if node.name else f"node #{index} ({op})"
 
 
 def _value_types(model: onnx.ModelProto) -> dict[str, tuple[int, tuple]]:
