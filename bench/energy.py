@@ -79,3 +79,14 @@ def lstm_ops(X: np.ndarray, W_ih: np.ndarray, W_hh: np.ndarray, W_out: np.ndarra
     return {"input": layer_ops(X, W_ih), "recurrent": layer_ops(h_dummy, W_hh, binary=False),
             "gates": SynOps(macs=float(T * B * 3 * H)),
             "readout": layer_ops(h_dummy, W_out, binary=False)}
+
+
+def model_ops(model, X: np.ndarray, Z: np.ndarray | None) -> dict[str, SynOps]:
+    """Per-layer operations of a reference model (:mod:`lsnn.reference.modules`) on inputs ``X``;
+    ``Z`` is its spikes, ``None`` for the LSTM."""
+    def w(t):
+        return t.detach().cpu().numpy()
+
+    if Z is not None:
+        return lsnn_ops(X, Z, w(model.W), w(model.R), w(model.W_out))
+    return lstm_ops(X, w(model.lstm.weight_ih_l0), w(model.lstm.weight_hh_l0), w(model.readout.weight))

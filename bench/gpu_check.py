@@ -195,7 +195,7 @@ def _timings(name: str, bundle: Path, device: str, energy, batches: list[int]) -
     import numpy as np
     import torch
 
-    from lsnn.bench.energy import E_AC_PJ as E_AC, E_MAC_PJ as E_MAC, lsnn_ops, lstm_ops
+    from lsnn.bench.energy import E_AC_PJ as E_AC, E_MAC_PJ as E_MAC, model_ops
     from lsnn.reference import checkpoint
     from lsnn.reference.tasks import task_from_config
     from lsnn.targets import load
@@ -232,13 +232,7 @@ def _timings(name: str, bundle: Path, device: str, energy, batches: list[int]) -
     # synaptic-operation estimate for the same input (NeuroBench counts, Horowitz energies)
     with torch.no_grad():
         o = model.to("cpu")(torch.from_numpy(X1))
-    if o.Z is not None:
-        w = {k: getattr(model, k).detach().numpy() for k in ("W", "R", "W_out")}
-        layer = lsnn_ops(X1, o.Z.numpy(), w["W"], w["R"], w["W_out"])
-    else:
-        lstm = model.lstm
-        layer = lstm_ops(X1, lstm.weight_ih_l0.detach().numpy(), lstm.weight_hh_l0.detach().numpy(),
-                         model.readout.weight.detach().numpy())
+    layer = model_ops(model, X1, None if o.Z is None else o.Z.numpy())
     acs, macs = sum(v.acs for v in layer.values()), sum(v.macs for v in layer.values())
     out["synops_estimate_uj"] = (acs * E_AC + macs * E_MAC) * 1e-6
     if energy is not None:

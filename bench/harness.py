@@ -48,7 +48,7 @@ from lsnn.reference.errors import ConfigError, MissingFileError
 from lsnn.reference.files import read_json
 from lsnn.reference.paths import MODELS_DIR, committed_models
 
-from .energy import E_AC_PJ, E_MAC_PJ, SOURCE, lsnn_ops, lstm_ops
+from .energy import E_AC_PJ, E_MAC_PJ, SOURCE, model_ops
 
 SCHEMA = "lsnn-bench/1"
 RUNTIMES = ["torch", "ort", "cpu", "cuda", "cortex-m"]
@@ -201,7 +201,7 @@ def _reference_stats(entry: ModelEntry, cfg: dict) -> None:
     with torch.no_grad():
         for X, target in entry.heldout:
             out = model(X)
-            layer = _synops(model, X.numpy(), out)
+            layer = model_ops(model, X.numpy(), None if out.Z is None else out.Z.numpy())
             ops = layer if ops is None else {k: ops[k] + layer[k] for k in ops}
             n_seq += X.shape[1]
             k = task.curve(out.Y.numpy(), target.numpy())
@@ -217,14 +217,6 @@ def _reference_stats(entry: ModelEntry, cfg: dict) -> None:
                            rate_per_neuron_hz=per_neuron.tolist(), n_lif=model.config.n_lif)
     if curve is not None:  # learning to learn: error per trial of an episode
         entry.stats["learning_curve"] = task.curve_metrics(curve, trials, cfg["heldout_limit"])
-
-
-def _synops(model, x: np.ndarray, out) -> dict:
-    """Synaptic operations per layer of one reference run (totals over the batch)."""
-    if out.Z is not None:
-        return lsnn_ops(x, out.Z.numpy(), model.W.numpy(), model.R.numpy(), model.W_out.numpy())
-    lstm = model.lstm
-    return lstm_ops(x, lstm.weight_ih_l0.numpy(), lstm.weight_hh_l0.numpy(), model.readout.weight.numpy())
 
 
 def _energy(ops: dict, n_seq: int, cfg: dict) -> dict:

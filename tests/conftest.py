@@ -1,6 +1,9 @@
 """Fixtures shared by the test files: tiny data, a tiny trained checkpoint, a tiny compiled model."""
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -58,3 +61,14 @@ def tiny_artifact(tmp_path_factory):
     torch.manual_seed(0)
     model = build_model("lsnn", n_in=4, n_lif=2, n_alif=2, n_out=2).eval()
     return compile(export(model), "cpu").save(tmp_path_factory.mktemp("artifact") / "tiny-cpu")
+
+
+@pytest.fixture(scope="session")
+def fashion_mnist() -> str:
+    """The default data folder of sMNIST (Debian's dataset-fashion-mnist); its tests skip where it is
+    not installed, except in CI, where they must run."""
+    from lsnn.reference.paths import DEFAULT_DATA_DIR
+
+    if not Path(DEFAULT_DATA_DIR).is_dir() and os.environ.get("CI") != "true":
+        pytest.skip("Fashion-MNIST (dataset-fashion-mnist) is not installed")
+    return DEFAULT_DATA_DIR

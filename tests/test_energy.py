@@ -40,3 +40,20 @@ def test_lstm_counted_the_same_way():
     assert ops["recurrent"] == SynOps(macs=T * 4 * H * H)
     assert ops["gates"] == SynOps(macs=T * 3 * H)
     assert ops["readout"] == SynOps(macs=T * H * O)
+
+
+def test_model_ops_reads_the_reference_models_weights():
+    import torch
+
+    from lsnn.bench.energy import model_ops
+    from lsnn.reference import build_model
+
+    torch.manual_seed(0)
+    X = (np.random.default_rng(0).random((6, 2, 4)) < 0.5).astype(np.float32)
+    lsnn = build_model("lsnn", n_in=4, n_lif=2, n_alif=2, n_out=3)
+    with torch.no_grad():
+        Z = lsnn(torch.from_numpy(X)).Z.numpy()
+    w = {k: v.detach().numpy() for k, v in (("W", lsnn.W), ("R", lsnn.R), ("W_out", lsnn.W_out))}
+    assert model_ops(lsnn, X, Z) == lsnn_ops(X, Z, w["W"], w["R"], w["W_out"])
+    lstm = build_model("lstm", n_in=4, n_hidden=5, n_out=3)
+    assert model_ops(lstm, X, None)["recurrent"] == SynOps(macs=6 * 2 * 4 * 5 * 5)

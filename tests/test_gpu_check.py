@@ -4,18 +4,11 @@ import json
 import os
 import subprocess
 import sys
-from pathlib import Path
 
-import pytest
-
-from lsnn.reference.tasks import DEFAULT_DATA_DIR
-
-ROOT = Path(__file__).resolve().parent.parent
+from lsnn.reference.paths import ROOT
 
 
-def test_gpu_check_dry_run_on_cpu(tmp_path):
-    if not Path(DEFAULT_DATA_DIR).is_dir() and not os.environ.get("CI"):
-        pytest.skip("Fashion-MNIST (dataset-fashion-mnist) is not installed")
+def test_gpu_check_dry_run_on_cpu(tmp_path, fashion_mnist):
     bundle = tmp_path / "bundle"
     subprocess.run([sys.executable, "bench/gpu_check.py", "prepare", "--device", "cpu", "--bundle", str(bundle),
                     "--models", "store-recall-lsnn,smnist-lstm"], cwd=ROOT, check=True, capture_output=True)
