@@ -257,7 +257,7 @@ def _shape(model, spec, name, how):
     a = {"grow_last": lambda: np.concatenate([a, a[..., :1]], axis=-1),
          "grow_first": lambda: np.concatenate([a, a[:1]], axis=0),
          "rank_up": lambda: a[None],
-         "rank_down": lambda: a.reshape(-1) if a.ndim > 1 else a.reshape(())}[how]()
+         "rank_down": lambda: a.reshape(-1) if a.ndim > 1 else a.reshape(-1)[0]}[how]()
     _set_init(model, name, np.ascontiguousarray(a))
 
 

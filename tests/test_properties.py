@@ -15,27 +15,30 @@ prints its counts (``pytest -s``) and writes them, with every problem, to a
 JSON file under pytest's temporary folder.
 """
 import os
+import time
 from dataclasses import replace
 
+import numpy as np
 import pytest
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
 from lsnn import compiler
+from lsnn.compiler.onnx.validate import ModelError
 from lsnn.targets import open_runtime
 from lsnn.targets.cortex_m import missing_tools
 from lsnn.targets.torch_runtime import TorchRuntime
 from lsnn.targets.verify import add_probes
-from lsnn_graphs import (FeedSpec, GraphSpec, Subject, Tally, build, call, feed_specs, feeds, graph_specs,
-                         invalid_specs, judge, nonfinite_weights)
+from lsnn_graphs import (AGREE, ERROR, FeedSpec, GraphSpec, Outcome, Subject, Tally, build, call, compare, feed_specs,
+                         feeds, graph_specs, invalid_specs, judge, nonfinite_weights)
 
 settings.register_profile("ci", deadline=None, derandomize=True, database=None,
                           phases=[Phase.explicit, Phase.generate], print_blob=False,
                           suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 settings.register_profile("long", settings.get_profile("ci"), derandomize=False)
 PROFILE = os.environ.get("LSNN_HYPOTHESIS_PROFILE", "ci")
-EXAMPLES = {"ci": {"valid": 24, "invalid": 60, "cortex-m": 8},
-            "long": {"valid": 180, "invalid": 500, "cortex-m": 40}}
+EXAMPLES = {"ci": {"valid": 80, "invalid": 200, "cortex-m": 24},
+            "long": {"valid": 500, "invalid": 2000, "cortex-m": 150}}
 FEEDS_PER_MODEL = 3
 OPEN_TIMEOUT, RUN_TIMEOUT = 300, 120  # seconds: far above what these sizes take; past them it is a hang
 
@@ -154,3 +157,43 @@ def test_cortex_m_agrees_or_rejects(report, arm_toolchain):
 
     case()
     report(tally)
+
+
+def test_the_judge_fails_what_it_must():
+    """The oracle of the tests above: silent differences, crashes and hangs are caught, rounding flips
+    near threshold are not."""
+    spec = GraphSpec(layers="ALIF+LI", H=2)
+    T, B = 3, 1
+    ref = {"Z": np.zeros((T, B, 2), np.float32), "V": np.full((T, B, 2), 0.5, np.float32),
+           "Y": np.ones((T, B, 1), np.float32), "final_v": np.full((B, 2), 0.5, np.float32)}
+    near = {"V": np.full((T, B, 2), 0.05, np.float32), "A": np.full((T, B, 2), 0.05 + 1e-6, np.float32)}
+    far = {"V": np.full((T, B, 2), 0.5, np.float32), "A": np.full((T, B, 2), 0.05, np.float32)}
+
+    def changed(name, index, value, out=None):
+        out = {k: v.copy() for k, v in (out or ref).items()}
+        out[name][index] = value
+        return out
+
+    assert compare(ref, changed("V", (1, 0, 0), 0.5 + 1e-5), spec, lambda: far) is None  # within RTOL
+    assert "'V' differs at step 1" in compare(ref, changed("V", (1, 0, 0), 0.51), spec, lambda: far)
+    nan_ref = changed("V", (2, 0, 1), np.nan)
+    assert "'V' differs at step 2" in compare(nan_ref, ref, spec, lambda: far)  # NaN never agrees with a number
+    assert compare(nan_ref, nan_ref, spec, lambda: far) is None  # but NaN agrees with NaN
+    flip = changed("Y", (2, 0, 0), 7.0, changed("Z", (1, 0, 1), 1.0))
+    assert compare(ref, flip, spec, lambda: near) is None  # a rounding flip, then nothing compared
+    assert "'Z' differs at step 1" in compare(ref, flip, spec, lambda: far)
+    hidden = {k: v for k, v in ref.items() if k != "Z"}
+    y_only = changed("Y", (1, 0, 0), 2.0, hidden)
+    assert compare(hidden, y_only, spec, lambda: near) is None  # Z not an output: maybe a flip
+    assert "'Y' differs at step 1" in compare(hidden, y_only, spec, lambda: far)
+    assert "'final_v' differs" in compare(ref, changed("final_v", (0, 1), 0.4), spec, lambda: far)
+
+    tally = Tally("judge")
+    feed = FeedSpec()
+    for outcome in (call(lambda: int("x"), 5), call(lambda: time.sleep(2), 0.1), Outcome("ok", flip),
+                    Outcome("error", ModelError("no"))):
+        judge(tally, spec, feed, ORT, AGREE, outcome, Outcome("ok", ref), lambda: far)
+    judge(tally, spec, feed, ORT, ERROR, Outcome("ok", ref), Outcome("error", ModelError("no")), lambda: far)
+    judge(tally, spec, feed, ORT, ERROR, Outcome("error", ModelError("no")), Outcome("ok", ref), lambda: far)
+    assert (tally.counts["crashes"], tally.counts["hangs"], tally.counts["disagreements"],
+            tally.counts["expected errors"]) == (1, 1, 3, 1)
