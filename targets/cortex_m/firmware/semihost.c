@@ -16,7 +16,8 @@ int sh_open(const char *path, int mode) {
 
 int sh_read(int fd, void *buf, uint32_t n) {
   uint32_t a[3] = {(uint32_t)fd, (uint32_t)buf, n};
-  return sh_call(0x06, a);
+  int left = sh_call(0x06, a); /* bytes not read */
+  return left < 0 || (uint32_t)left > n ? -1 : (int)(n - (uint32_t)left);
 }
 
 int sh_write(int fd, const void *buf, uint32_t n) {
