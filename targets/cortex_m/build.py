@@ -13,28 +13,27 @@ import shutil
 import subprocess
 import tempfile
 import time
-from importlib import resources
 from pathlib import Path
 
 
 from lsnn.compiler.importer import CompileError
 
-from . import codegen
+from . import codegen, ctext
 
 FIRMWARE = ("main.c", "startup.c", "semihost.c", "semihost.h", "lsnn_runtime.c", "lsnn_runtime.h")
 _WORKSPACE = re.compile(r"TVMBackendAllocWorkspace\(\d+, \d+, \(uint64_t\)(\d+)ULL")
+_OVERFLOW = re.compile(r"region `(\w+)' overflowed by (\d+) bytes")
+_LD = re.compile(r"^\S*/ld(\.bfd)?: ")
 
 
-def _template(name: str) -> str:
-    return resources.files(__package__).joinpath("firmware", name).read_text()
-
-
-def _memory(target) -> tuple[str, str, str]:
+def memory_map(target) -> dict:
+    """The linker script's placeholders for ``target``'s memory map."""
     lines = [f"  {name} (rwx) : ORIGIN = 0x{origin:08X}, LENGTH = {length // 1024}K"
              for name, (origin, length) in target.memory.items()]
-    if "VECTORS" in target.memory:
-        return "\n".join(lines), "  .vectors : { KEEP(*(.vectors)) } > VECTORS", ""
-    return "\n".join(lines), "", "KEEP(*(.vectors))"
+    vectors = "VECTORS" in target.memory  # a region of its own, or the start of .text
+    return {"TARGET": target.name, "BOARD": target.board, "MEMORY": "\n".join(lines),
+            "VECTORS": "  .vectors : { KEEP(*(.vectors)) } > VECTORS" if vectors else "",
+            "VECTORS_IN_TEXT": "" if vectors else "KEEP(*(.vectors))"}
 
 
 def write_sources(folder: Path, target, kernels: str, model_c: str, model_h: str) -> int:
@@ -44,29 +43,43 @@ def write_sources(folder: Path, target, kernels: str, model_c: str, model_h: str
     (folder / "lsnn_model.c").write_text(model_c)
     (folder / "lsnn_model.h").write_text(model_h)
     for name in FIRMWARE:
-        (folder / name).write_text(_template(name))
-    memory, vectors, in_text = _memory(target)
-    subst = {"@TARGET@": target.name, "@BOARD@": target.board, "@CPU@": " ".join(target.cflags),
-             "@OPT@": target.options["opt"], "@WORKSPACE@": str(max(workspace, 8)),
-             "@MEMORY@": memory, "@VECTORS@": vectors, "@VECTORS_IN_TEXT@": in_text}
-    for src, dst in (("Makefile.in", "Makefile"), ("lsnn.ld.in", "lsnn.ld")):
-        text = _template(src)
-        for k, v in subst.items():
-            text = text.replace(k, v)
-        (folder / dst).write_text(text)
+        (folder / name).write_text(ctext.template(name))
+    make_vars = {"TARGET": target.name, "BOARD": target.board, "CPU": ctext.make_words(*target.cflags),
+                 "OPT": ctext.make_words(target.options["opt"]), "WORKSPACE": ctext.make_words(max(workspace, 8))}
+    (folder / "Makefile").write_text(ctext.fill("Makefile.in", make_vars))
+    (folder / "lsnn.ld").write_text(ctext.fill("lsnn.ld.in", memory_map(target)))
     return workspace
 
 
-def make(folder: Path) -> str:
+def _linker_lines(output: str) -> list[str]:
+    """The linker's own messages in ``output``, without the path of ``ld``."""
+    return [_LD.sub("ld: ", ln) for ln in output.splitlines() if _LD.match(ln)]
+
+
+def build_error(output: str, target, weights_bytes: int) -> CompileError:
+    """What went wrong in a failed build: each memory region that overflowed and by how much, or
+    the compiler's and linker's error lines."""
+    overflows = _OVERFLOW.findall(output)
+    if overflows:
+        parts = [f"region {region} ({target.memory[region][1] // 1024} KiB) overflowed by {int(n)} bytes"
+                 if region in target.memory else f"region {region} overflowed by {int(n)} bytes"
+                 for region, n in overflows]
+        return CompileError(f"the model does not fit the memory of {target.name} (QEMU board {target.board}): "
+                            f"{'; '.join(parts)} (its weights take {weights_bytes} bytes)\n"
+                            + "\n".join(_linker_lines(output)))
+    lines = [_LD.sub("ld: ", ln) for ln in output.strip().splitlines()]
+    errors = [ln for ln in lines if "error" in ln.lower() or ln.startswith("ld: ")]
+    tail = "\n".join((errors or lines)[-15:])
+    return CompileError(f"arm-none-eabi-gcc failed to build the project:\n{tail}")
+
+
+def make(folder: Path, target, weights_bytes: int) -> str:
     try:
         proc = subprocess.run(["make", "-C", str(folder), "lsnn.elf"], capture_output=True, text=True, timeout=600)
     except subprocess.TimeoutExpired as e:
         raise CompileError(f"building the ELF in {folder} took over 600 s") from e
     if proc.returncode != 0:
-        lines = (proc.stderr or proc.stdout).strip().splitlines()
-        errors = [ln for ln in lines if "error" in ln.lower()]
-        tail = "\n".join((errors or lines)[-15:])
-        raise CompileError(f"arm-none-eabi-gcc failed to build the project:\n{tail}")
+        raise build_error(proc.stdout + proc.stderr, target, weights_bytes)
     return proc.stdout
 
 
@@ -100,18 +113,34 @@ def footprint(folder: Path) -> dict:
     return {"model": model, "elf": elf, **_stack(folder)}
 
 
-def build(proto, target, source_sha256: str):
-    """Compile ``proto`` for ``target`` into a project folder with a built ELF."""
+def _manifest(proto, target, plan, layout: dict, folder: Path, workspace: int, source_sha256: str) -> dict:
     import tvm
 
     from lsnn.compiler.build import _io
-    from lsnn.compiler.stepgraph import check_steps, step_graph
     from lsnn.targets.artifact import FORMAT
 
-    from .artifact import CortexMArtifact
+    inits = {i.name for i in proto.graph.initializer}
+    return {
+        "format": FORMAT,
+        "kind": "cortex-m project",
+        "target": target.describe(),
+        "tvm_version": tvm.__version__,
+        "source_sha256": source_sha256,
+        "inputs": _io([vi for vi in proto.graph.input if vi.name not in inits]),
+        "outputs": _io(proto.graph.output),
+        "layout": layout,
+        "sequence_inputs": plan.sequence_inputs,
+        "initial_state": plan.initial_state().tolist(),
+        "workspace_bytes": workspace,
+        "footprint": footprint(folder),
+        "metadata": {p.key: p.value for p in proto.metadata_props},
+    }
 
-    target.require_toolchain()
-    started = time.perf_counter()
+
+def _sources(proto, target):
+    """The step plan of ``proto`` and the C of its project: kernels, model, header, layout."""
+    from lsnn.compiler.stepgraph import check_steps, step_graph
+
     plan = step_graph(proto)
     check_steps(proto, plan)
     for name, shape in plan.outputs:
@@ -119,28 +148,21 @@ def build(proto, target, source_sha256: str):
             raise CompileError(f"output '{name}' has step shape {shape}; a per-step output must be [T, B, ...]")
     mod = codegen.lower(plan, target)
     kernels, names, prototypes = codegen.kernels_c(mod, target)
-    model_c, model_h, layout = codegen.model_c(mod, names, prototypes, plan)
+    return (plan, kernels, *codegen.model_c(mod, names, prototypes, plan))
+
+
+def build(proto, target, source_sha256: str):
+    """Compile ``proto`` for ``target`` into a project folder with a built ELF."""
+    from .artifact import CortexMArtifact
+
+    target.require_toolchain()
+    started = time.perf_counter()
+    plan, kernels, model_c, model_h, layout = _sources(proto, target)
     folder = Path(tempfile.mkdtemp(prefix=f"lsnn-{target.name}-"))
     try:
         workspace = write_sources(folder, target, kernels, model_c, model_h)
-        make(folder)
-        inits = {i.name for i in proto.graph.initializer}
-        manifest = {
-            "format": FORMAT,
-            "kind": "cortex-m project",
-            "target": target.describe(),
-            "tvm_version": tvm.__version__,
-            "source_sha256": source_sha256,
-            "inputs": _io([vi for vi in proto.graph.input if vi.name not in inits]),
-            "outputs": _io(proto.graph.output),
-            "layout": layout,
-            "sequence_inputs": plan.sequence_inputs,
-            "initial_state": plan.initial_state().tolist(),
-            "workspace_bytes": workspace,
-            "footprint": footprint(folder),
-            "compile_seconds": round(time.perf_counter() - started, 3),
-            "metadata": {p.key: p.value for p in proto.metadata_props},
-        }
+        make(folder, target, layout["weights_bytes"])
+        manifest = _manifest(proto, target, plan, layout, folder, workspace, source_sha256)
         art = CortexMArtifact(folder, manifest, owned=True)
         art.manifest["footprint"]["instructions_per_step"] = art.profile()
         art.manifest["compile_seconds"] = round(time.perf_counter() - started, 3)
