@@ -74,14 +74,11 @@ class Artifact(Runtime):
             arr = inputs[name]
             if str(arr.dtype) != spec["dtype"]:
                 raise ArtifactError(f"input '{name}' is {arr.dtype}, the model takes {spec['dtype']}")
-            if spec["shape"] is None:
-                continue
-            if arr.ndim != len(spec["shape"]):
-                raise ArtifactError(f"input '{name}' has shape {list(arr.shape)}, the model takes {spec['shape']}")
-            for d, n in zip(spec["shape"], arr.shape):
-                if isinstance(d, int) and d != n or isinstance(d, str) and env.setdefault(d, n) != n:
-                    raise ArtifactError(f"input '{name}' has shape {list(arr.shape)}, the model takes "
-                                        f"{spec['shape']} ({d} = {env.get(d, d)})")
+            if spec["shape"] is not None:
+                _check_shape(name, arr.shape, spec["shape"], env)
+            elif arr.size == 0:
+                raise ArtifactError(f"input '{name}' has shape {list(arr.shape)}: it is empty")
+
 
     def run(self, inputs, outputs=None):
         import tvm
@@ -109,6 +106,19 @@ class Artifact(Runtime):
         return Path(directory)
 
 
+def _check_shape(name: str, shape: tuple, spec: list, env: dict) -> None:
+    """``shape`` against the manifest's ``spec`` (ints and symbols, each symbol one size in ``env``)."""
+    if len(shape) != len(spec):
+        raise ArtifactError(f"input '{name}' has shape {list(shape)}, the model takes {spec}")
+    for d, n in zip(spec, shape):
+        if n == 0:
+            raise ArtifactError(f"input '{name}' has shape {list(shape)}: {d if isinstance(d, str) else 'a dimension'}"
+                                f" = 0; every dimension must be at least 1")
+        if isinstance(d, int) and d != n or isinstance(d, str) and env.setdefault(d, n) != n:
+            raise ArtifactError(f"input '{name}' has shape {list(shape)}, the model takes {spec} "
+                                f"({d} = {env.get(d, d)})")
+
+
 def write_artifact(directory: str | Path, fill, kind: str = "compiled artifact") -> dict:
     """Write an artifact folder whole: ``fill(tmp)`` writes the files and returns the manifest,
     which is written beside them (:func:`lsnn.reference.files.write_folder`)."""
@@ -120,11 +130,30 @@ def write_artifact(directory: str | Path, fill, kind: str = "compiled artifact")
     return write_folder(directory, fill_and_write, kind)
 
 
-def load(directory: str | Path) -> Artifact:
-    """Load a saved artifact without recompiling; a damaged folder gets an error naming the problem."""
-    import tvm
+def inside(directory: Path, name, what: str) -> Path:
+    """The file ``name`` that ``directory``'s manifest names, resolved (symbolic links followed)
+    inside ``directory``: a name that is absolute, climbs out with ``..`` or leads out through a
+    link is an ArtifactError naming the manifest and the path."""
+    mpath = directory / MANIFEST
+    if not isinstance(name, str) or not name or Path(name).is_absolute() or ".." in Path(name).parts:
+        raise ArtifactError(f"{mpath}: the {what} path {name!r} is not a file name inside the artifact folder")
+    path = (directory / name).resolve()
+    if not path.is_relative_to(directory.resolve()):
+        raise ArtifactError(f"{mpath}: the {what} path {name!r} leads outside the artifact folder (to {path})")
+    return path
 
-    directory = Path(directory)
+
+def checked_file(directory: Path, name, digest, what: str) -> Path:
+    """:func:`inside`, and the file must exist with the SHA-256 ``digest`` the manifest records."""
+    path = inside(directory, name, what)
+    if not path.is_file():
+        raise ArtifactError(f"{directory}: the {what} {name} is missing")
+    if sha256(path) != digest:
+        raise ArtifactError(f"{path}: corrupt {what} (its SHA-256 does not match the manifest)")
+    return path
+
+
+def read_manifest(directory: Path) -> dict:
     mpath = directory / MANIFEST
     if not directory.is_dir():
         raise MissingFileError(f"artifact folder not found: {directory}")
@@ -133,28 +162,35 @@ def load(directory: str | Path) -> Artifact:
     manifest = read_json(mpath, ArtifactError, "manifest")
     if manifest.get("format") != FORMAT:
         raise ArtifactError(f"{mpath}: format {manifest.get('format')!r}, expected {FORMAT!r}")
-    if manifest.get("kind") == "cortex-m project":
-        from .cortex_m.artifact import load_project
+    return manifest
 
-        return load_project(directory, manifest)
-    lib = directory / manifest.get("library", LIBRARY)
-    if not lib.is_file():
-        raise ArtifactError(f"{directory}: the library {lib.name} is missing")
-    if sha256(lib) != manifest.get("library_sha256"):
-        raise ArtifactError(f"{lib}: corrupt library (its SHA-256 does not match the manifest)")
+
+def load(directory: str | Path) -> Artifact:
+    """Load a saved artifact without recompiling; a damaged folder gets an error naming the problem.
+    The target named in the manifest loads it (:meth:`~lsnn.targets.base.Target.load_artifact`)."""
+    directory = Path(directory)
+    manifest = read_manifest(directory)
+    target = manifest.get("target")
+    if not isinstance(target, dict) or not isinstance(target.get("options"), dict):
+        raise ArtifactError(f"{directory / MANIFEST}: no target (name and options)")
+    return get_target(target.get("name"), **target["options"]).load_artifact(directory, manifest)
+
+
+def load_library(target, directory: Path, manifest: dict) -> Artifact:
+    """A TVM library artifact (the default of :meth:`~lsnn.targets.base.Target.load_artifact`):
+    ``model.so`` and the extra files, each checked against the manifest's SHA-256."""
+    import tvm
+
+    lib = checked_file(directory, manifest.get("library", LIBRARY), manifest.get("library_sha256"), "library")
     if manifest.get("tvm_version") != tvm.__version__:
         raise ArtifactError(f"{directory} was built with TVM {manifest.get('tvm_version')}, this is {tvm.__version__}")
     for name, digest in manifest.get("files", {}).items():
-        if not (directory / name).is_file():
-            raise ArtifactError(f"{directory}: {name} is missing")
-        if sha256(directory / name) != digest:
-            raise ArtifactError(f"{directory / name}: corrupt file (its SHA-256 does not match the manifest)")
-    target = get_target(manifest["target"]["name"], **manifest["target"]["options"])
+        checked_file(directory, name, digest, "file")
     if not target.can_run()[0]:  # loadable for inspection; running says why not
         return Artifact(None, manifest)
     target.prepare_load(directory, manifest)
     try:
         module = tvm.runtime.load_module(str(lib))
-    except Exception as e:
+    except (OSError, RuntimeError, ValueError) as e:  # what the loader raises (TVM errors are RuntimeErrors)
         raise ArtifactError(f"{lib}: cannot load the library ({e})") from e
     return Artifact(module, manifest)

@@ -133,6 +133,14 @@ class Target:
         """After TVM built the module: extra files for the artifact (CUDA: nvcc's fatbins)."""
         return {}
 
+    def load_artifact(self, directory, manifest: dict):
+        """A saved artifact of this target (its manifest read): by default TVM's library and the
+        files the manifest names (:func:`lsnn.targets.artifact.load_library`); Cortex-M loads its
+        project folder instead."""
+        from .artifact import load_library
+
+        return load_library(self, directory, manifest)
+
     def prepare_load(self, directory, manifest: dict) -> None:
         """Before a saved artifact's library is loaded (CUDA: hand its fatbins to TVM)."""
 

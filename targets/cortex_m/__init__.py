@@ -4,7 +4,8 @@
 each tied to the QEMU board of that core. Compiling a model writes a project
 folder (C sources, a small C API, Makefile, start-up code, linker script) and
 builds its ELF with ``arm-none-eabi-gcc``; running it executes the ELF under
-``qemu-system-arm`` with semihosting I/O and deterministic instruction counting.
+``qemu-system-arm`` with deterministic instruction counting, its semihosting I/O
+served by lsnn (the harness's input and output only: no host file access).
 """
 from __future__ import annotations
 
@@ -56,6 +57,11 @@ class CortexMTarget(Target):
         from .build import build
 
         return build(proto, self, source_sha256)
+
+    def load_artifact(self, directory, manifest: dict):
+        from .artifact import load_project
+
+        return load_project(self, directory, manifest)
 
     def describe(self) -> dict:
         return {**super().describe(), "board": self.board, "cflags": list(self.cflags)}

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..artifact import Artifact, ArtifactError, sha256, write_artifact
+from ..artifact import Artifact, checked_file, sha256, write_artifact
 from ..base import TargetError, get_target
 from . import qemu
 
@@ -23,9 +23,10 @@ PROFILE_RATE = 0.1
 
 
 class CortexMArtifact(Artifact):
-    def __init__(self, folder: Path, manifest: dict, owned: bool = False):
+    def __init__(self, folder: Path, manifest: dict, owned: bool = False, elf: Path | None = None):
         super().__init__(None, manifest)
         self.folder = Path(folder)
+        self.elf = elf or self.folder / ELF  # the ELF that was checked (a loaded folder) or built
         self._owned = owned  # a temporary build folder, removed with the artifact
         self.target_obj = get_target(self.target, **manifest["target"]["options"])
         self.last_run: qemu.QemuRun | None = None
@@ -56,7 +57,7 @@ class CortexMArtifact(Artifact):
             raise TargetError(f"cannot run a '{self.target}' artifact here: {why}")
         layout = self.manifest["layout"]
         X, states, T, B = self._frames_and_states(inputs)
-        r = qemu.run(self.folder / ELF, self.target_obj.board, self.target_obj.sysclk_hz, X, states,
+        r = qemu.run(self.elf, self.target_obj.board, self.target_obj.sysclk_hz, X, states,
                      layout["output_size"])
         self.last_run = r
         out = {}
@@ -78,7 +79,7 @@ class CortexMArtifact(Artifact):
         rng = np.random.default_rng(seed)
         X = (rng.random((1, steps, layout["input_size"])) < rate).astype(np.float32)
         initial = np.asarray(self.manifest["initial_state"], np.float32).reshape(1, -1)
-        r = qemu.run(self.folder / ELF, self.target_obj.board, self.target_obj.sysclk_hz, X, initial,
+        r = qemu.run(self.elf, self.target_obj.board, self.target_obj.sysclk_hz, X, initial,
                      layout["output_size"])
         return {"value": round(r.instructions_per_step), "input": f"random spikes, rate {rate}, {steps} steps",
                 "counted_by": "QEMU -icount shift=0 (SysTick), instructions, not cycles"}
@@ -95,10 +96,7 @@ class CortexMArtifact(Artifact):
         return Path(directory)
 
 
-def load_project(directory: Path, manifest: dict) -> CortexMArtifact:
-    elf = directory / manifest.get("library", ELF)
-    if not elf.is_file():
-        raise ArtifactError(f"{directory}: the ELF {elf.name} is missing")
-    if sha256(elf) != manifest.get("library_sha256"):
-        raise ArtifactError(f"{elf}: corrupt ELF (its SHA-256 does not match the manifest)")
-    return CortexMArtifact(directory, manifest)
+def load_project(target, directory: Path, manifest: dict) -> CortexMArtifact:
+    """A saved project folder (:meth:`CortexMTarget.load_artifact`): its ELF, checked, is what runs."""
+    elf = checked_file(directory, manifest.get("library", ELF), manifest.get("library_sha256"), "ELF")
+    return CortexMArtifact(directory, manifest, elf=elf)
