@@ -18,30 +18,42 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper
 
-from lsnn.compiler.onnx.schema import DOMAIN
+from lsnn.compiler.onnx.schema import sequence_op
 
 from .importer import CompileError
 
-# op -> (indices of its initial-state inputs, indices of its final-state outputs)
-STATE_SLOTS = {"ALIF": ((6, 7, 8, 9), (3, 4, 5, 6)), "LI": ((4,), (1,)), "LSTM": ((5, 6), (1, 2))}
-STATE_NAMES = {"ALIF": ("v", "a", "z", "r"), "LI": ("y",), "LSTM": ("h", "c")}
+#: time steps the check runs when the model leaves T open; sequences it checks at most
+CHECK_STEPS = 5
+CHECK_SEQUENCES = 2
+_NOT_IDENTIFIER = re.compile(r"[^A-Za-z0-9_]")
 
 
 @dataclass
 class State:
     """One state tensor of one sequence op, carried from step to step."""
     node: str
-    name: str            # v, a, z, r, y, h or c
+    name: str            # the schema's state slot: v, a, z, r, y, h or c
     input: str           # its input in the step graph
     output: str          # its next value, an output of the step graph
     shape: list          # static shape in the step graph (batch 1)
     source: str          # the original graph's initial-state tensor ("" when omitted)
+    batch_axis: int = 0  # the axis of B in the original's state tensors ([B, H]; LSTM [D, B, H])
     initial: np.ndarray | None = None  # its value when the original computes it from no input
     final: str = ""      # the original graph output that is its final value ("" if none)
 
     @property
     def size(self) -> int:
         return int(np.prod(self.shape))
+
+    def sequence(self, value: np.ndarray, b: int) -> np.ndarray:
+        """Sequence ``b``'s part of a state tensor of the original graph, in the step graph's shape."""
+        return np.take(np.asarray(value, np.float32), [b], axis=self.batch_axis).reshape(self.shape)
+
+    def batched(self, B: int) -> list:
+        """Its shape in the original graph for ``B`` sequences."""
+        shape = list(self.shape)
+        shape[self.batch_axis] = B
+        return shape
 
 
 @dataclass
@@ -51,16 +63,13 @@ class StepPlan:
     outputs: list = field(default_factory=list)          # [(name, shape)] per-step outputs, time axis 1
     states: list = field(default_factory=list)           # [State]
     sequence_inputs: list = field(default_factory=list)  # original inputs that only set a state
+    steps: int | None = None                             # T, where the original's inputs fix it
+    batch: int | None = None                             # B, where the original's inputs fix it
 
     def initial_state(self) -> np.ndarray:
         """All states, concatenated: their computed initial values, zeros where a graph input sets them."""
         parts = [(s.initial if s.initial is not None else np.zeros(s.shape, np.float32)).ravel() for s in self.states]
         return np.concatenate(parts).astype(np.float32) if parts else np.zeros(0, np.float32)
-
-
-def _is_seq(node) -> bool:
-    return (node.domain == DOMAIN and node.op_type in ("ALIF", "LI")) or \
-        (node.domain in ("", "ai.onnx") and node.op_type == "LSTM")
 
 
 def _dims(vi) -> list:
@@ -70,69 +79,95 @@ def _dims(vi) -> list:
     return [d.dim_value if d.HasField("dim_value") else (d.dim_param or None) for d in t.shape.dim]
 
 
-def _state_shape(node, inits: dict, label: str) -> list:
-    if node.op_type == "LSTM":
-        R = inits.get(node.input[2])
+def _state_shape(node, schema, inits: dict, label: str) -> list:
+    if schema.name == "LSTM":
+        R = inits.get(node.input[schema.input_index("R")])
         if R is None:
             raise CompileError(f"LSTM node '{label}': R must be an initializer to run step by step")
         return [1, 1, int(R.dims[2])]
-    W = inits.get(node.input[1])
+    W = inits.get(node.input[schema.input_index("W")])
     if W is None:
         raise CompileError(f"{node.op_type} node '{label}': W must be an initializer to run step by step")
     return [1, int(W.dims[0])]
 
 
-def step_graph(model: onnx.ModelProto) -> StepPlan:
-    """The one-step form of ``model`` (batch 1) and how its tensors map to the original."""
-    from onnx.utils import Extractor
+def _label(node, i: int, taken: set) -> str:
+    """A name for the node's state tensors: its name in ``[A-Za-z0-9_]``, unique in the graph."""
+    label = _NOT_IDENTIFIER.sub("_", node.name or f"{node.op_type.lower()}_{i}")
+    if label in taken:
+        label = f"{label}_{i}"
+    taken.add(label)
+    return label
 
-    m = onnx.ModelProto()
-    m.CopyFrom(model)
-    g = m.graph
-    inits = {t.name: t for t in g.initializer}
-    graph_inputs = [vi for vi in g.input if vi.name not in inits]
-    orig_outputs = [o.name for o in g.output]
-    states: list[State] = []
-    for i, node in enumerate(g.node):
-        if not _is_seq(node):
-            continue
-        label = re.sub(r"\W", "_", node.name or f"{node.op_type.lower()}_{i}")
-        ins, outs = STATE_SLOTS[node.op_type]
-        while len(node.input) <= max(ins):
-            node.input.append("")
-        while len(node.output) <= max(outs):
-            node.output.append("")
-        shape = _state_shape(node, inits, label)
-        for k, (si, so) in enumerate(zip(ins, outs)):
-            name = STATE_NAMES[node.op_type][k]
-            source = node.input[si]
-            final = node.output[so] if node.output[so] in orig_outputs else ""
-            node.input[si] = f"{label}_state_{name}"
-            if not node.output[so]:
-                node.output[so] = f"{label}_next_{name}"
-            states.append(State(label, name, node.input[si], node.output[so], shape, source, final=final))
-    finals = {s.final for s in states if s.final}
-    consumers = {n for node in g.node for n in node.input}
-    sources = {s.source for s in states}
-    seq_inputs = [vi.name for vi in graph_inputs if vi.name in sources and vi.name not in consumers]
+
+def _cut_states(node, schema, label: str, inits: dict, graph_outputs: list) -> list[State]:
+    """Turn the node's state slots (the schema's) into step-graph inputs and outputs."""
+    slots = schema.state_indices()
+    while len(node.input) <= max(i for i, _ in slots):
+        node.input.append("")
+    while len(node.output) <= max(o for _, o in slots):
+        node.output.append("")
+    shape = _state_shape(node, schema, inits, label)
+    states = []
+    for slot, (si, so) in zip(schema.states, slots):
+        source = node.input[si]
+        final = node.output[so] if node.output[so] in graph_outputs else ""
+        node.input[si] = f"{label}_state_{slot.name}"
+        if not node.output[so]:
+            node.output[so] = f"{label}_next_{slot.name}"
+        states.append(State(label, slot.name, node.input[si], node.output[so], shape, source,
+                            batch_axis=schema.inputs[si].shape.index("B"), final=final))
+    return states
+
+
+def _frames(graph_inputs: list, seq_inputs: list) -> list:
     frames = []
     for vi in graph_inputs:
         if vi.name in seq_inputs:
             continue
         dims = _dims(vi)
-        if len(dims) < 2 or any(not isinstance(d, int) for d in dims[2:]):
+        if len(dims) < 2 or any(not isinstance(d, int) or d < 1 for d in dims[2:]):
             raise CompileError(f"input '{vi.name}' must be [T, B, ...] with fixed trailing dimensions "
                                f"to run step by step (it is {dims})")
         frames.append((vi.name, [1, 1, *dims[2:]]))
+    return frames
+
+
+def _fixed(what: str, sizes: dict) -> int | None:
+    """The one size the inputs fix for ``what`` (T or B), None where they leave it open."""
+    values = set(sizes.values())
+    if len(values) > 1:
+        raise CompileError(f"the inputs disagree on {what}: {sizes}")
+    if values and min(values) < 1:
+        raise CompileError(f"input '{next(iter(sizes))}' fixes {what} = 0; every dimension must be at least 1")
+    return values.pop() if values else None
+
+
+def _fixed_sizes(model: onnx.ModelProto, plan: StepPlan) -> None:
+    """The T and B that the original's inputs fix (``torch.onnx.export`` writes them fixed)."""
+    dims = {vi.name: _dims(vi) for vi in model.graph.input}
+    steps = {n: dims[n][0] for n, _ in plan.frames if isinstance(dims[n][0], int)}
+    batch = {n: dims[n][1] for n, _ in plan.frames if isinstance(dims[n][1], int)}
+    for s in plan.states:
+        d = dims.get(s.source, [])
+        if s.source in plan.sequence_inputs and len(d) > s.batch_axis and isinstance(d[s.batch_axis], int):
+            batch[s.source] = d[s.batch_axis]
+    plan.steps, plan.batch = _fixed("T", steps), _fixed("B", batch)
+
+
+def _extract(m: onnx.ModelProto, frames: list, states: list, step_outputs: list) -> onnx.ModelProto:
+    """The graph between the frames and states and the step outputs and next states; declared
+    shapes of the original's other tensors (with its T and B) are dropped."""
+    from onnx.utils import Extractor
+
     for s in states:
-        g.input.append(helper.make_tensor_value_info(s.input, TensorProto.FLOAT, s.shape))
-        g.output.append(helper.make_tensor_value_info(s.output, TensorProto.FLOAT, s.shape))
-    step_outputs = [n for n in orig_outputs if n not in finals]
+        m.graph.input.append(helper.make_tensor_value_info(s.input, TensorProto.FLOAT, s.shape))
+        m.graph.output.append(helper.make_tensor_value_info(s.output, TensorProto.FLOAT, s.shape))
     in_names = [n for n, _ in frames] + [s.input for s in states]
     out_names = list(dict.fromkeys(step_outputs + [s.output for s in states]))
     try:
         step = Extractor(m).extract_model(in_names, out_names)
-    except Exception as e:
+    except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError, KeyError, ValueError) as e:
         raise CompileError(f"cannot cut the graph into one time step: {e}") from e
     if not step.functions:
         step.functions.extend(m.functions)
@@ -141,23 +176,51 @@ def step_graph(model: onnx.ModelProto) -> StepPlan:
     del step.graph.input[:]
     step.graph.input.extend([helper.make_tensor_value_info(n, TensorProto.FLOAT, s) for n, s in frames] +
                             [helper.make_tensor_value_info(s.input, TensorProto.FLOAT, s.shape) for s in states])
-    _initial_values(model, states)
-    plan = StepPlan(step, frames, [], states, seq_inputs)
+    del step.graph.value_info[:]
+    for o in step.graph.output:
+        if o.name in step_outputs:
+            o.type.tensor_type.ClearField("shape")
+    return step
+
+
+def step_graph(model: onnx.ModelProto) -> StepPlan:
+    """The one-step form of ``model`` (batch 1) and how its tensors map to the original."""
+    m = onnx.ModelProto()
+    m.CopyFrom(model)
+    g = m.graph
+    inits = {t.name: t for t in g.initializer}
+    graph_inputs = [vi for vi in g.input if vi.name not in inits]
+    orig_outputs = [o.name for o in g.output]
+    states: list[State] = []
+    labels: set = set()
+    for i, node in enumerate(g.node):
+        schema = sequence_op(node)
+        if schema is not None:
+            states += _cut_states(node, schema, _label(node, i, labels), inits, orig_outputs)
+    finals = {s.final for s in states if s.final}
+    consumers = {n for node in g.node for n in node.input}
+    sources = {s.source for s in states}
+    seq_inputs = [vi.name for vi in graph_inputs if vi.name in sources and vi.name not in consumers]
+    frames = _frames(graph_inputs, seq_inputs)
+    step_outputs = [n for n in orig_outputs if n not in finals]
+    plan = StepPlan(_extract(m, frames, states, step_outputs), frames, [], states, seq_inputs)
+    _fixed_sizes(model, plan)
+    _initial_values(model, plan)
     plan.outputs = _output_shapes(plan, step_outputs)
     return plan
 
 
-def _run_ort(model: onnx.ModelProto, feeds: dict, outputs: list) -> dict:
+def _ort(model: onnx.ModelProto):
     from lsnn.targets import open_runtime
 
-    return open_runtime(model, "ort", threads=1).run(feeds, outputs)
+    return open_runtime(model, "ort", threads=1)
 
 
-def _initial_values(model: onnx.ModelProto, states: list) -> None:
+def _initial_values(model: onnx.ModelProto, plan: StepPlan) -> None:
     """The value of each initial state the original graph computes itself (usually zeros)."""
     graph_inputs = {vi.name for vi in model.graph.input} - {t.name for t in model.graph.initializer}
-    computed = [s for s in states if s.source and s.source not in graph_inputs]
-    for s in states:
+    computed = [s for s in plan.states if s.source and s.source not in graph_inputs]
+    for s in plan.states:
         if not s.source:
             s.initial = np.zeros(s.shape, np.float32)
     if not computed:
@@ -167,55 +230,64 @@ def _initial_values(model: onnx.ModelProto, states: list) -> None:
     have = {o.name for o in probe.graph.output}
     probe.graph.output.extend(helper.make_tensor_value_info(s.source, TensorProto.FLOAT, None)
                               for s in computed if s.source not in have)
-    feeds = _zero_feeds(model, states, T=1)
-    values = _run_ort(probe, feeds, [s.source for s in computed])
+    feeds = _feeds(model, plan, plan.steps or 1, plan.batch or 1)
+    values = _ort(probe).run(feeds, [s.source for s in computed])
     for s in computed:
-        s.initial = np.asarray(values[s.source], np.float32).reshape(s.shape)
+        s.initial = s.sequence(values[s.source], 0)
 
 
-def _zero_feeds(model: onnx.ModelProto, states: list, T: int, rng=None) -> dict:
-    """Inputs for batch 1: ``[T, 1, ...]`` frames, state-shaped initial states."""
-    inits = {t.name for t in model.graph.initializer}
-    state_shapes = {s.source: s.shape for s in states}
+def _feeds(model: onnx.ModelProto, plan: StepPlan, T: int, B: int, rng=None) -> dict:
+    """Inputs of the original for ``B`` sequences: ``[T, B, ...]`` frames (spikes, so that spiking
+    layers take both branches; zeros without ``rng``) and initial states (normal; zeros)."""
     feeds = {}
-    for vi in model.graph.input:
-        if vi.name in inits:
-            continue
-        dims = _dims(vi)
-        shape = state_shapes.get(vi.name) or [T if k == 0 else 1 if k == 1 else d for k, d in enumerate(dims)]
-        feeds[vi.name] = (rng.normal(0, 1, shape) if rng is not None else np.zeros(shape)).astype(np.float32)
+    for name, shape in plan.frames:
+        size = [T, B, *shape[2:]]
+        feeds[name] = ((rng.random(size) < 0.3) * 2 if rng is not None else np.zeros(size)).astype(np.float32)
+    for s in plan.states:
+        if s.source in plan.sequence_inputs:
+            size = s.batched(B)
+            feeds[s.source] = (rng.normal(0, 1, size) if rng is not None else np.zeros(size)).astype(np.float32)
     return feeds
 
 
 def _output_shapes(plan: StepPlan, names: list) -> list:
     feeds = {n: np.zeros(s, np.float32) for n, s in plan.frames}
     feeds.update({s.input: np.zeros(s.shape, np.float32) for s in plan.states})
-    got = _run_ort(plan.model, feeds, names)
+    got = _ort(plan.model).run(feeds, names)
     return [(n, list(np.asarray(got[n]).shape)) for n in names]
 
 
-def check_steps(model: onnx.ModelProto, plan: StepPlan, T: int = 5, seed: int = 0, rtol: float = 1e-5) -> None:
-    """Fail unless ``T`` steps of the step graph reproduce one ``T``-step run of ``model``."""
-    rng = np.random.default_rng(seed)
-    feeds = _zero_feeds(model, plan.states, T, rng)
-    for name, _ in plan.frames:  # spikes, so that spiking layers take both branches
-        feeds[name] = (rng.random(feeds[name].shape) < 0.3).astype(np.float32) * 2
+def _step_by_step(step_rt, plan: StepPlan, feeds: dict, b: int, T: int) -> tuple[dict, dict]:
+    """Sequence ``b`` of ``feeds`` run one step at a time: its outputs ``[T, 1, ...]`` and last state."""
     step_outs = [n for n, _ in plan.outputs]
-    whole = _run_ort(model, feeds, step_outs + [s.final for s in plan.states if s.final])
-    state = {s.input: (feeds[s.source].reshape(s.shape) if s.source in plan.sequence_inputs else s.initial)
+    state = {s.input: s.sequence(feeds[s.source], b) if s.source in plan.sequence_inputs else s.initial
              for s in plan.states}
     steps = {n: [] for n in step_outs}
     for t in range(T):
-        f = {n: feeds[n][t:t + 1] for n, _ in plan.frames}
-        got = _run_ort(plan.model, {**f, **state}, step_outs + [s.output for s in plan.states])
+        f = {n: feeds[n][t:t + 1, b:b + 1] for n, _ in plan.frames}
+        got = step_rt.run({**f, **state}, step_outs + [s.output for s in plan.states])
         for n in step_outs:
             steps[n].append(got[n])
         state = {s.input: got[s.output] for s in plan.states}
-    for n in step_outs:
-        a, b = np.concatenate(steps[n], axis=0), np.asarray(whole[n])
-        if a.shape != b.shape or not np.allclose(a, b, rtol=rtol, atol=rtol * max(1.0, float(np.abs(b).max()))):
-            raise CompileError(f"output '{n}' is not computed step by step: an op between the sequence ops "
-                               f"mixes time steps, so this model cannot run one step at a time")
-    for s in plan.states:
-        if s.final and not np.allclose(state[s.input], np.asarray(whole[s.final]).reshape(s.shape), rtol=rtol):
-            raise CompileError(f"final state '{s.final}' differs when the model runs step by step")
+    return {n: np.concatenate(v, axis=0) for n, v in steps.items()}, state
+
+
+def check_steps(model: onnx.ModelProto, plan: StepPlan, T: int = CHECK_STEPS, seed: int = 0,
+                rtol: float = 1e-5) -> None:
+    """Fail unless the step graph, step by step, reproduces one run of ``model``: ``T`` steps (the
+    model's own T where it fixes one) of up to :data:`CHECK_SEQUENCES` sequences (its own B)."""
+    T, B = plan.steps or T, plan.batch or 1
+    feeds = _feeds(model, plan, T, B, np.random.default_rng(seed))
+    step_outs = [n for n, _ in plan.outputs]
+    whole = _ort(model).run(feeds, step_outs + [s.final for s in plan.states if s.final])
+    step_rt = _ort(plan.model)
+    for b in range(min(B, CHECK_SEQUENCES)):
+        outs, state = _step_by_step(step_rt, plan, feeds, b, T)
+        for n in step_outs:
+            a, w = outs[n], np.asarray(whole[n])[:, b:b + 1]
+            if a.shape != w.shape or not np.allclose(a, w, rtol=rtol, atol=rtol * max(1.0, float(np.abs(w).max()))):
+                raise CompileError(f"output '{n}' is not computed step by step: an op between the sequence ops "
+                                   f"mixes time steps, so this model cannot run one step at a time")
+        for s in plan.states:
+            if s.final and not np.allclose(state[s.input], s.sequence(whole[s.final], b), rtol=rtol):
+                raise CompileError(f"final state '{s.final}' differs when the model runs step by step")
