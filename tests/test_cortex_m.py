@@ -6,6 +6,8 @@ them they skip, except in CI (CI=true), where a missing tool is a failure.
 """
 import json
 import os
+import re
+import shutil
 import subprocess
 import tempfile
 from pathlib import Path
@@ -13,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
+import torch
 from onnx import TensorProto, helper
 
 from lsnn import compiler
@@ -20,11 +23,13 @@ from lsnn.compiler.cli import main
 from lsnn.targets.verify import verify
 from lsnn.compiler.importer import CompileError
 from lsnn.compiler.onnx.export import export
+from lsnn.reference import build_model
 from lsnn.targets import load, open_runtime
 from lsnn.targets.artifact import ArtifactError
 from lsnn.targets.base import TargetError, get_target
 from lsnn.targets.cortex_m import build as cm_build
-from lsnn.targets.cortex_m import missing_tools
+from lsnn.targets.cortex_m import ctext, missing_tools, qemu
+from model_variants import static_shape
 from test_onnx import hand_built, small, spikes
 
 CORES = ["cortex-m4", "cortex-m7", "cortex-m55"]
@@ -166,27 +171,80 @@ int main(void) {
 """
 
 
+def _bare_firmware(core: str, folder: Path, source: str, *flags: str) -> Path:
+    """``source`` (a ``main``) with the project's start-up code and semihosting calls, built for ``core``."""
+    target = get_target(core)
+    for name in ("startup.c", "semihost.c", "semihost.h"):
+        (folder / name).write_text(ctext.template(name))
+    (folder / "app.c").write_text(source)
+    (folder / "lsnn.ld").write_text(ctext.fill("lsnn.ld.in", cm_build.memory_map(target)))
+    subprocess.run(["arm-none-eabi-gcc", *target.cflags, "-mthumb", "-O2", "-nostartfiles", "--specs=nano.specs",
+                    "-T", "lsnn.ld", *flags, "startup.c", "semihost.c", "app.c", "-o", "app.elf"],
+                   cwd=folder, check=True, capture_output=True)
+    return folder / "app.elf"
+
+
 @pytest.mark.parametrize("core", CORES)
 def test_instruction_count_is_exact(core, tmp_path):
     """A loop of exactly 12,000,000 instructions reads as 12,000,000 on each board's clock."""
     target = get_target(core)
-    for name in ("startup.c", "semihost.c", "semihost.h"):
-        (tmp_path / name).write_text(cm_build._template(name))
-    (tmp_path / "cal.c").write_text(CALIBRATE)
-    memory, vectors, in_text = cm_build._memory(target)
-    ld = cm_build._template("lsnn.ld.in")
-    for k, v in {"@TARGET@": core, "@BOARD@": target.board, "@MEMORY@": memory, "@VECTORS@": vectors,
-                 "@VECTORS_IN_TEXT@": in_text}.items():
-        ld = ld.replace(k, v)
-    (tmp_path / "lsnn.ld").write_text(ld)
-    subprocess.run(["arm-none-eabi-gcc", *target.cflags, "-mthumb", "-O2", "-nostartfiles", "--specs=nano.specs",
-                    "-T", "lsnn.ld", "startup.c", "semihost.c", "cal.c", "-o", "cal.elf"],
-                   cwd=tmp_path, check=True, capture_output=True)
-    proc = subprocess.run(["qemu-system-arm", "-M", target.board, "-nographic", "-semihosting-config",
-                           "enable=on,target=native", "-icount", "shift=0", "-kernel", "cal.elf"],
-                          cwd=tmp_path, capture_output=True, text=True, timeout=60)
-    ticks = int((proc.stdout + proc.stderr).strip())  # semihosting console output goes to stderr
+    run = qemu.run_firmware(_bare_firmware(core, tmp_path, CALIBRATE), target.board)
+    assert run.exit_code == 0
+    ticks = int(run.console.strip())
     assert ticks * 1e9 / target.sysclk_hz == 12_000_000
+
+
+def test_instruction_counts_repeat_exactly(compiled):
+    """Host calls between steps (16 KiB buffers: several per run here) do not change the count."""
+    _, art = compiled["lsnn", "cortex-m4"]
+    X = spikes(T=400, B=12, seed=9)
+    counts = {art.run({"X": X}) and art.last_run.instructions for _ in range(3)}
+    assert len(counts) == 1 and counts.pop() > 0
+
+
+HOSTILE = r"""
+#include <stdint.h>
+#include "semihost.h"
+static int call(int op, const void *arg) {
+  register int r0 __asm__("r0") = op;
+  register const void *r1 __asm__("r1") = arg;
+  __asm__ volatile("bkpt 0xAB" : "+r"(r0) : "r"(r1) : "memory");
+  return r0;
+}
+int main(void) {
+#if defined(SYSTEM)
+  static const char cmd[] = "touch " TARGET;
+  uint32_t a[2] = {(uint32_t)cmd, sizeof cmd - 1};
+  call(0x12, a);
+#elif defined(REMOVE)
+  uint32_t a[2] = {(uint32_t)TARGET, sizeof TARGET - 1};
+  call(0x0E, a);
+#elif defined(READ)
+  char buf[64];
+  int fd = sh_open(TARGET, 1);
+  if (fd >= 0) sh_read(fd, buf, sizeof buf);
+#else
+  int fd = sh_open(TARGET, 5);
+  if (fd >= 0) { sh_write(fd, "pwned\n", 6); sh_close(fd); }
+#endif
+  return 0;
+}
+"""
+
+
+@pytest.mark.parametrize("call, refused", [("WRITE", "the file '{}' (write)"), ("READ", "the file '{}' (read)"),
+                                           ("SYSTEM", "call 'system'"), ("REMOVE", "call 'unlink'")])
+def test_firmware_cannot_reach_host_files(tmp_path, call, refused):
+    """Semihosting goes to lsnn's harness, which serves input.bin, output.bin and the console only:
+    a firmware that creates, reads or removes a host file or runs a command is stopped and named."""
+    victim = tmp_path / "victim.txt"
+    victim.write_text("keep me\n")
+    target = tmp_path / ("victim.txt" if call in ("READ", "REMOVE") else "created.txt")
+    elf = _bare_firmware("cortex-m4", tmp_path, HOSTILE, f"-D{call}", f'-DTARGET="{target}"')
+    with pytest.raises(qemu.QemuError, match=re.escape(refused.format(target))):
+        qemu.run_firmware(elf, "mps2-an386")
+    assert not (tmp_path / "created.txt").exists() and victim.read_text() == "keep me\n"
+    assert not list(Path(tempfile.gettempdir()).glob("lsnn-qemu-*/created.txt"))
 
 
 # -- bad input: clear errors, nothing left behind ---------------------------------------------
@@ -235,3 +293,118 @@ def test_weights_must_be_constants():
     g.initializer.remove(w)
     with pytest.raises(CompileError, match="W must be an initializer"):
         compiler.compile(model, "cortex-m4")
+
+
+# -- names, options and manifests from outside: no code, no paths out ---------------------------
+
+EVIL = "X*/\n#define LSNN_INPUT_SIZE 0\nint lsnn_pwned = 1; /*"
+
+
+def _renamed(model, old: str, new: str):
+    for vi in list(model.graph.input) + list(model.graph.output):
+        if vi.name == old:
+            vi.name = new
+    for node in model.graph.node:
+        node.input[:] = [new if n == old else n for n in node.input]
+        node.output[:] = [new if n == old else n for n in node.output]
+    return model
+
+
+def _without_comments(path: Path) -> str:
+    """The C of ``path`` with its comments removed by the preprocessor (no macro expanded)."""
+    return subprocess.run(["arm-none-eabi-gcc", "-fpreprocessed", "-dD", "-E", "-P", str(path)],
+                          check=True, capture_output=True, text=True).stdout
+
+
+def test_model_names_reach_c_only_as_escaped_comments(tmp_path):
+    """ONNX names with a comment end, a newline and C code compile to the same model: in the
+    generated C they are quoted, escaped comment text."""
+    model, _ = hand_built()
+    model = _renamed(_renamed(model, "X", EVIL), "Y", "Y */ #error injected /*")
+    model.graph.node[0].name = "alif*/\n#define lsnn_step lsnn_gone\n/*"
+    art = compiler.compile(model, "cortex-m4")
+    out = art.save(tmp_path / "proj")
+    for name in ("lsnn_model.h", "lsnn_model.c", "lsnn_kernels.c"):
+        code = _without_comments(out / name)
+        for injected in ("lsnn_pwned", "#error", "lsnn_gone", "LSNN_INPUT_SIZE 0"):
+            assert injected not in code, (name, injected)
+    header = (out / "lsnn_model.h").read_text()
+    assert "#define LSNN_INPUT_SIZE 4\n" in header
+    assert '"X*\\/\\n#define LSNN_INPUT_SIZE 0\\nint lsnn_pwned = 1; /\\*"' in header
+    X = spikes(T=30, B=2, I=4, p=0.3)
+    ref = open_runtime(hand_built()[0], "torch").run({"X": X})
+    np.testing.assert_allclose(load(out).run({EVIL: X})["Y */ #error injected /*"], ref["Y"], rtol=1e-4, atol=1e-5)
+
+
+def test_opt_option_is_a_choice_and_makefile_values_are_plain_words():
+    with pytest.raises(TargetError, match="option opt='-O2 -fplugin=x' is not one of"):
+        compiler.compile(hand_built()[0], "cortex-m4", opt="-O2 -fplugin=x")
+    for bad in ("-O2 -fplugin=x", "-O2\nall:\n\ttouch pwned", "$(shell id)", "-O2;id", "-O2#"):
+        with pytest.raises(CompileError, match="cannot go into the Makefile"):
+            ctext.make_words(bad)
+    assert ctext.make_words("-mcpu=cortex-m4", "-mfpu=fpv4-sp-d16", 4096) == "-mcpu=cortex-m4 -mfpu=fpv4-sp-d16 4096"
+
+
+def _tampered(src: Path, dst: Path, **changes) -> Path:
+    shutil.copytree(src, dst)
+    manifest = json.loads((dst / "manifest.json").read_text())
+    manifest.update(changes)
+    (dst / "manifest.json").write_text(json.dumps(manifest))
+    return dst
+
+
+def test_manifest_paths_stay_inside_the_project(compiled, tmp_path):
+    """The ELF the manifest names must be a file of the folder: not ``../``, absolute, or a link out."""
+    _, art = compiled["lsnn", "cortex-m4"]
+    good = art.save(tmp_path / "proj")
+    outside = tmp_path / "outside.elf"
+    shutil.copy(good / "lsnn.elf", outside)
+    cases = {"up": "../outside.elf", "absolute": str(outside), "link": "linked.elf"}
+    for label, name in cases.items():
+        folder = _tampered(good, tmp_path / label, library=name)
+        if label == "link":
+            (folder / "linked.elf").symlink_to(outside)
+        with pytest.raises(ArtifactError, match=re.escape(str(folder / "manifest.json")) + ".*" + re.escape(repr(name))):
+            load(folder)
+    # the target named in the manifest loads it: no "kind" string needed
+    plain = _tampered(good, tmp_path / "no-kind")
+    manifest = json.loads((plain / "manifest.json").read_text())
+    del manifest["kind"]
+    (plain / "manifest.json").write_text(json.dumps(manifest))
+    assert load(plain).elf == (plain / "lsnn.elf").resolve()
+
+
+@pytest.mark.parametrize("shape, named", [((0, 1, 7), "T = 0"), ((5, 0, 7), "B = 0")])
+def test_empty_time_or_batch_is_a_clean_error(compiled, shape, named):
+    _, art = compiled["lsnn", "cortex-m4"]
+    with pytest.raises(ArtifactError, match=f"input 'X' has shape {re.escape(str(list(shape)))}: {named}"):
+        art.run({"X": np.zeros(shape, np.float32)})
+
+
+def test_flash_overflow_names_the_region_and_the_bytes():
+    """Weights of 2.2 MB against the 2 MB code region of the M55 board: the linker's cause is shown."""
+    torch.manual_seed(0)
+    model = export(build_model("lsnn", n_in=520, n_lif=260, n_alif=260, n_out=2).eval())
+    before = _leftovers("cortex-m55")
+    with pytest.raises(CompileError) as err:
+        compiler.compile(model, "cortex-m55")
+    msg = str(err.value)
+    assert re.search(r"does not fit the memory of cortex-m55 \(QEMU board mps3-an547\): region FLASH \(2048 KiB\) "
+                     r"overflowed by \d+ bytes \(its weights take 2173616 bytes\)", msg), msg
+    assert "ld: region `FLASH' overflowed by" in msg and "collect2" not in msg
+    assert _leftovers("cortex-m55") == before
+
+
+@pytest.mark.parametrize("kind, T, B", [("lsnn", 28, 1), ("lstm", 28, 1), ("lsnn", 20, 3)])
+def test_static_shape_model_compiles_and_runs(kind, T, B):
+    """Fixed T (and B), as torch.onnx.export writes by default: the step check runs the model's own T."""
+    model = static_shape(export(small(kind)), T, B)
+    art = compiler.compile(model, "cortex-m4")
+    assert art.manifest["inputs"] == [{"name": "X", "shape": [T, B, 7], "dtype": "float32"}]
+    X = spikes(T=T, B=B)
+    ref = open_runtime(model, "torch").run({"X": X})
+    got = art.run({"X": X})
+    if kind == "lsnn":
+        assert ref["Z"].sum() > 0 and np.array_equal(got["Z"], ref["Z"])
+    np.testing.assert_allclose(got["Y"], ref["Y"], rtol=1e-4, atol=1e-5)
+
