@@ -44,9 +44,9 @@ def write_sources(folder: Path, target, kernels: str, model_c: str, model_h: str
     (folder / "lsnn_model.h").write_text(model_h)
     for name in FIRMWARE:
         (folder / name).write_text(ctext.template(name))
-    make_vars = {"TARGET": target.name, "BOARD": target.board, "CPU": ctext.make_words(*target.cflags),
-                 "OPT": ctext.make_words(target.options["opt"]), "WORKSPACE": ctext.make_words(max(workspace, 8))}
-    (folder / "Makefile").write_text(ctext.fill("Makefile.in", make_vars))
+    words = {"TARGET": [target.name], "BOARD": [target.board], "CPU": target.cflags, "OPT": [target.options["opt"]],
+             "WORKSPACE": [max(workspace, 8)]}
+    (folder / "Makefile").write_text(ctext.fill("Makefile.in", {k: ctext.make_words(*v) for k, v in words.items()}))
     (folder / "lsnn.ld").write_text(ctext.fill("lsnn.ld.in", memory_map(target)))
     return workspace
 
