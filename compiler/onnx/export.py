@@ -18,7 +18,8 @@ from onnx import TensorProto, helper, numpy_helper
 
 from .functions import attach
 from .schema import DOMAIN, ONNX_OPSET, VERSION
-from lsnn.reference.errors import ConfigError
+from lsnn.reference import heldout as heldout_metric
+from lsnn.reference.errors import ConfigError, MissingFileError
 
 F = TensorProto.FLOAT
 FORMAT = "lsnn-onnx/1"
@@ -123,8 +124,11 @@ def export(model, *, streaming: bool = False, metadata: dict | None = None) -> o
     return proto
 
 
-def export_checkpoint(directory: str | Path, *, streaming: bool = False) -> onnx.ModelProto:
-    """Export a checkpoint folder; its config and metrics go into the model's metadata."""
+def export_checkpoint(directory: str | Path, *, streaming: bool = False, heldout: int | None = None,
+                      data_dir: str | None = None) -> onnx.ModelProto:
+    """Export a checkpoint folder; its config and metrics go into the model's metadata, with the
+    held-out metric of the module on ``heldout`` examples (default: as ``lsnn verify``; 0: none)
+    that ``lsnn verify`` checks the file against (:mod:`lsnn.reference.heldout`)."""
     from lsnn.reference import checkpoint
 
     directory = Path(directory)
@@ -137,7 +141,31 @@ def export_checkpoint(directory: str | Path, *, streaming: bool = False) -> onnx
         for key in ("accuracy", "mse"):  # the task's held-out metric
             if key in metrics:
                 meta[f"lsnn.{key}"] = str(metrics[key])
+    if heldout != 0:
+        meta[heldout_metric.KEY] = _heldout_record(model, config, heldout, data_dir)
     return export(model, streaming=streaming, metadata=meta)
+
+
+def _heldout_record(model, config: dict, examples: int | None, data_dir: str | None) -> dict:
+    """The module's held-out metric, or why it could not be measured (data set not installed)."""
+    from lsnn.reference.tasks import task_from_config
+
+    if not isinstance(config.get("task"), dict):
+        return {"unavailable": "the checkpoint's configuration names no task"}
+    try:
+        return heldout_metric.measure(model, task_from_config(config["task"], data_dir), examples).to_json()
+    except MissingFileError as e:
+        return {"unavailable": str(e)}
+
+
+def module_outputs(model, out) -> dict[str, torch.Tensor]:
+    """A reference module's forward result (:class:`~lsnn.reference.NetOutput`) under the names its
+    export gives the graph outputs (a streaming export's final states included)."""
+    if model.kind == "lstm":
+        h, c = out.state
+        return {"Y": out.Y, "final_h": h, "final_c": c}
+    final, final_y = out.state
+    return {"Y": out.Y, "Z": out.Z, "final_y": final_y, **{o: s for (_, o), s in zip(ALIF_STATE, final)}}
 
 
 def metadata(model: onnx.ModelProto) -> dict:
