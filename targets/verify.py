@@ -1,5 +1,13 @@
 """Parity of a runtime or target with the reference, by the definition every target uses.
 
+The reference is the model's source when there is one: a checkpoint folder
+(exported here, then compared with its PyTorch module) or a PyTorch module
+(``LSNN``, ``LIFNet``, ``LSTMNet``), run on the same inputs as the file under
+test. An ONNX file given alone has no source: its reference is its own
+interpretation (``ai.lsnn`` ops computed by :mod:`lsnn.reference`), which
+checks the runtime but not the export; the export is then checked by the
+held-out metric recorded in the file at export (:mod:`lsnn.reference.heldout`).
+
 Spiking dynamics are chaotic: one rounding difference near threshold flips a
 spike and everything after it diverges. So, per sequence, the steps are
 walked up to the first step where any spike of any ALIF node differs:
@@ -13,10 +21,18 @@ walked up to the first step where any spike of any ALIF node differs:
   run, the readout error and the agreement of predictions are reported.
 
 Models without ALIF nodes (the LSTM) compare every output at every step.
+NaN (or an infinity) never counts as agreement: a non-finite value in any
+output of either side fails its dataset, and a spike compared with NaN differs.
+
+On held-out data the task's metric measured on the runtime must agree with
+the expected one (the source module's on the same examples, or the one
+recorded at export): accuracy within one decision, mse within a relative
+1e-3 (:meth:`lsnn.reference.heldout.HeldoutMetric.difference`).
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import onnx
@@ -24,6 +40,8 @@ from onnx import TensorProto, helper
 
 from lsnn.compiler.onnx.schema import DOMAIN
 from lsnn.compiler.onnx.validate import ModelError
+from lsnn.reference.errors import ConfigError
+from lsnn.reference.heldout import BATCH_SIZE, HeldoutMetric, Tally, default_examples, record_of
 
 RTOL = 1e-4
 MARGIN = 1e-3
@@ -58,15 +76,39 @@ def add_probes(model: onnx.ModelProto) -> tuple[onnx.ModelProto, list[Probe]]:
     return out, probes
 
 
+# -- comparing one batch -----------------------------------------------------------------------
+
 def _norm_err(x: np.ndarray, y: np.ndarray, mask: np.ndarray | None = None) -> float:
-    """max |x - y| / max |y| over the entries where mask holds (broadcast over trailing dims)."""
+    """max |x - y| / max |y| over the entries where mask holds (broadcast over trailing dims);
+    infinite where a compared entry is not finite (NaN never agrees)."""
     if mask is not None:
         m = np.broadcast_to(mask.reshape(mask.shape + (1,) * (y.ndim - mask.ndim)), y.shape)
         if not m.any():
             return 0.0
         x, y = x[m], y[m]
-    scale = float(np.abs(y).max()) if y.size else 0.0
-    return float(np.abs(x - y).max() / scale) if scale > 0 else float(np.abs(x - y).max())
+    if not y.size:
+        return 0.0
+    diff = np.abs(x - y)
+    if not np.isfinite(diff).all():
+        return float("inf")
+    scale = float(np.abs(y).max())
+    return float(diff.max() / scale) if scale > 0 else float(diff.max())
+
+
+def _non_finite(side: str, values: dict, names: list[str], T: int, B: int) -> list[str]:
+    """One failure per output of ``values`` holding NaN or an infinity, naming where the first is."""
+    failures = []
+    for name in names:
+        bad = ~np.isfinite(values[name])
+        if not bad.any():
+            continue
+        at = tuple(int(i) for i in np.argwhere(bad)[0])
+        what = "NaN" if np.isnan(values[name][at]) else "an infinity"
+        where = f"step {at[0]}, sequence {at[1]}" if values[name].ndim >= 2 and values[name].shape[:2] == (T, B) \
+            else f"index {list(at)}"
+        failures.append(f"output '{name}': the {side} gives {what} at {where} "
+                        f"({int(bad.sum())} non-finite values; NaN never counts as agreement)")
+    return failures
 
 
 @dataclass
@@ -96,24 +138,23 @@ class BatchResult:
         self.failures += o.failures
 
 
-def compare(ref: dict, got: dict, probes: list[Probe], outputs: list[str], rtol: float = RTOL,
-            margin: float = MARGIN) -> BatchResult:
-    """Compare one batch by the parity definition (module docstring)."""
-    some = ref[outputs[0]]
-    T = some.shape[0]
-    B = ref[probes[0].Z].shape[1] if probes else some.shape[1]
-    res = BatchResult(sequences=B, steps=T)
+def _first_divergence(ref: dict, got: dict, probes: list[Probe], res: BatchResult, T: int, B: int) -> np.ndarray:
+    """Per sequence, the first step where a spike of any ALIF node differs (``T`` if none);
+    a spike compared with NaN differs (``!=`` holds)."""
     first = np.full(B, T)
     for p in probes:
         differ = (ref[p.Z] != got[p.Z]).reshape(T, B, -1).any(-1)  # [T, B]
-        has = differ.any(0)
-        first = np.minimum(first, np.where(has, differ.argmax(0), T))
+        first = np.minimum(first, np.where(differ.any(0), differ.argmax(0), T))
         res.spikes_equal += int((ref[p.Z] == got[p.Z]).sum())
         res.spikes_total += ref[p.Z].size
-    before = np.arange(T)[:, None] < first[None, :]  # [T, B]
+    return first
+
+
+def _check_flips(ref: dict, got: dict, probes: list[Probe], first: np.ndarray, res: BatchResult,
+                 margin: float) -> None:
+    """At each sequence's first divergence, every differing neuron must be a rounding flip."""
+    T = len(ref[probes[0].Z]) if probes else 0
     for p in probes:
-        res.err_V = max(res.err_V, _norm_err(got[p.V], ref[p.V], before))
-        res.err_A = max(res.err_A, _norm_err(got[p.A], ref[p.A], before))
         for b in np.nonzero(first < T)[0]:
             t = first[b]
             idx = np.nonzero(ref[p.Z][t, b] != got[p.Z][t, b])[0]
@@ -121,11 +162,18 @@ def compare(ref: dict, got: dict, probes: list[Probe], outputs: list[str], rtol:
                 continue
             v, A = ref[p.V][t, b, idx], ref[p.A][t, b, idx]
             m = np.abs(v - A) / np.abs(A)
-            res.worst_margin = max(res.worst_margin, float(m.max()))
-            if (m >= margin).any():
-                j = int(idx[m.argmax()])
+            flip = m < margin  # False for NaN: not a rounding flip
+            res.worst_margin = max(res.worst_margin, float(np.nanmax(m)) if not np.isnan(m).all() else np.inf)
+            if not flip.all():
+                j = int(idx[np.argmin(flip)])
                 res.failures.append(f"node '{p.node}', sequence {b}, step {t}: neuron {j} spikes differently with "
-                                    f"margin |v-A|/A = {m.max():.2e} >= {margin:g} (not a rounding flip)")
+                                    f"margin |v-A|/A = {m[np.argmin(flip)]:.2e}, not < {margin:g} "
+                                    f"(not a rounding flip)")
+
+
+def _compare_outputs(ref: dict, got: dict, outputs: list[str], first: np.ndarray, res: BatchResult,
+                     T: int, B: int) -> None:
+    before = np.arange(T)[:, None] < first[None, :]  # [T, B]
     for name in outputs:
         r, g = ref[name], got[name]
         if r.shape != g.shape:
@@ -133,19 +181,189 @@ def compare(ref: dict, got: dict, probes: list[Probe], outputs: list[str], rtol:
             continue
         if r.ndim >= 2 and r.shape[0] == T and r.shape[1] == B:
             res.err_out = max(res.err_out, _norm_err(g, r, before))
-            res.readout_abs_err = max(res.readout_abs_err, float(np.abs(g - r).max()))
+            res.readout_abs_err = max(res.readout_abs_err, float(np.abs(g - r).max()) if r.size else 0.0)
         else:  # final state: only where nothing diverged
             keep = first == T
             if keep.any() and r.ndim >= 1:
                 axis = 1 if r.ndim == 3 else 0  # LSTM states are [1, B, H]
                 res.err_out = max(res.err_out, _norm_err(np.compress(keep, g, axis), np.compress(keep, r, axis)))
+
+
+def compare(ref: dict, got: dict, probes: list[Probe], outputs: list[str], rtol: float = RTOL,
+            margin: float = MARGIN) -> BatchResult:
+    """Compare one batch by the parity definition (module docstring)."""
+    T = ref[outputs[0]].shape[0]
+    B = ref[probes[0].Z].shape[1] if probes else ref[outputs[0]].shape[1]
+    res = BatchResult(sequences=B, steps=T)
+    names = list(dict.fromkeys(outputs + [n for p in probes for n in (p.Z, p.V, p.A)]))
+    for side, values in (("runtime", got), ("reference", ref)):
+        res.failures += _non_finite(side, values, names, T, B)
+    first = _first_divergence(ref, got, probes, res, T, B)
+    before = np.arange(T)[:, None] < first[None, :]
+    for p in probes:
+        res.err_V = max(res.err_V, _norm_err(got[p.V], ref[p.V], before))
+        res.err_A = max(res.err_A, _norm_err(got[p.A], ref[p.A], before))
+    _check_flips(ref, got, probes, first, res, margin)
+    _compare_outputs(ref, got, outputs, first, res, T, B)
     res.diverged = int((first < T).sum())
     res.first_divergence = [int(t) if t < T else None for t in first]
     for what, err in (("V", res.err_V), ("A", res.err_A), ("outputs", res.err_out)):
-        if err > rtol:
+        if not err <= rtol:
             res.failures.append(f"{what} differ before the first spike divergence: relative error {err:.2e} > {rtol:g}")
     return res
 
+
+# -- the reference: the model's source, or the file's own interpretation ----------------------
+
+class Reference:
+    """What the runtime is compared with: named outputs for the same feeds, and the held-out
+    metric the runtime's must agree with."""
+
+    label: str
+
+    def run(self, feeds: dict[str, np.ndarray], names: list[str]) -> dict[str, np.ndarray]:
+        raise NotImplementedError
+
+    def expected(self, measured: HeldoutMetric) -> HeldoutMetric | None:
+        """The held-out metric the runtime's must agree with, given the reference's own
+        measurement on the same examples; None when the reference is no truth for it."""
+        raise NotImplementedError
+
+
+class FileReference(Reference):
+    """The file under test as the ``torch`` runtime interprets it: no source to compare with."""
+
+    def __init__(self, probed: onnx.ModelProto, threads: int):
+        from lsnn.compiler.onnx.export import metadata
+        from lsnn.targets import open_runtime
+
+        self.label = ("the file's own interpretation (torch runtime), not its source: give its checkpoint "
+                      "(as MODEL or --reference) to compare with it")
+        self.runtime = open_runtime(probed, "torch", threads)
+
+    def run(self, feeds, names):
+        return self.runtime.run(feeds, names)
+
+    def expected(self, measured):
+        return None  # the file's own metric: it agrees whatever the export got wrong
+
+
+class ModuleReference(Reference):
+    """A PyTorch module (the source of the export), run on the same inputs from a zero state
+    (verify feeds a streaming model's state inputs with zeros)."""
+
+    def __init__(self, module, label: str, probes: list[Probe]):
+        if len(probes) > 1:
+            raise ModelError(f"the file under test has {len(probes)} ALIF nodes; the reference {label} has one")
+        self.module, self.label, self.probes = module, label, probes
+
+    def run(self, feeds, names):
+        import torch
+
+        from lsnn.compiler.onnx.export import module_outputs
+
+        X = torch.from_numpy(next(iter(feeds.values())))
+        with torch.no_grad():
+            out = self.module(X)
+        named = module_outputs(self.module, out)
+        for p in self.probes:
+            named.update({p.Z: out.Z, p.V: out.V, p.A: out.A})
+        missing = [n for n in names if n not in named]
+        if missing:
+            raise ModelError(f"output(s) {missing} of the file under test have no counterpart in the reference "
+                             f"{self.label} (its outputs: {sorted(named)})")
+        return {n: named[n].numpy() for n in names}
+
+    def expected(self, measured):
+        return measured
+
+
+# -- what is verified --------------------------------------------------------------------------
+
+@dataclass
+class Subject:
+    """The file under test (probed), its reference, its task and the held-out metric recorded in it."""
+
+    label: str
+    model: onnx.ModelProto
+    probed: onnx.ModelProto
+    probes: list[Probe]
+    reference: Reference
+    task: object | None  # lsnn.reference.tasks.Task
+    record: HeldoutMetric | None
+    why_no_record: str
+
+
+def _is_module(x) -> bool:
+    import torch
+
+    return isinstance(x, torch.nn.Module)
+
+
+@dataclass
+class Source:
+    """Where a model comes from: a PyTorch module, with its checkpoint's configuration."""
+
+    module: object
+    config: dict | None
+    name: str  # "checkpoint DIR" or "the LSNN module given"
+
+
+def _source(x) -> Source | None:
+    """The source of a checkpoint folder or PyTorch module; None for an ONNX model."""
+    if _is_module(x):
+        return Source(x.eval(), None, f"the {type(x).__name__} module given")
+    if isinstance(x, (str, Path)) and Path(x).is_dir():
+        from lsnn.reference import checkpoint
+
+        module, config, _ = checkpoint.load(x)
+        return Source(module, config, f"checkpoint {x}")
+    return None
+
+
+def _export_source(x, module) -> onnx.ModelProto:
+    from lsnn.compiler.onnx.export import export, export_checkpoint
+
+    return export(module) if _is_module(x) else export_checkpoint(x, heldout=0)
+
+
+def _task(task, configs: list, data_dir: str | None):
+    """The task named or given (a Task), else the one of the first configuration that names one."""
+    from lsnn.reference.tasks import Task, make_task, task_from_config
+
+    if isinstance(task, Task):
+        return task
+    for cfg in configs:
+        params = cfg.get("task") if isinstance(cfg, dict) else None
+        if isinstance(params, dict) and (task is None or params.get("name") == task):
+            return task_from_config(params, data_dir)
+    return make_task(task, data_dir=data_dir) if task is not None else None
+
+
+def subject(model, reference=None, task=None, data_dir: str | None = None, threads: int = 1) -> Subject:
+    """What ``verify`` compares: ``model`` (an ONNX file or ``ModelProto``, a checkpoint folder, a
+    PyTorch module) as exported, with the reference from ``reference`` (a checkpoint folder or a
+    module), else from ``model``'s own source, else the file's interpretation."""
+    from lsnn.compiler.onnx.export import metadata
+    from lsnn.compiler.onnx.validate import load
+
+    source = _source(model)
+    proto = _export_source(model, source.module) if source else load(model)
+    label = f"the export of {source.name}" if source else \
+        (str(model) if not isinstance(model, onnx.ModelProto) else "<in memory>")
+    if reference is not None:
+        source = _source(reference)
+        if source is None:
+            raise ConfigError(f"reference {reference}: not a checkpoint folder or a PyTorch module")
+    probed, probes = add_probes(proto)
+    ref = ModuleReference(source.module, f"PyTorch, {source.name}", probes) if source \
+        else FileReference(probed, threads)
+    meta = metadata(proto)
+    configs = [source.config if source else None, meta.get("lsnn.config")]
+    return Subject(label, proto, probed, probes, ref, _task(task, configs, data_dir), *record_of(meta))
+
+
+# -- the data ----------------------------------------------------------------------------------
 
 def _feeds(model: onnx.ModelProto, X: np.ndarray) -> dict[str, np.ndarray]:
     """``X`` for the first graph input, zeros for the state inputs of a streaming model."""
@@ -168,7 +386,7 @@ def _n_in(model: onnx.ModelProto) -> int:
     return dims[2].dim_value
 
 
-def datasets(model: onnx.ModelProto, task=None, limit: int | None = None, batch_size: int = 64,
+def datasets(model: onnx.ModelProto, task=None, limit: int | None = None, batch_size: int = BATCH_SIZE,
              random_steps: int = 300, seed: int = 0):
     """``(name, X, target)`` batches: the task's held-out data (when known) and random inputs."""
     if task is not None:
@@ -180,126 +398,195 @@ def datasets(model: onnx.ModelProto, task=None, limit: int | None = None, batch_
     yield "random-currents", rng.normal(0, 1, (random_steps, 8, n_in)).astype(np.float32), None
 
 
-def task_of(model: onnx.ModelProto, name: str | None = None, data_dir: str | None = None):
-    """The task a model was trained on (from its metadata), or the one named."""
-    from lsnn.compiler.onnx.export import metadata
-    from lsnn.reference.tasks import make_task
-
-    cfg = metadata(model).get("lsnn.config")
-    params = dict(cfg["task"]) if isinstance(cfg, dict) and "task" in cfg else {}
-    if name is not None and params.get("name") != name:
-        params = {"name": name}
-    if not params:
-        return None
-    if data_dir is not None and params.get("name") == "smnist":  # the only task that reads files
-        params["data_dir"] = data_dir
-    return make_task(**params)
+def _heldout_plan(subj: Subject, limit: int | None, batch_size: int) -> tuple[int | None, int]:
+    """``(examples, batch size)`` of the held-out data: those of the metric recorded in the
+    file (so that the same examples are drawn), else the defaults."""
+    if subj.record is not None:
+        return (subj.record.examples if limit is None else limit), subj.record.batch_size
+    if limit is None and subj.task is not None:
+        limit = default_examples(subj.task)
+    return limit, batch_size
 
 
-def verify(model_path, runtime: str = "ort", *, task: str | None = None, data_dir: str | None = None,
-           limit: int | None = None, batch_size: int = 64, threads: int = 1, rtol: float = RTOL,
-           margin: float = MARGIN, progress: bool = True) -> dict:
-    """Run ``runtime`` and the reference on the same inputs and compare them (module docstring)."""
+# -- running -----------------------------------------------------------------------------------
+
+def _decisions(task, Y: np.ndarray, target: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """One prediction and its answer per decision (a class), or per trial (a value, regression)."""
+    if task.metric == "mse":
+        pred, answer = task.predictions(Y, target)
+        return pred.ravel(), answer.ravel()
+    from lsnn.reference.tasks import decisions
+
+    pred, answer = decisions(Y, target)
+    return pred.numpy(), answer.numpy()
+
+
+@dataclass
+class Run:
+    """What running every dataset through both sides gave."""
+
+    results: dict = field(default_factory=dict)  # dataset -> BatchResult
+    predictions: dict = field(default_factory=dict)  # dataset -> [(reference, runtime, answers)]
+    tally_reference: Tally | None = None
+    tally_runtime: Tally | None = None
+
+
+def _run(subj: Subject, rt, runtime: str, batches: list, batch_size: int, rtol: float, margin: float,
+         progress: bool) -> Run:
     from tqdm import tqdm
 
-    from lsnn.compiler.onnx.validate import load
-    from lsnn.reference.tasks import decisions
+    outputs = [o.name for o in subj.model.graph.output]
+    names = list(dict.fromkeys(outputs + [n for p in subj.probes for n in (p.Z, p.V, p.A)]))
+    readout = "Y" if "Y" in outputs else outputs[0]
+    run = Run()
+    if subj.task is not None:
+        run.tally_reference, run.tally_runtime = Tally(subj.task, batch_size), Tally(subj.task, batch_size)
+    for name, X, target in tqdm(batches, desc=f"verify {runtime}", disable=not progress, dynamic_ncols=True):
+        feeds = _feeds(subj.model, X)
+        ref = subj.reference.run(feeds, names)
+        got = rt.run(feeds, names)
+        run.results.setdefault(name, BatchResult()).merge(compare(ref, got, subj.probes, outputs, rtol, margin))
+        if target is not None:
+            run.tally_reference.add(X, target, ref[readout])
+            run.tally_runtime.add(X, target, got[readout])
+            pr, answers = _decisions(subj.task, ref[readout], target)
+            pg, _ = _decisions(subj.task, got[readout], target)
+            run.predictions.setdefault(name, []).append((pr, pg, answers))
+    return run
+
+
+def _open(subj: Subject, runtime, threads: int):
+    """The runtime under test and its name; a ``Runtime`` object is taken as already compiled
+    from ``add_probes(model)[0]`` (e.g. on a machine without a compiler)."""
     from lsnn.targets import Runtime, open_runtime
 
-    model = load(model_path)
-    probed, probes = add_probes(model)
-    probe_names = [n for p in probes for n in (p.Z, p.V, p.A)]
-    ref_rt = open_runtime(probed, "torch", threads)
-    # a Runtime object: already compiled from add_probes(model)[0] (e.g. on a machine without a compiler)
     if isinstance(runtime, Runtime):
-        rt, runtime = runtime, getattr(runtime, "target", runtime.name)
-    else:
-        rt = open_runtime(probed, runtime, threads)
-    outputs = [o.name for o in model.graph.output]
-    names = list(dict.fromkeys(outputs + probe_names))
-    readout = "Y" if "Y" in outputs else outputs[0]
-    the_task = task_of(model, task, data_dir)
-    if limit is None and the_task is not None:
-        limit = 256 if the_task.name == "smnist" else 64
-    results: dict[str, BatchResult] = {}
-    preds: dict[str, list] = {}
-    batches = list(datasets(model, the_task, limit, batch_size))
-    for name, X, target in tqdm(batches, desc=f"verify {runtime}", disable=not progress, dynamic_ncols=True):
-        feeds = _feeds(model, X)
-        ref = ref_rt.run(feeds, names)
-        got = rt.run(feeds, names)
-        res = compare(ref, got, probes, outputs, rtol, margin)
-        results.setdefault(name, BatchResult()).merge(res)
-        if target is not None and getattr(the_task, "metric", "accuracy") == "mse":  # regression: per trial
-            pr, labels = the_task.predictions(ref[readout], target)
-            pg, _ = the_task.predictions(got[readout], target)
-            preds.setdefault(name, []).append((pr.ravel(), pg.ravel(), labels.ravel()))
-        elif target is not None:
-            pr, labels = decisions(ref[readout], target)
-            pg, _ = decisions(got[readout], target)
-            preds.setdefault(name, []).append((pr.numpy(), pg.numpy(), labels.numpy()))
-    report = {"model": str(model_path) if not isinstance(model_path, onnx.ModelProto) else "<in memory>",
-              "runtime": runtime, "reference": "torch", "rtol": rtol, "margin": margin,
-              "task": the_task.name if the_task else None, "alif_nodes": [p.node for p in probes], "datasets": {}}
-    passed = True
-    for name, r in results.items():
-        fd = [t for t in r.first_divergence if t is not None]
-        entry = {
-            "sequences": r.sequences, "steps": r.steps,
-            "sequences_diverged": r.diverged,
-            "first_divergence_step": min(fd) if fd else None,
-            "median_first_divergence_step": float(np.median(fd)) if fd else None,
-            "max_rel_err_V_before_divergence": r.err_V if probes else None,
-            "max_rel_err_A_before_divergence": r.err_A if probes else None,
-            "max_rel_err_outputs_before_divergence": r.err_out,
-            "max_abs_err_readout": r.readout_abs_err,
-            "spike_agreement": r.spikes_equal / r.spikes_total if r.spikes_total else None,
-            "worst_flip_margin": r.worst_margin if fd else None,
-            "failures": r.failures[:20], "passed": not r.failures,
-        }
-        if name in preds:
-            pr = np.concatenate([p[0] for p in preds[name]])
-            pg = np.concatenate([p[1] for p in preds[name]])
-            lab = np.concatenate([p[2] for p in preds[name]])
-            if getattr(the_task, "metric", "accuracy") == "mse":
-                # a trial's prediction agrees when it is within 1e-3 (relative to the answers' scale)
-                tol = 1e-3 * max(1.0, float(np.abs(lab).max()))
-                entry.update({"decisions": int(lab.size), "prediction_agreement": float((np.abs(pr - pg) <= tol).mean()),
-                              "max_abs_prediction_difference": float(np.abs(pr - pg).max()),
-                              "mse_reference": float(((pr - lab) ** 2).mean()),
-                              "mse_runtime": float(((pg - lab) ** 2).mean())})
-            else:
-                entry.update({"decisions": int(lab.size), "prediction_agreement": float((pr == pg).mean()),
-                              "accuracy_reference": float((pr == lab).mean()),
-                              "accuracy_runtime": float((pg == lab).mean())})
-        passed &= entry["passed"]
-        report["datasets"][name] = entry
-    report["passed"] = passed
-    return report
+        return runtime, getattr(runtime, "target", runtime.name)
+    return open_runtime(subj.probed, runtime, threads), runtime
+
+
+# -- the held-out metric and the report ---------------------------------------------------------
+
+def _check(expected: HeldoutMetric, source: str, measured: HeldoutMetric) -> dict:
+    entry = {"expected": expected.to_json(), "expected_from": source, "measured": measured.to_json()}
+    why = expected.same_examples(measured)
+    if why:
+        return {**entry, "status": "not checked", "message": f"held-out metric {source} not checked: {why}"}
+    diff = expected.difference(measured)
+    message = f"held-out {measured.describe()} on the runtime, expected {expected.describe()} {source}"
+    return {**entry, "status": "fail" if diff else "pass", "message": message + (f": {diff}" if diff else "")}
+
+
+def check_metric(subj: Subject, run: Run) -> list[dict]:
+    """The runtime's held-out metric against each expected one (module docstring): the
+    reference's on the same examples (when it is the source) and the one recorded at export."""
+    measured = run.tally_runtime.result() if run.tally_runtime and run.tally_runtime.examples else None
+    expected = []
+    if measured is not None:
+        from_reference = subj.reference.expected(run.tally_reference.result())
+        if from_reference is not None:
+            expected.append((from_reference, "from the reference on the same examples"))
+        if subj.record is not None:
+            expected.append((subj.record, "recorded at export"))
+    if expected:
+        return [_check(e, source, measured) for e, source in expected]
+    why = ["no held-out data was run (no task is known: pass --task)"] if measured is None else []
+    why += [subj.why_no_record] if subj.record is None else []
+    return [{"status": "not checked", "message": "held-out metric not checked: " + "; ".join(why)}]
+
+
+def _prediction_entry(task, preds: list) -> dict:
+    pr, pg, answers = (np.concatenate([p[i] for p in preds]) for i in range(3))
+    if task.metric == "mse":
+        # a trial's prediction agrees when it is within 1e-3 (relative to the answers' scale)
+        tol = 1e-3 * max(1.0, float(np.abs(answers).max()))
+        return {"decisions": int(answers.size), "prediction_agreement": float((np.abs(pr - pg) <= tol).mean()),
+                "max_abs_prediction_difference": float(np.abs(pr - pg).max()),
+                "mse_reference": float(((pr - answers) ** 2).mean()),
+                "mse_runtime": float(((pg - answers) ** 2).mean())}
+    return {"decisions": int(answers.size), "prediction_agreement": float((pr == pg).mean()),
+            "accuracy_reference": float((pr == answers).mean()), "accuracy_runtime": float((pg == answers).mean())}
+
+
+def _dataset_entry(r: BatchResult, has_probes: bool) -> dict:
+    fd = [t for t in r.first_divergence if t is not None]
+    return {
+        "sequences": r.sequences, "steps": r.steps,
+        "sequences_diverged": r.diverged,
+        "first_divergence_step": min(fd) if fd else None,
+        "median_first_divergence_step": float(np.median(fd)) if fd else None,
+        "max_rel_err_V_before_divergence": r.err_V if has_probes else None,
+        "max_rel_err_A_before_divergence": r.err_A if has_probes else None,
+        "max_rel_err_outputs_before_divergence": r.err_out,
+        "max_abs_err_readout": r.readout_abs_err,
+        "spike_agreement": r.spikes_equal / r.spikes_total if r.spikes_total else None,
+        "worst_flip_margin": r.worst_margin if fd else None,
+        "failures": r.failures[:20], "passed": not r.failures,
+    }
+
+
+def _report(subj: Subject, runtime: str, run: Run, rtol: float, margin: float) -> dict:
+    datasets = {}
+    for name, r in run.results.items():
+        datasets[name] = _dataset_entry(r, bool(subj.probes))
+        if name in run.predictions:
+            datasets[name].update(_prediction_entry(subj.task, run.predictions[name]))
+    metric = check_metric(subj, run)
+    return {"model": subj.label, "runtime": runtime, "reference": subj.reference.label, "rtol": rtol,
+            "margin": margin, "task": subj.task.name if subj.task else None,
+            "alif_nodes": [p.node for p in subj.probes], "datasets": datasets, "heldout_metric": metric,
+            "passed": all(d["passed"] for d in datasets.values()) and all(m["status"] != "fail" for m in metric)}
+
+
+def verify(model, runtime="ort", *, reference=None, task=None, data_dir: str | None = None,
+           limit: int | None = None, batch_size: int = BATCH_SIZE, threads: int = 1, rtol: float = RTOL,
+           margin: float = MARGIN, progress: bool = True) -> dict:
+    """Run ``runtime`` (a name, or a compiled ``Runtime``) and the reference on the same inputs and
+    compare them (module docstring). ``model``: an ONNX file or ``ModelProto``, a checkpoint folder or
+    a PyTorch module; ``reference``: a checkpoint folder or module (default: ``model``'s own source);
+    ``task``: a task name or ``Task`` (default: the model's)."""
+    subj = subject(model, reference, task, data_dir, threads)
+    rt, name = _open(subj, runtime, threads)
+    limit, batch_size = _heldout_plan(subj, limit, batch_size)
+    batches = list(datasets(subj.model, subj.task, limit, batch_size))
+    run = _run(subj, rt, name, batches, batch_size, rtol, margin, progress)
+    return _report(subj, name, run, rtol, margin)
+
+
+# -- the report as text --------------------------------------------------------------------------
+
+def _fmt(x, spec=".2e") -> str:
+    return "-" if x is None else format(x, spec)
+
+
+# (heading, width, the entry's value, format)
+_COLUMNS = [
+    ("seqs", 5, lambda d: d["sequences"], "d"),
+    ("steps", 6, lambda d: d["steps"], "d"),
+    ("diverged", 8, lambda d: d["sequences_diverged"], "d"),
+    ("first div", 9, lambda d: d["first_divergence_step"], "d"),
+    ("err V", 9, lambda d: d["max_rel_err_V_before_divergence"], ".2e"),
+    ("err A", 9, lambda d: d["max_rel_err_A_before_divergence"], ".2e"),
+    ("err out", 9, lambda d: d["max_rel_err_outputs_before_divergence"], ".2e"),
+    ("spikes eq", 9, lambda d: d["spike_agreement"], ".5f"),
+    ("pred agree", 10, lambda d: d.get("prediction_agreement"), ".4f"),
+    ("{m} ref", 7, lambda d: d.get("accuracy_reference", d.get("mse_reference")), ".4f"),
+    ("{m} rt", 7, lambda d: d.get("accuracy_runtime", d.get("mse_runtime")), ".4f"),
+]
 
 
 def format_report(report: dict) -> str:
-    def f(x, spec=".2e"):
-        return "-" if x is None else format(x, spec)
-
-    lines = [f"parity of {report['runtime']} with the reference ({report['reference']}) on {report['model']}",
+    m = "mse" if any("mse_reference" in d for d in report["datasets"].values()) else "acc"
+    lines = [f"parity of {report['runtime']} on {report['model']}",
+             f"  reference: {report['reference']}",
              f"  ALIF nodes: {', '.join(report['alif_nodes']) or 'none'}; tolerance: relative {report['rtol']:g} "
-             f"before the first spike divergence, flip margin < {report['margin']:g}"]
-    head = f"  {'data':16s} {'seqs':>5s} {'steps':>6s} {'diverged':>8s} {'first div':>9s} {'err V':>9s} " \
-           f"{'err A':>9s} {'err out':>9s} {'spikes eq':>9s} {'pred agree':>10s} {'acc ref':>7s} {'acc rt':>7s}  result"
-    if any("mse_reference" in d for d in report["datasets"].values()):
-        head = head.replace("acc ref", "mse ref").replace(" acc rt", " mse rt")
-    lines.append(head)
+             f"before the first spike divergence, flip margin < {report['margin']:g}",
+             f"  {'data':16s} " + " ".join(f"{h.format(m=m):>{w}s}" for h, w, _, _ in _COLUMNS) + "  result"]
     for name, d in report["datasets"].items():
-        lines.append(
-            f"  {name:16s} {d['sequences']:5d} {d['steps']:6d} {d['sequences_diverged']:8d} "
-            f"{f(d['first_divergence_step'], 'd'):>9s} {f(d['max_rel_err_V_before_divergence']):>9s} "
-            f"{f(d['max_rel_err_A_before_divergence']):>9s} {f(d['max_rel_err_outputs_before_divergence']):>9s} "
-            f"{f(d['spike_agreement'], '.5f'):>9s} {f(d.get('prediction_agreement'), '.4f'):>10s} "
-            f"{f(d.get('accuracy_reference', d.get('mse_reference')), '.4f'):>7s} "
-            f"{f(d.get('accuracy_runtime', d.get('mse_runtime')), '.4f'):>7s}  "
-            f"{'PASS' if d['passed'] else 'FAIL'}")
-        for msg in d["failures"]:
-            lines.append(f"    - {msg}")
+        cells = " ".join(f"{_fmt(get(d), spec):>{w}s}" for _, w, get, spec in _COLUMNS)
+        lines.append(f"  {name:16s} {cells}  {'PASS' if d['passed'] else 'FAIL'}")
+        lines += [f"    - {msg}" for msg in d["failures"]]
+    for m in report["heldout_metric"]:
+        lines.append(f"  {m['message']}" + ("" if m["status"] == "not checked" else f": {m['status'].upper()}"))
     lines.append("PASS" if report["passed"] else "FAIL")
     return "\n".join(lines)

@@ -6,12 +6,16 @@ from pathlib import Path
 import pytest
 
 from lsnn.reference import checkpoint
+from lsnn.reference.paths import MODELS_DIR as MODELS, committed_models
 from lsnn.reference.tasks import DEFAULT_DATA_DIR, make_task
 from lsnn.reference.train import evaluate
 
-MODELS = Path(__file__).resolve().parent.parent / "models"
-COMMITTED = ["store-recall-lsnn", "store-recall-lif", "store-recall-lstm", "smnist-lsnn", "smnist-lstm",
-             "l2l-lsnn", "l2l-lstm"]
+COMMITTED = committed_models()
+
+
+def test_the_committed_models_are_the_papers():
+    assert COMMITTED == sorted(["store-recall-lsnn", "store-recall-lif", "store-recall-lstm", "smnist-lsnn",
+                                "smnist-lstm", "l2l-lsnn", "l2l-lstm"])
 
 
 def metrics(name):
@@ -81,8 +85,14 @@ def test_checkpoint_exports_and_passes_parity(name, streaming, runtime, tmp_path
 
     key = "mse" if "mse" in metrics(name) else "accuracy"
     assert metadata(load(path))["lsnn.metrics"][key] == metrics(name)[key]
-    report = verify(path, runtime, data_dir=DEFAULT_DATA_DIR if "smnist" in name else None, limit=64, progress=False)
+    # the export against its PyTorch module, on the held-out examples of the module's metric recorded at
+    # export (64, 256 for smnist): the file's metric must match both the module's and the record
+    report = verify(path, runtime, reference=MODELS / name, data_dir=DEFAULT_DATA_DIR if "smnist" in name else None,
+                    progress=False)
     assert report["passed"], report
+    assert [(m["status"], m["expected_from"]) for m in report["heldout_metric"]] == \
+        [("pass", "from the reference on the same examples"), ("pass", "recorded at export")]
+    assert report["heldout_metric"][0]["measured"]["examples"] == (256 if "smnist" in name else 64)
     held = report["datasets"]["heldout"]
     assert held["decisions"] >= 64 and held["prediction_agreement"] >= 0.95
     if "mse_reference" in held:  # learning to learn: the compiled episode gives the reference's errors
@@ -96,7 +106,6 @@ def test_checkpoints_pass_parity_on_cortex_m(name, core, tmp_path):
     """Held-out Fashion-MNIST sequences (840 steps) or learning-to-learn episodes (500 steps)
     and random inputs, run under QEMU."""
     from lsnn.targets.verify import verify
-    from lsnn.compiler.onnx.export import export_checkpoint
     from lsnn.targets.cortex_m import missing_tools
 
     if missing_tools():
@@ -105,8 +114,9 @@ def test_checkpoints_pass_parity_on_cortex_m(name, core, tmp_path):
         pytest.skip(f"Cortex-M toolchain missing: {missing_tools()}")
     if "smnist" in name and not Path(DEFAULT_DATA_DIR).is_dir() and not os.environ.get("CI"):
         pytest.skip("Fashion-MNIST (dataset-fashion-mnist) is not installed")
-    report = verify(export_checkpoint(MODELS / name), core, data_dir=DEFAULT_DATA_DIR, limit=4, progress=False)
+    report = verify(MODELS / name, core, data_dir=DEFAULT_DATA_DIR, limit=4, progress=False)  # against the module
     assert report["passed"], report
+    assert report["heldout_metric"][0]["status"] == "pass"
     assert report["datasets"]["heldout"]["prediction_agreement"] == 1.0
 
 
