@@ -38,7 +38,9 @@ class State:
     shape: list          # static shape in the step graph (batch 1)
     source: str          # the original graph's initial-state tensor ("" when omitted)
     batch_axis: int = 0  # the axis of B in the original's state tensors ([B, H]; LSTM [D, B, H])
-    initial: np.ndarray | None = None  # its value when the original computes it from no input
+    initial: np.ndarray | None = None  # [rows, size]: its value when the original sets it without an
+    #                                    input (zeros, an initializer, a computation): one row for every
+    #                                    sequence, or one per sequence of a fixed batch
     final: str = ""      # the original graph output that is its final value ("" if none)
 
     @property
@@ -48,6 +50,12 @@ class State:
     def sequence(self, value: np.ndarray, b: int) -> np.ndarray:
         """Sequence ``b``'s part of a state tensor of the original graph, in the step graph's shape."""
         return np.take(np.asarray(value, np.float32), [b], axis=self.batch_axis).reshape(self.shape)
+
+    def initial_of(self, b: int) -> np.ndarray:
+        """Sequence ``b``'s initial value (zeros where an input of the original sets it)."""
+        if self.initial is None:
+            return np.zeros(self.shape, np.float32)
+        return self.initial[b if len(self.initial) > 1 else 0].reshape(self.shape)
 
     def batched(self, B: int) -> list:
         """Its shape in the original graph for ``B`` sequences."""
@@ -66,10 +74,15 @@ class StepPlan:
     steps: int | None = None                             # T, where the original's inputs fix it
     batch: int | None = None                             # B, where the original's inputs fix it
 
-    def initial_state(self) -> np.ndarray:
-        """All states, concatenated: their computed initial values, zeros where a graph input sets them."""
-        parts = [(s.initial if s.initial is not None else np.zeros(s.shape, np.float32)).ravel() for s in self.states]
+    def initial_state(self, b: int = 0) -> np.ndarray:
+        """All states of sequence ``b``, concatenated: the values the original sets, zeros where a
+        graph input sets them."""
+        parts = [s.initial_of(b).ravel() for s in self.states]
         return np.concatenate(parts).astype(np.float32) if parts else np.zeros(0, np.float32)
+
+    def initial_rows(self) -> int:
+        """How many sequences have initial states of their own: 1, or the fixed batch."""
+        return max([len(s.initial) for s in self.states if s.initial is not None], default=1)
 
 
 def _dims(vi) -> list:
@@ -145,12 +158,12 @@ def _fixed(what: str, sizes: dict) -> int | None:
 
 def _fixed_sizes(model: onnx.ModelProto, plan: StepPlan) -> None:
     """The T and B that the original's inputs fix (``torch.onnx.export`` writes them fixed)."""
-    dims = {vi.name: _dims(vi) for vi in model.graph.input}
+    dims = {vi.name: _dims(vi) for vi in model.graph.input} | {t.name: list(t.dims) for t in model.graph.initializer}
     steps = {n: dims[n][0] for n, _ in plan.frames if isinstance(dims[n][0], int)}
     batch = {n: dims[n][1] for n, _ in plan.frames if isinstance(dims[n][1], int)}
-    for s in plan.states:
+    for s in plan.states:  # initial states given as inputs or initializers
         d = dims.get(s.source, [])
-        if s.source in plan.sequence_inputs and len(d) > s.batch_axis and isinstance(d[s.batch_axis], int):
+        if len(d) > s.batch_axis and isinstance(d[s.batch_axis], int):
             batch[s.source] = d[s.batch_axis]
     plan.steps, plan.batch = _fixed("T", steps), _fixed("B", batch)
 
@@ -217,12 +230,13 @@ def _ort(model: onnx.ModelProto):
 
 
 def _initial_values(model: onnx.ModelProto, plan: StepPlan) -> None:
-    """The value of each initial state the original graph computes itself (usually zeros)."""
+    """The value of each initial state the original graph sets itself (usually zeros): one row, or
+    one per sequence where it sets them for a fixed batch."""
     graph_inputs = {vi.name for vi in model.graph.input} - {t.name for t in model.graph.initializer}
     computed = [s for s in plan.states if s.source and s.source not in graph_inputs]
     for s in plan.states:
         if not s.source:
-            s.initial = np.zeros(s.shape, np.float32)
+            s.initial = np.zeros((1, s.size), np.float32)
     if not computed:
         return
     probe = onnx.ModelProto()
@@ -233,7 +247,8 @@ def _initial_values(model: onnx.ModelProto, plan: StepPlan) -> None:
     feeds = _feeds(model, plan, plan.steps or 1, plan.batch or 1)
     values = _ort(probe).run(feeds, [s.source for s in computed])
     for s in computed:
-        s.initial = s.sequence(values[s.source], 0)
+        rows = np.moveaxis(np.asarray(values[s.source], np.float32), s.batch_axis, 0)
+        s.initial = rows.reshape(len(rows), s.size)
 
 
 def _feeds(model: onnx.ModelProto, plan: StepPlan, T: int, B: int, rng=None) -> dict:
@@ -260,7 +275,7 @@ def _output_shapes(plan: StepPlan, names: list) -> list:
 def _step_by_step(step_rt, plan: StepPlan, feeds: dict, b: int, T: int) -> tuple[dict, dict]:
     """Sequence ``b`` of ``feeds`` run one step at a time: its outputs ``[T, 1, ...]`` and last state."""
     step_outs = [n for n, _ in plan.outputs]
-    state = {s.input: s.sequence(feeds[s.source], b) if s.source in plan.sequence_inputs else s.initial
+    state = {s.input: s.sequence(feeds[s.source], b) if s.source in plan.sequence_inputs else s.initial_of(b)
              for s in plan.states}
     steps = {n: [] for n in step_outs}
     for t in range(T):

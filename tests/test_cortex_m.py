@@ -408,3 +408,18 @@ def test_static_shape_model_compiles_and_runs(kind, T, B):
         assert ref["Z"].sum() > 0 and np.array_equal(got["Z"], ref["Z"])
     np.testing.assert_allclose(got["Y"], ref["Y"], rtol=1e-4, atol=1e-5)
 
+
+
+def test_initial_states_set_per_sequence_by_an_initializer():
+    """An initial state given as a constant for a fixed batch of 3: each sequence starts from its row."""
+    model, _ = hand_built()
+    li = model.graph.node[1]
+    li.input.append("y0")
+    y0 = np.array([[0.5, -1.0], [2.0, 0.0], [-3.0, 1.5]], np.float32)
+    model.graph.initializer.append(onnx.numpy_helper.from_array(y0, "y0"))
+    art = compiler.compile(model, "cortex-m4")
+    X = spikes(T=12, B=3, I=4, p=0.3)
+    ref = open_runtime(model, "torch").run({"X": X})
+    np.testing.assert_allclose(art.run({"X": X})["Y"], ref["Y"], rtol=1e-4, atol=1e-5)
+    with pytest.raises(ArtifactError, match="initial states of 3 sequences; the inputs have B = 2"):
+        art.run({"X": X[:, :2]})

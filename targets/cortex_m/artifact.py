@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..artifact import Artifact, checked_file, sha256, write_artifact
+from ..artifact import Artifact, ArtifactError, checked_file, sha256, write_artifact
 from ..base import TargetError, get_target
 from . import qemu
 
@@ -36,13 +36,23 @@ class CortexMArtifact(Artifact):
             shutil.rmtree(self.folder, ignore_errors=True)
 
     # -- running -------------------------------------------------------------
+    def _initial_states(self, B: int) -> np.ndarray:
+        """``[B, state_size]``: the model's initial state for each sequence (a fixed batch may set
+        one per sequence), before the inputs that set states are applied."""
+        rows = self.manifest.get("sequence_initial_states")
+        if rows is None:
+            initial = np.asarray(self.manifest["initial_state"], np.float32)
+            return np.tile(initial, (B, 1)) if initial.size else np.zeros((B, 0), np.float32)
+        if len(rows) != B:
+            raise ArtifactError(f"the model sets the initial states of {len(rows)} sequences; the inputs have B = {B}")
+        return np.array(rows, np.float32)
+
     def _frames_and_states(self, inputs: dict) -> tuple[np.ndarray, np.ndarray, int, int]:
         layout = self.manifest["layout"]
         frames = [inputs[f["name"]] for f in layout["frames"]]
         T, B = frames[0].shape[:2]
         X = np.concatenate([f.reshape(T, B, -1) for f in frames], axis=2).transpose(1, 0, 2)
-        initial = np.asarray(self.manifest["initial_state"], np.float32)
-        states = np.tile(initial, (B, 1)) if initial.size else np.zeros((B, 0), np.float32)
+        states = self._initial_states(B)
         for s in layout["states"]:
             if s["source"] in self.manifest["sequence_inputs"]:
                 v = np.asarray(inputs[s["source"]], np.float32)

@@ -120,7 +120,7 @@ def _manifest(proto, target, plan, layout: dict, folder: Path, workspace: int, s
     from lsnn.targets.artifact import FORMAT
 
     inits = {i.name for i in proto.graph.initializer}
-    return {
+    manifest = {
         "format": FORMAT,
         "kind": "cortex-m project",
         "target": target.describe(),
@@ -130,11 +130,14 @@ def _manifest(proto, target, plan, layout: dict, folder: Path, workspace: int, s
         "outputs": _io(proto.graph.output),
         "layout": layout,
         "sequence_inputs": plan.sequence_inputs,
-        "initial_state": plan.initial_state().tolist(),
+        "initial_state": plan.initial_state().tolist(),  # what lsnn_reset sets
         "workspace_bytes": workspace,
         "footprint": footprint(folder),
         "metadata": {p.key: p.value for p in proto.metadata_props},
     }
+    if plan.initial_rows() > 1:  # a fixed batch whose sequences start from states of their own
+        manifest["sequence_initial_states"] = [plan.initial_state(b).tolist() for b in range(plan.initial_rows())]
+    return manifest
 
 
 def _sources(proto, target):
