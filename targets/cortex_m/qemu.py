@@ -35,6 +35,7 @@ INPUT, OUTPUT = "input.bin", "output.bin"
 CONSOLE_FDS = (1, 2)       # where QEMU sends the semihosting console (SYS_WRITE0, SYS_WRITEC)
 O_ACCMODE, O_RDONLY, O_WRONLY = 3, 0, 1  # GDB File-I/O open flags
 EACCES = 13
+PIPELINE = 8  # memory packets in flight: their replies (4 KiB at most) fit a pipe's buffer
 
 
 class QemuError(LsnnError):
@@ -118,9 +119,13 @@ class GdbLink:
         self.proc.stdin.write(data)
         self.proc.stdin.flush()
 
+    @staticmethod
+    def _framed(data: bytes) -> bytes:
+        return b"$" + data + b"#%02x" % (sum(data) & 0xFF)
+
     def send(self, data: bytes) -> None:
         while True:
-            self._write(b"$" + data + b"#%02x" % (sum(data) & 0xFF))
+            self._write(self._framed(data))
             token = self._token()
             if token == b"+":
                 return
@@ -137,20 +142,27 @@ class GdbLink:
         self.send(data)
         return self.receive()
 
+    def ask_all(self, packets: list[bytes]) -> list[bytes]:
+        """The replies to ``packets``, sent :data:`PIPELINE` at a time (QEMU answers them in order)."""
+        replies = []
+        for k in range(0, len(packets), PIPELINE):
+            batch = packets[k:k + PIPELINE]
+            self._write(b"".join(map(self._framed, batch)))
+            replies += [self.receive() for _ in batch]
+        return replies
+
     def read_memory(self, addr: int, n: int) -> bytes:
-        out = bytearray()
-        for k in range(0, n, self.payload):
-            reply = self.ask(b"m%x,%x" % (addr + k, min(self.payload, n - k)))
-            if reply.startswith(b"E") or len(reply) != 2 * min(self.payload, n - k):
-                raise QemuError(f"{self.what}: the firmware passed a buffer at 0x{addr:x} that cannot be read")
-            out += bytes.fromhex(reply.decode())
-        return bytes(out)
+        spans = [(addr + k, min(self.payload, n - k)) for k in range(0, n, self.payload)]
+        replies = self.ask_all([b"m%x,%x" % span for span in spans])
+        if any(len(r) != 2 * size or r.startswith(b"E") for r, (_, size) in zip(replies, spans)):
+            raise QemuError(f"{self.what}: the firmware passed a buffer at 0x{addr:x} that cannot be read")
+        return bytes.fromhex(b"".join(replies).decode())
 
     def write_memory(self, addr: int, data: bytes) -> None:
-        for k in range(0, len(data), self.payload):
-            chunk = data[k:k + self.payload]
-            if self.ask(b"M%x,%x:" % (addr + k, len(chunk)) + chunk.hex().encode()) != b"OK":
-                raise QemuError(f"{self.what}: the firmware passed a buffer at 0x{addr:x} that cannot be written")
+        packets = [b"M%x,%x:" % (addr + k, len(data[k:k + self.payload])) + data[k:k + self.payload].hex().encode()
+                   for k in range(0, len(data), self.payload)]
+        if any(r != b"OK" for r in self.ask_all(packets)):
+            raise QemuError(f"{self.what}: the firmware passed a buffer at 0x{addr:x} that cannot be written")
 
 
 @dataclass
