@@ -13,6 +13,7 @@ from lsnn import compiler
 from lsnn.compiler.cli import main
 from lsnn.compiler.onnx.export import export
 from lsnn.targets import load, open_runtime
+from lsnn.targets.artifact import ArtifactError
 from lsnn.targets.base import TargetError, get_target
 from lsnn.targets.cuda.device import cuda_device, device_arch
 from lsnn.targets.cuda.nvcc import find_nvcc
@@ -131,3 +132,17 @@ def test_static_shape_model_compiles_for_sm_90():
     art = compiler.compile(model, "cuda", arch="sm_90")
     assert art.manifest["inputs"] == [{"name": "X", "shape": [40, 2, 7], "dtype": "float32"}]
     assert art.files[art.manifest["cuda"]["binaries"][0]["file"]][:4] == FATBIN_MAGIC
+
+
+@pytest.mark.parametrize("name", ["../outside.fatbin", "/etc/hostname", "unlisted.fatbin"])
+def test_fatbins_named_by_the_manifest_stay_inside_the_artifact(compiled, tmp_path, name):
+    _, art = compiled["lsnn", "sm_90"]
+    out = art.save(tmp_path / "art")
+    manifest = json.loads((out / "manifest.json").read_text())
+    manifest["cuda"]["binaries"][0]["file"] = name
+    if name == "unlisted.fatbin":
+        (out / name).write_bytes(b"\0")
+    else:
+        manifest["files"][name] = manifest["files"].pop(next(iter(manifest["files"])))
+    with pytest.raises(ArtifactError, match="fatbin"):
+        get_target("cuda").prepare_load(out, manifest)

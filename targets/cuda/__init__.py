@@ -75,6 +75,14 @@ class CudaTarget(Target):
         from . import nvcc
         from .device import ensure_runtime
 
+        from ..artifact import ArtifactError, inside
+
+        checked = manifest.get("files", {})  # names whose SHA-256 load() has verified
+        binaries = {}
+        for b in manifest.get("cuda", {}).get("binaries", []):
+            if b.get("file") not in checked:
+                raise ArtifactError(f"{directory}: the fatbin {b.get('file')!r} is not among the manifest's "
+                                    f"checked files")
+            binaries[b["source_sha256"]] = inside(Path(directory), b["file"], "fatbin").read_bytes()
         ensure_runtime()
-        nvcc.install_callback({b["source_sha256"]: (Path(directory) / b["file"]).read_bytes()
-                               for b in manifest.get("cuda", {}).get("binaries", [])})
+        nvcc.install_callback(binaries)
