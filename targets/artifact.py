@@ -17,6 +17,7 @@ import numpy as np
 
 from .base import TargetError, get_target
 from .runtime import Runtime
+from .tvm_runtime import import_tvm
 from lsnn.reference.errors import LsnnError, MissingFileError
 from lsnn.reference.files import read_json, write_folder
 
@@ -52,6 +53,7 @@ class Artifact(Runtime):
 
     def _machine(self):
         if self._vm is None:
+            import_tvm()
             from tvm.runtime.vm import VirtualMachine  # runtime only: no compiler needed to run
 
             target = get_target(self.target, **self.manifest["target"]["options"])
@@ -81,8 +83,7 @@ class Artifact(Runtime):
 
 
     def run(self, inputs, outputs=None):
-        import tvm
-
+        tvm = import_tvm()
         self._check(inputs)
         vm = self._machine()
         args = [tvm.runtime.tensor(np.ascontiguousarray(inputs[n]), self._device) for n in self.inputs]
@@ -179,7 +180,7 @@ def load(directory: str | Path) -> Artifact:
 def load_library(target, directory: Path, manifest: dict) -> Artifact:
     """A TVM library artifact (the default of :meth:`~lsnn.targets.base.Target.load_artifact`):
     ``model.so`` and the extra files, each checked against the manifest's SHA-256."""
-    import tvm
+    tvm = import_tvm()  # TVM's runtime without PyTorch
 
     lib = checked_file(directory, manifest.get("library", LIBRARY), manifest.get("library_sha256"), "library")
     if manifest.get("tvm_version") != tvm.__version__:

@@ -168,7 +168,7 @@ print("torch-free")
     "from lsnn.compiler.cli import main\n"
     "np.savez(sys.argv[2], X=np.ones((3, 1, 4), np.float32))\n"
     "assert main(['run', sys.argv[1], '--inputs', sys.argv[2], '--outputs', sys.argv[3]]) == 0",
-    "from lsnn.targets.tvm_runtime import import_tvm\nimport_tvm()\nimport lsnn.targets\n"
+    "import lsnn.targets\n"
     "lsnn.targets.load(sys.argv[1]).run({'X': np.ones((3, 1, 4), np.float32)})",
 ], ids=["lsnn-run", "targets-load"])
 def test_running_an_artifact_does_not_import_torch(tmp_path, tiny_artifact, how):
