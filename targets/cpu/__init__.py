@@ -19,11 +19,12 @@ def host_cpu() -> tuple[str, str]:
 
 
 def _check_mcpu(name: str) -> str | None:
-    from tvm.target import codegen
-
     if name == "host":
         return None
-    import tvm
+    from ..tvm_runtime import import_tvm
+
+    tvm = import_tvm()
+    from tvm.target import codegen
 
     known = codegen.llvm_get_cpu_archlist(tvm.target.Target({"kind": "llvm", "mtriple": host_cpu()[0]}))
     return None if name in known else f"LLVM knows no CPU of that name for {host_cpu()[0]} (e.g. {', '.join(known[:6])})"
