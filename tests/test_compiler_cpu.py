@@ -15,8 +15,7 @@ from lsnn.reference import build_model
 from lsnn.targets import load, open_runtime
 from lsnn.targets.artifact import ArtifactError
 from lsnn.targets.base import TargetError, get_target
-from model_variants import non_finite_feeds, static_shape
-from test_onnx import hand_built, small, spikes
+from model_variants import hand_built, non_finite_feeds, small, spikes, static_shape
 
 
 @pytest.fixture(scope="module")

@@ -17,8 +17,7 @@ from lsnn.targets.artifact import ArtifactError
 from lsnn.targets.base import TargetError, get_target
 from lsnn.targets.cuda.device import cuda_device, device_arch
 from lsnn.targets.cuda.nvcc import find_nvcc
-from model_variants import non_finite_feeds, static_shape
-from test_onnx import hand_built, small, spikes
+from model_variants import hand_built, non_finite_feeds, small, spikes, static_shape
 
 ARCHS = ["sm_80", "sm_90"]
 FATBIN_MAGIC = bytes.fromhex("50ed55ba")  # 0xBA55ED50, little-endian

@@ -29,8 +29,7 @@ from lsnn.targets.artifact import ArtifactError
 from lsnn.targets.base import TargetError, get_target
 from lsnn.targets.cortex_m import build as cm_build
 from lsnn.targets.cortex_m import ctext, missing_tools, qemu
-from model_variants import static_shape
-from test_onnx import hand_built, small, spikes
+from model_variants import hand_built, small, spikes, static_shape
 
 CORES = ["cortex-m4", "cortex-m7", "cortex-m55"]
 

@@ -3,25 +3,14 @@ import numpy as np
 import onnx
 import pytest
 import torch
-from onnx import TensorProto, helper, numpy_helper
+from onnx import helper
 
 from lsnn.compiler.cli import main
 from lsnn.targets.verify import BatchResult, Probe, compare, verify
 from lsnn.compiler.onnx.export import export, metadata
-from lsnn.reference import alif, build_model, li
+from lsnn.reference import alif, li
 from lsnn.targets import open_runtime
-
-SMALL = {"lsnn": {"n_lif": 6, "n_alif": 5}, "lif": {"n_lif": 6, "n_alif": 5}, "lstm": {"n_hidden": 9}}
-
-
-def small(kind, seed=0):
-    torch.manual_seed(seed)
-    return build_model(kind, n_in=7, n_out=3, **SMALL[kind])
-
-
-def spikes(T=120, B=3, I=7, p=0.2, seed=1):
-    return (np.random.default_rng(seed).random((T, B, I)) < p).astype(np.float32)
-
+from model_variants import hand_built, small, spikes
 
 @pytest.mark.parametrize("kind", ["lsnn", "lif", "lstm"])
 def test_export_structure(kind):
@@ -77,29 +66,6 @@ def test_streaming_two_calls_equal_one(kind):
         np.testing.assert_allclose(second[o], whole[o], rtol=1e-6, atol=1e-7)
     # and the non-streaming file gives the same readout
     np.testing.assert_allclose(open_runtime(export(net), "ort").run({"X": X})["Y"], whole["Y"], rtol=1e-6, atol=1e-7)
-
-
-def hand_built(T_sym=True, **change):
-    """An LSNN written from shared/spec/ops.md alone: bare ai.lsnn nodes, no function bodies."""
-    rng = np.random.default_rng(3)
-    H, I, O = 6, 4, 2
-    p = {"W": rng.normal(0, 1, (H, I)), "R": rng.normal(0, 0.5, (H, H)), "beta": np.r_[np.zeros(3), np.full(3, 1.8)],
-         "alpha": np.full(H, 0.95), "rho": np.full(H, 0.998), "Wo": rng.normal(0, 1, (O, H)), "ao": np.full(O, 0.9),
-         "bo": rng.normal(0, 0.1, O)}
-    p = {k: v.astype(np.float32) for k, v in p.items()}
-    p.update(change.pop("params", {}))
-    alif_inputs = change.pop("alif_inputs", ["X", "W", "R", "beta", "alpha", "rho"])
-    nodes = [helper.make_node(change.pop("op", "ALIF"), alif_inputs, ["Z"], name="my_alif",
-                              domain=change.pop("domain", "ai.lsnn"), thr=change.pop("thr", 0.05),
-                              n_refractory=change.pop("n_refractory", 2)),
-             helper.make_node("LI", ["Z", "Wo", "ao", "bo"], ["Y"], name="my_readout", domain="ai.lsnn")]
-    graph = helper.make_graph(
-        nodes, "hand", [helper.make_tensor_value_info("X", TensorProto.FLOAT, ["T", "B", I])],
-        [helper.make_tensor_value_info("Y", TensorProto.FLOAT, ["T", "B", O])],
-        [numpy_helper.from_array(v, k) for k, v in p.items()])
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18),
-                                                    helper.make_opsetid("ai.lsnn", change.pop("version", 1))])
-    return model, p
 
 
 def test_hand_built_bare_model_runs_in_ort_via_cli(tmp_path):
