@@ -6,7 +6,8 @@ exporter. A :class:`GraphSpec` says how to build one model (shapes, attributes,
 optional inputs and outputs, a seed for the values, and at most one defect); a
 :class:`FeedSpec` says how to build one set of inputs for it. Both are frozen
 dataclasses whose ``repr`` rebuilds them, so a failing case is reported as two
-Python expressions that reproduce it.
+Python expressions that reproduce it
+(``python tests/lsnn_graphs.py "GraphSpec(...)" "FeedSpec(...)"`` replays one).
 
 The judge (:func:`judge`) follows the rule the issue asks for: each runtime
 either agrees with the reference (``lsnn.targets.open_runtime(model, "torch")``)
@@ -29,7 +30,11 @@ import onnx
 from hypothesis import strategies as st
 from onnx import TensorProto, helper, numpy_helper
 
+from lsnn import compiler
 from lsnn.reference.errors import LsnnError
+from lsnn.targets import open_runtime
+from lsnn.targets.torch_runtime import TorchRuntime
+from lsnn.targets.verify import add_probes
 
 DOMAIN = "ai.lsnn"  # written out from the spec on purpose: the test does not trust the code's constant
 RTOL = 1e-4         # fp32 parity, relative to the reference's largest finite magnitude (as in `lsnn verify`)
@@ -39,7 +44,8 @@ ALIF_STATES = ("initial_v", "initial_a", "initial_z", "initial_r")
 ALIF_EXTRA_OUTPUTS = ("V", "A", "final_v", "final_a", "final_z", "final_r")
 ALIF_PARAMS = ("W", "R", "beta", "alpha", "rho")
 LI_PARAMS = ("Wo", "alpha_o", "bias_o")
-NONFINITE = (float("nan"), float("inf"), float("-inf"))
+nan, inf = float("nan"), float("inf")  # so that the repr of a spec with non-finite values evaluates here
+NONFINITE = (nan, inf, -inf)
 
 # -- what a case expects of a runtime ------------------------------------------------------
 AGREE = "agree"            # must return outputs equal to the reference's
@@ -255,7 +261,7 @@ def _shape(model, spec, name, how):
          "grow_first": lambda: np.concatenate([a, a[:1]], axis=0),
          "rank_up": lambda: a[None],
          "rank_down": lambda: a.reshape(-1) if a.ndim > 1 else a.reshape(-1)[0]}[how]()
-    _set_init(model, name, np.ascontiguousarray(a))
+    _set_init(model, name, np.array(a, order="C"))  # (ascontiguousarray would make a scalar 1-D)
 
 
 def _x_dtype(model, spec, elem):
@@ -317,8 +323,8 @@ def feeds(spec: GraphSpec, feed: FeedSpec) -> dict[str, np.ndarray]:
         width += 1
     X = _f32(rng.random((T, B, width)) < 0.3) if feed.kind == "spikes" else _f32(rng.normal(0, 1, (T, B, width)))
     out = {"X": X}
-    for name in spec.fed_states():
-        out[name] = state_value(name, feed.B, spec.O if name == "initial_y" else spec.H, rng)  # the batch of the spec's feed: a "batch" defect leaves it
+    for name in spec.fed_states():  # of the feed's own batch: a "batch" defect changes X only
+        out[name] = state_value(name, feed.B, spec.O if name == "initial_y" else spec.H, rng)
     for name, where, value in feed.specials:
         if name in out and out[name].size:
             flat = out[name].reshape(-1)
@@ -336,6 +342,7 @@ def feeds(spec: GraphSpec, feed: FeedSpec) -> dict[str, np.ndarray]:
 
 # -- strategies ------------------------------------------------------------------------------
 SEEDS = st.integers(0, 2**31 - 1)
+FLOAT32 = st.floats(0.0005, 1.0).map(lambda x: float(np.float32(x)))  # as an ONNX float attribute holds it
 
 
 @st.composite
@@ -349,7 +356,7 @@ def graph_specs(draw, small: bool = False) -> GraphSpec:
         I=draw(dim), H=draw(dim), O=draw(dim), I0=draw(dim),
         T=draw(st.integers(1, 6)) if draw(st.integers(0, 3)) == 0 else None,
         B=draw(st.integers(1, 3)) if draw(st.integers(0, 3)) == 0 else None,
-        thr=draw(st.none() | st.sampled_from([0.0, 0.01, 0.05, 0.2, 1.0, -0.1]) | st.floats(0.001, 2.0).map(lambda x: float(np.float32(x)))),
+        thr=draw(st.none() | st.sampled_from([0.0, 0.01, 0.05, 0.2, 1.0, -0.1]) | FLOAT32.map(lambda x: 2 * x)),
         n_refractory=draw(st.none() | st.integers(0, 3) | st.integers(4, 40)),
         alif_states=tuple(draw(st.sampled_from(["none", "none", "init", "input"])) for _ in ALIF_STATES),
         alif_outputs=tuple(draw(st.booleans()) for _ in ALIF_EXTRA_OUTPUTS),
@@ -604,13 +611,16 @@ class Tally:
         return {"test": self.name, "counts": dict(sorted(self.counts.items())),
                 "problems": [{k: v for k, v in p.items() if k != "key"} for p in self.problems]}
 
-    def report(self, path) -> str:
-        path.write_text(json.dumps(self.summary(), indent=1) + "\n")
+    def report(self, path=None) -> str:
+        """The counts and problems as text; written as JSON to ``path`` too, when given."""
+        if path is not None:
+            path.write_text(json.dumps(self.summary(), indent=1) + "\n")
         c = self.counts
         line = (f"{self.name}: {c['models']} models ({c['valid models']} valid, {c['invalid models']} invalid, "
                 f"{c['non-finite weight models']} with non-finite weights), {c['input sets']} input sets, "
                 f"{c['checks']} runtime checks: {c['agreements']} agreements, {c['expected errors']} expected errors, "
-                f"{c['disagreements']} disagreements, {c['crashes']} crashes, {c['hangs']} hangs -> {path}")
+                f"{c['disagreements']} disagreements, {c['crashes']} crashes, {c['hangs']} hangs"
+                + (f" -> {path}" if path else ""))
         lines = [line] + [f"  [{p['kind']}] {p['runtime']}: {p['what']}\n    graph = {p['graph']}\n"
                           f"    feed = {p['feed']}" for p in self.problems]
         return "\n".join(lines)
@@ -650,3 +660,69 @@ def judge(tally: Tally, spec: GraphSpec, feed: FeedSpec | None, runtime: Subject
     if why:
         return tally.problem("disagreements", spec, feed, runtime.name, why)
     tally.counts["agreements"] += 1
+
+
+# -- running a case ----------------------------------------------------------------------------
+OPEN_TIMEOUT, RUN_TIMEOUT = 300, 120  # seconds: far above what these sizes take; past them it is a hang
+
+REFERENCE = Subject("torch (reference)", lambda m: open_runtime(m, "torch"), reference=True)
+ORT = Subject("ort", lambda m: open_runtime(m, "ort"))
+CORTEX_M4 = Subject("cortex-m4", lambda m: compiler.compile(m, "cortex-m4"), compiled=True)
+
+
+def cpu(events: bool) -> Subject:
+    return Subject(f"cpu (events={events})", lambda m: compiler.compile(m, "cpu", events=events), compiled=True)
+
+
+def run_case(tally: Tally, spec: GraphSpec, feed_list: list[FeedSpec], subjects: list[Subject]) -> None:
+    """Open ``spec``'s model on the reference and every subject, run each feed, judge each outcome."""
+    model = build(spec)
+    tally.counts["models"] += 1
+    tally.counts["valid models" if spec.valid else "non-finite weight models" if spec.nonfinite_weights
+                 else "invalid models"] += 1
+    everyone = [REFERENCE, *subjects]
+    opened = {s.name: call(lambda s=s: s.open(model), OPEN_TIMEOUT) for s in everyone}
+    for feed in feed_list:
+        tally.counts["input sets"] += 1
+        inputs = feeds(spec, feed)
+        outcomes = {}
+        for s in everyone:
+            o = opened[s.name]
+            outcomes[s.name] = o if o.kind != "ok" else \
+                call(lambda o=o: o.value.run({k: v.copy() for k, v in inputs.items()}), RUN_TIMEOUT)
+        ref = outcomes[REFERENCE.name]
+        probes = _probes(model, inputs)
+        for s in everyone:
+            judge(tally, spec, feed, s, spec.policy(s, feed), outcomes[s.name], ref, probes)
+
+
+def _probes(model, inputs):
+    """The reference's V and A of the ALIF node, computed on first use (for the rounding-flip rule)."""
+    cache = {}
+
+    def get():
+        if not cache:
+            probed, (probe,) = add_probes(model)
+            out = TorchRuntime(probed).run(inputs)
+            cache.update(V=out[probe.V], A=out[probe.A])
+        return cache
+    return get
+
+
+def main(argv: list[str]) -> int:
+    """Replay one reported case: ``python tests/lsnn_graphs.py "GraphSpec(...)" "FeedSpec(...)" [cortex-m4]``."""
+    spec, feed = (eval(a, globals()) for a in argv[:2])  # noqa: S307 - the reprs this module prints
+    subjects = [CORTEX_M4] if "cortex-m4" in argv[2:] else [ORT, cpu(True), cpu(False)]
+    tally = Tally("replay")
+    run_case(tally, spec, [feed], subjects)
+    print(tally.report())
+    for p in tally.problems:
+        if p["trace"]:
+            print(p["trace"])
+    return 1 if tally.problems else 0
+
+
+if __name__ == "__main__":
+    import sys
+
+    sys.exit(main(sys.argv[1:]))
