@@ -533,7 +533,7 @@ def _report(subj: Subject, runtime: str, run: Run, rtol: float, margin: float) -
     metric = check_metric(subj, run)
     return {"model": subj.label, "runtime": runtime, "reference": subj.reference.label, "rtol": rtol,
             "margin": margin, "task": subj.task.name if subj.task else None,
-            "alif_nodes": [p.node for p in subj.probes], "datasets": datasets, "heldout_metric": metric,
+            "alif_nodes": [p.node for p in subj.probes], "datasets": datasets, "heldout_checks": metric,
             "passed": all(d["passed"] for d in datasets.values()) and all(m["status"] != "fail" for m in metric)}
 
 
@@ -585,7 +585,7 @@ def format_report(report: dict) -> str:
         cells = " ".join(f"{_fmt(get(d), spec):>{w}s}" for _, w, get, spec in _COLUMNS)
         lines.append(f"  {name:16s} {cells}  {'PASS' if d['passed'] else 'FAIL'}")
         lines += [f"    - {msg}" for msg in d["failures"]]
-    for m in report["heldout_metric"]:
+    for m in report["heldout_checks"]:
         lines.append(f"  {m['message']}" + ("" if m["status"] == "not checked" else f": {m['status'].upper()}"))
     lines.append("PASS" if report["passed"] else "FAIL")
     return "\n".join(lines)

@@ -90,9 +90,9 @@ def test_checkpoint_exports_and_passes_parity(name, streaming, runtime, tmp_path
     report = verify(path, runtime, reference=MODELS / name, data_dir=DEFAULT_DATA_DIR if "smnist" in name else None,
                     progress=False)
     assert report["passed"], report
-    assert [(m["status"], m["expected_from"]) for m in report["heldout_metric"]] == \
+    assert [(m["status"], m["expected_from"]) for m in report["heldout_checks"]] == \
         [("pass", "from the reference on the same examples"), ("pass", "recorded at export")]
-    assert report["heldout_metric"][0]["measured"]["examples"] == (256 if "smnist" in name else 64)
+    assert report["heldout_checks"][0]["measured"]["examples"] == (256 if "smnist" in name else 64)
     held = report["datasets"]["heldout"]
     assert held["decisions"] >= 64 and held["prediction_agreement"] >= 0.95
     if "mse_reference" in held:  # learning to learn: the compiled episode gives the reference's errors
@@ -116,7 +116,7 @@ def test_checkpoints_pass_parity_on_cortex_m(name, core, tmp_path):
         pytest.skip("Fashion-MNIST (dataset-fashion-mnist) is not installed")
     report = verify(MODELS / name, core, data_dir=DEFAULT_DATA_DIR, limit=4, progress=False)  # against the module
     assert report["passed"], report
-    assert report["heldout_metric"][0]["status"] == "pass"
+    assert report["heldout_checks"][0]["status"] == "pass"
     assert report["datasets"]["heldout"]["prediction_agreement"] == 1.0
 
 

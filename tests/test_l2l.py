@@ -63,12 +63,12 @@ def test_train_evaluate_verify_and_report(tmp_path):
     held = report["datasets"]["heldout"]
     assert report["passed"] and held["decisions"] == 8 * 6 and held["prediction_agreement"] == 1.0
     assert np.isclose(held["mse_reference"], held["mse_runtime"], rtol=1e-4)
-    (metric,) = report["heldout_metric"]  # the module's mse, recorded at export, on the same 8 episodes
+    (metric,) = report["heldout_checks"]  # the module's mse, recorded at export, on the same 8 episodes
     assert metric["status"] == "pass" and metric["expected_from"] == "recorded at export"
     assert metric["expected"]["metric"] == "mse" and metric["expected"]["count"] == 8 * 6
     # against the module itself: its own mse on the same episodes
     report = verify(tmp_path / "lsnn", "cpu", progress=False)
-    assert report["passed"] and report["heldout_metric"][0]["expected_from"] == "from the reference on the same examples"
+    assert report["passed"] and report["heldout_checks"][0]["expected_from"] == "from the reference on the same examples"
     cfg = {"models": [str(tmp_path / "lsnn"), str(tmp_path / "lstm")], "runtimes": ["torch", "cpu"],
            "batch_sizes": [1], "heldout_limit": 8, "repeats": 1, "warmup": 0}
     (tmp_path / "cfg.json").write_text(json.dumps(cfg))

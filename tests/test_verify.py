@@ -86,7 +86,7 @@ def test_a_pytorch_module_is_a_model_and_a_reference():
     module = small_lsnn()
     report = verify(module, "ort", task="store-recall", limit=8, progress=False)
     assert report["passed"] and report["reference"] == "PyTorch, the LSNN module given", report
-    assert report["datasets"]["heldout"]["sequences"] == 8 and report["heldout_metric"][0]["status"] == "pass"
+    assert report["datasets"]["heldout"]["sequences"] == 8 and report["heldout_checks"][0]["status"] == "pass"
     # the same architecture with other weights: the file is not the module's export
     report = verify(export(small_lsnn(seed=1)), "ort", reference=module, progress=False)
     assert not report["passed"] and report["datasets"]["random-spikes"]["failures"]
@@ -116,8 +116,8 @@ def test_file_without_recorded_metric_says_it_was_not_checked(capsys, tmp_path):
 def test_other_examples_than_recorded_are_not_compared(exported):
     report = verify(exported / "good.onnx", "ort", limit=8, progress=False)
     assert report["passed"]
-    assert report["heldout_metric"] == [{**report["heldout_metric"][0], "status": "not checked"}]
-    assert "8 held-out examples, recorded on 16" in report["heldout_metric"][0]["message"]
+    assert report["heldout_checks"] == [{**report["heldout_checks"][0], "status": "not checked"}]
+    assert "8 held-out examples, recorded on 16" in report["heldout_checks"][0]["message"]
 
 
 def test_unmeasurable_metric_is_recorded_with_its_reason(tmp_path):
