@@ -34,7 +34,7 @@ settings.register_profile("ci", deadline=None, derandomize=True, database=None,
 settings.register_profile("long", settings.get_profile("ci"), derandomize=False)
 PROFILE = os.environ.get("LSNN_HYPOTHESIS_PROFILE", "ci")
 EXAMPLES = {"ci": {"valid": 120, "invalid": 300, "cortex-m": 40},
-            "long": {"valid": 700, "invalid": 2000, "cortex-m": 150}}
+            "long": {"valid": 1000, "invalid": 3000, "cortex-m": 200}}
 FEEDS_PER_MODEL = 3
 
 
