@@ -177,7 +177,7 @@ def _prepare(path: Path, cfg: dict, work: Path) -> ModelEntry:
     from lsnn.reference.tasks import task_from_config
 
     _, config, _ = checkpoint.load(path)
-    proto = export_checkpoint(path)
+    proto = export_checkpoint(path, heldout=0)  # the bench measures accuracy itself
     onnx_path = work / f"{path.name}.onnx"
     onnx.save(proto, str(onnx_path))
     task = task_from_config(config["task"], cfg.get("data_dir"))

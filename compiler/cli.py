@@ -117,7 +117,7 @@ def cmd_export(args) -> int:
     check_file_destination(args.output, "ONNX file")
     _refuse_overwrite(args.output, {"the checkpoint": Path(args.checkpoint) / CHECKPOINT,
                                     "the checkpoint's configuration": Path(args.checkpoint) / CONFIG})
-    model = export_checkpoint(args.checkpoint, streaming=args.streaming)
+    model = export_checkpoint(args.checkpoint, streaming=args.streaming, heldout=args.heldout, data_dir=args.data_dir)
     atomic_write(Path(args.output), lambda f: f.write(model.SerializeToString()))
     kinds = sorted({f"{n.domain or 'ai.onnx'}::{n.op_type}" for n in model.graph.node})
     print(f"wrote {args.output} ({', '.join(kinds)}{', streaming' if args.streaming else ''})")
@@ -232,9 +232,9 @@ def parser() -> argparse.ArgumentParser:
     v.add_argument("--target", help="compile for this target (e.g. cpu) and verify the compiled model")
     v.add_argument("--task", choices=["store-recall", "smnist", "l2l-regression"], help="default: the task in the model's metadata")
     v.add_argument("--data-dir")
-    v.add_argument("--limit", type=int, help="held-out examples (default: those of the metric recorded at export, "
+    v.add_argument("--limit", type=positive_int, help="held-out examples (default: those of the metric recorded at export, "
                                              "else 64; 256 for smnist)")
-    v.add_argument("--threads", type=int, default=1)
+    v.add_argument("--threads", type=positive_int, default=1)
     v.add_argument("--json", action="store_true", help="the report as JSON")
     v.set_defaults(func=cmd_verify)
 
@@ -279,6 +279,9 @@ def _export_parser(sub) -> None:
     x.add_argument("checkpoint", help="checkpoint folder")
     x.add_argument("-o", "--output", required=True, help="ONNX file to write")
     x.add_argument("--streaming", action="store_true", help="recurrent state as graph inputs and outputs")
+    x.add_argument("--heldout", type=non_negative_int, help="held-out examples whose metric is recorded for "
+                   "lsnn verify (default: verify's, 64; 256 for smnist; 0: record none)")
+    x.add_argument("--data-dir", help="folder of MNIST-format IDX files for the held-out metric (smnist)")
     x.set_defaults(func=cmd_export)
 
 
