@@ -54,6 +54,16 @@ _ALIF.__name__ = ALIF_SCHEMA.name
 _LI.__name__ = LI_SCHEMA.name
 
 
+def _name_unwanted_outputs(graph: onnx.GraphProto) -> None:
+    """Give every output left out with ``""`` a name of its own. ONNX's evaluator stores each
+    output by name, so an output named ``""`` would become what later nodes read for an
+    optional input they leave out with ``""``."""
+    for i, node in enumerate(graph.node):
+        for k, name in enumerate(node.output):
+            if not name:
+                node.output[k] = f"lsnn.unwanted.{i}.{k}"
+
+
 class TorchRuntime(OnnxRuntimeBase):
     name = "torch"
 
@@ -62,6 +72,7 @@ class TorchRuntime(OnnxRuntimeBase):
         bare = onnx.ModelProto()
         bare.CopyFrom(model)
         del bare.functions[:]  # the ai.lsnn ops come from lsnn.reference, not from bodies
+        _name_unwanted_outputs(bare.graph)
         torch.set_num_threads(threads)
         try:
             self.evaluator = ReferenceEvaluator(bare, new_ops=[_ALIF, _LI])
