@@ -82,7 +82,15 @@ class LSNNImporter(ONNXGraphImporter):
         converter = {ALIF.name: self._alif, LI.name: self._li, LSTM.name: self._lstm}.get(op_name)
         if converter is not None:
             return converter(inputs, attrs)
+        if op_name == "Relu":
+            return self._relu(inputs[0])
         return super()._convert_operator(op_name, inputs, attrs, opset)
+
+    def _relu(self, x):
+        """ONNX's Relu keeps NaN (as onnxruntime and the reference do); TVM's lowers to
+        ``max(x, 0)``, which LLVM's maxnum turns into 0 for NaN."""
+        zero = relax.const(0, x.ty.dtype)
+        return self.bb.emit(relax.op.where(relax.op.less(x, zero), zero, x))
 
     # -- helpers -----------------------------------------------------------
     def _transposed(self, w):

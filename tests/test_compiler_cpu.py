@@ -213,3 +213,22 @@ def test_static_shape_model_compiles_and_runs():
     got = art.run({"X": X})
     assert np.array_equal(got["Z"], ref["Z"]) and ref["Z"].sum() > 0
     np.testing.assert_allclose(got["Y"], ref["Y"], rtol=1e-4, atol=1e-5)
+
+
+def test_relu_keeps_nan_as_onnx_and_the_reference_do():
+    """A Relu front end before an LI: TVM lowers Relu to max(x, 0), which made NaN a 0."""
+    rng = np.random.default_rng(0)
+    inits = [numpy_helper.from_array(rng.normal(0, 1, (2, 3)).astype(np.float32), "W"),
+             numpy_helper.from_array(np.full(2, 0.9, np.float32), "alpha")]
+    graph = helper.make_graph(
+        [helper.make_node("Relu", ["X"], ["h"]), helper.make_node("LI", ["h", "W", "alpha"], ["Y"], domain="ai.lsnn")],
+        "relu_li", [helper.make_tensor_value_info("X", TensorProto.FLOAT, ["T", "B", 3])],
+        [helper.make_tensor_value_info("Y", TensorProto.FLOAT, ["T", "B", 2])], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18), helper.make_opsetid("ai.lsnn", 1)])
+    X = rng.normal(0, 1, (4, 2, 3)).astype(np.float32)
+    X[1, 0, 2] = np.nan
+    ref = open_runtime(model, "torch").run({"X": X})["Y"]
+    got = compiler.compile(model, "cpu").run({"X": X})["Y"]
+    assert np.isnan(ref[1:, 0]).all() and not np.isnan(ref[:, 1]).any()
+    np.testing.assert_array_equal(np.isnan(got), np.isnan(ref))
+    np.testing.assert_allclose(got[~np.isnan(ref)], ref[~np.isnan(ref)], rtol=1e-5, atol=1e-6)
