@@ -1,7 +1,6 @@
 """The committed checkpoints load, and their held-out accuracy is what metrics.json claims."""
 import json
 import os
-from pathlib import Path
 
 import pytest
 
@@ -23,13 +22,11 @@ def metrics(name):
 
 
 @pytest.mark.parametrize("name", COMMITTED)
-def test_checkpoint_reproduces_its_accuracy(name):
+def test_checkpoint_reproduces_its_accuracy(name, request):
     model, config, _ = checkpoint.load(MODELS / name)
     task = make_task(**config["task"])
     if task.name == "smnist":
-        if not Path(DEFAULT_DATA_DIR).is_dir() and not os.environ.get("CI"):
-            pytest.skip("Fashion-MNIST (dataset-fashion-mnist) is not installed")
-        task.data_dir = DEFAULT_DATA_DIR
+        task.data_dir = request.getfixturevalue("fashion_mnist")
         limit = 1000
     elif task.name == "l2l-regression":
         limit = None  # all 256 held-out episodes: the very set metrics.json was measured on
@@ -70,12 +67,11 @@ def test_smnist_training_curve_rises():
 
 @pytest.mark.parametrize("name", COMMITTED)
 @pytest.mark.parametrize("streaming, runtime", [(False, "ort"), (True, "ort"), (False, "cpu")])
-def test_checkpoint_exports_and_passes_parity(name, streaming, runtime, tmp_path):
+def test_checkpoint_exports_and_passes_parity(name, streaming, runtime, tmp_path, request):
     from lsnn.compiler.cli import main
 
-    config = json.loads((MODELS / name / "config.json").read_text())
-    if config["task"]["name"] == "smnist" and not Path(DEFAULT_DATA_DIR).is_dir() and not os.environ.get("CI"):
-        pytest.skip("Fashion-MNIST (dataset-fashion-mnist) is not installed")
+    if "smnist" in name:
+        request.getfixturevalue("fashion_mnist")
     path = tmp_path / "model.onnx"
     args = ["export", str(MODELS / name), "-o", str(path)] + (["--streaming"] if streaming else [])
     assert main(args) == 0
@@ -102,7 +98,7 @@ def test_checkpoint_exports_and_passes_parity(name, streaming, runtime, tmp_path
 @pytest.mark.parametrize("name, core", [(n, c) for n in ("smnist-lsnn", "smnist-lstm")
                                          for c in ("cortex-m4", "cortex-m7", "cortex-m55")] +
                          [("l2l-lsnn", "cortex-m4"), ("l2l-lstm", "cortex-m55")])
-def test_checkpoints_pass_parity_on_cortex_m(name, core, tmp_path):
+def test_checkpoints_pass_parity_on_cortex_m(name, core, tmp_path, request):
     """Held-out Fashion-MNIST sequences (840 steps) or learning-to-learn episodes (500 steps)
     and random inputs, run under QEMU."""
     from lsnn.targets.verify import verify
@@ -112,8 +108,8 @@ def test_checkpoints_pass_parity_on_cortex_m(name, core, tmp_path):
         if os.environ.get("CI") == "true":
             pytest.fail(f"Cortex-M toolchain missing: {missing_tools()}")
         pytest.skip(f"Cortex-M toolchain missing: {missing_tools()}")
-    if "smnist" in name and not Path(DEFAULT_DATA_DIR).is_dir() and not os.environ.get("CI"):
-        pytest.skip("Fashion-MNIST (dataset-fashion-mnist) is not installed")
+    if "smnist" in name:
+        request.getfixturevalue("fashion_mnist")
     report = verify(MODELS / name, core, data_dir=DEFAULT_DATA_DIR, limit=4, progress=False)  # against the module
     assert report["passed"], report
     assert report["heldout_checks"][0]["status"] == "pass"
