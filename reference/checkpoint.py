@@ -42,6 +42,13 @@ def save(directory: Path, model, optimizer, step: int, config: dict, extra: dict
     write_json(directory / CONFIG, config)
 
 
+def _refusal(e: pickle.UnpicklingError) -> str:
+    """What torch's weights-only unpickler refused (its own message also suggests loading the
+    file unsafely, which lsnn never does)."""
+    lines = [line for line in str(e).splitlines() if line.strip()]
+    return next((line for line in lines if "GLOBAL" in line or "Unsupported" in line), lines[-1] if lines else "")
+
+
 def load(directory: str | Path):
     """``(model, config, state)`` from a checkpoint folder; the model is in eval mode."""
     directory = Path(directory)
@@ -57,7 +64,7 @@ def load(directory: str | Path):
         state = torch.load(ckpt_path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:  # weights_only refuses objects it would have to execute
         raise CheckpointError(f"{ckpt_path}: refused, the file holds more than tensors and plain data "
-                              f"(it would run code when loaded): {str(e).splitlines()[0]}") from e
+                              f"(it would run code when loaded): {_refusal(e)}") from e
     except (RuntimeError, EOFError, OSError) as e:  # a truncated or corrupt zip archive
         raise CheckpointError(f"{ckpt_path}: cannot read the checkpoint ({e})") from e
     if not isinstance(state, dict) or "model" not in state:
