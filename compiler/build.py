@@ -9,7 +9,7 @@ import numpy as np
 import onnx
 from onnx import AttributeProto, numpy_helper
 
-from lsnn.compiler.onnx.validate import load as load_onnx, validate
+from lsnn.compiler.onnx.validate import declared_shape, load as load_onnx, validate
 from lsnn.targets.artifact import FORMAT, Artifact
 from lsnn.targets.base import get_target
 from lsnn.reference.errors import LsnnError
@@ -17,16 +17,22 @@ from lsnn.reference.errors import LsnnError
 from .importer import TVM_ERRORS, CompileError, check_domain, to_relax
 
 
-def _io(values) -> list[dict]:
+def _io(values, pinned: dict[str, int] | None = None) -> list[dict]:
+    """Name, shape (:func:`~lsnn.compiler.onnx.validate.declared_shape`) and dtype of each value."""
     from onnx import helper
 
-    out = []
-    for vi in values:
-        t = vi.type.tensor_type
-        shape = [d.dim_value if d.HasField("dim_value") else (d.dim_param or "?") for d in t.shape.dim] \
-            if t.HasField("shape") else None
-        out.append({"name": vi.name, "shape": shape, "dtype": helper.tensor_dtype_to_np_dtype(t.elem_type).name})
-    return out
+    return [{"name": vi.name, "shape": declared_shape(vi, pinned),
+             "dtype": helper.tensor_dtype_to_np_dtype(vi.type.tensor_type.elem_type).name} for vi in values]
+
+
+def io_manifest(proto: onnx.ModelProto) -> dict:
+    """The manifest's ``inputs`` and ``outputs``: the graph inputs (not initializers) with the
+    sizes the model pins through its constants (what :func:`validate` returns: an initial state
+    ``[1, O]`` makes X's B 1), so that a run with another size is refused before it starts, and
+    the graph outputs as declared."""
+    inits = {i.name for i in proto.graph.initializer}
+    return {"inputs": _io([vi for vi in proto.graph.input if vi.name not in inits], validate(proto)),
+            "outputs": _io(proto.graph.output)}
 
 
 def _constants(graph: onnx.GraphProto):
@@ -83,14 +89,12 @@ def compile(model, target="cpu", **options) -> Artifact:  # noqa: A001 - the iss
     except TVM_ERRORS as e:  # TVM's errors from C++
         raise CompileError(f"TVM failed to build the model for target '{tgt.name}': "
                            f"{type(e).__name__}: {str(e).strip().splitlines()[-1] if str(e).strip() else e}") from e
-    inits = {i.name for i in proto.graph.initializer}
     manifest = {
         "format": FORMAT,
         "target": tgt.describe(),
         "tvm_version": tvm.__version__,
         "source_sha256": hashlib.sha256(source).hexdigest(),
-        "inputs": _io([vi for vi in proto.graph.input if vi.name not in inits]),
-        "outputs": _io(proto.graph.output),
+        **io_manifest(proto),
         "compile_seconds": round(time.perf_counter() - started, 3),
         "metadata": {p.key: p.value for p in proto.metadata_props},
     }

@@ -111,13 +111,15 @@ def _check_shape(name: str, shape: tuple, spec: list, env: dict) -> None:
     """``shape`` against the manifest's ``spec`` (ints and symbols, each symbol one size in ``env``)."""
     if len(shape) != len(spec):
         raise ArtifactError(f"input '{name}' has shape {list(shape)}, the model takes {spec}")
-    for d, n in zip(spec, shape):
+    for k, (d, n) in enumerate(zip(spec, shape)):
         if n == 0:
             raise ArtifactError(f"input '{name}' has shape {list(shape)}: {d if isinstance(d, str) else 'a dimension'}"
                                 f" = 0; every dimension must be at least 1")
-        if isinstance(d, int) and d != n or isinstance(d, str) and env.setdefault(d, n) != n:
+        if isinstance(d, int) and d != n:
             raise ArtifactError(f"input '{name}' has shape {list(shape)}, the model takes {spec} "
-                                f"({d} = {env.get(d, d)})")
+                                f"(axis {k} must be {d})")
+        if isinstance(d, str) and env.setdefault(d, n) != n:
+            raise ArtifactError(f"input '{name}' has shape {list(shape)}, the model takes {spec} ({d} = {env[d]})")
 
 
 def write_artifact(directory: str | Path, fill, kind: str = "compiled artifact") -> dict:

@@ -116,18 +116,16 @@ def footprint(folder: Path) -> dict:
 def _manifest(proto, target, plan, layout: dict, folder: Path, workspace: int, source_sha256: str) -> dict:
     import tvm
 
-    from lsnn.compiler.build import _io
+    from lsnn.compiler.build import io_manifest
     from lsnn.targets.artifact import FORMAT
 
-    inits = {i.name for i in proto.graph.initializer}
     manifest = {
         "format": FORMAT,
         "kind": "cortex-m project",
         "target": target.describe(),
         "tvm_version": tvm.__version__,
         "source_sha256": source_sha256,
-        "inputs": _io([vi for vi in proto.graph.input if vi.name not in inits]),
-        "outputs": _io(proto.graph.output),
+        **io_manifest(proto),
         "layout": layout,
         "sequence_inputs": plan.sequence_inputs,
         "initial_state": plan.initial_state().tolist(),  # what lsnn_reset sets
