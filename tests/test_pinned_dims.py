@@ -6,13 +6,12 @@ import os
 
 import numpy as np
 import pytest
-from onnx import TensorProto, helper, numpy_helper
-
 from lsnn import compiler
 from lsnn.compiler.onnx.validate import ModelError, validate
 from lsnn.targets import open_runtime
 from lsnn.targets.artifact import ArtifactError
 from lsnn.targets.cortex_m import missing_tools
+from onnx import TensorProto, helper, numpy_helper
 
 
 def readout_model(state_B: int, alif: bool = False, alif_state_B: int | None = None):
@@ -91,3 +90,19 @@ def test_cortex_m_refuses_another_batch_by_name():
     with pytest.raises(ArtifactError, match=r"^input 'X' has shape \[2, 2, 1\], the model takes \['T', 1, 1\] "
                                             r"\(axis 1 must be 1\)$"):
         art.run(spikes(2, 2))
+
+
+def test_one_dimension_name_pinned_to_two_sizes_is_refused():
+    """Two inputs share the name B; one LI's state makes it 1, the other's 2."""
+    p = {"Wo": [[0.5]], "alpha_o": [0.9], "y1": [[0.0]], "y2": [[0.0], [0.0]]}
+    nodes = [helper.make_node("LI", [x, "Wo", "alpha_o", "", y], [out], name=f"readout{k}", domain="ai.lsnn")
+             for k, (x, y, out) in enumerate([("X1", "y1", "Y1"), ("X2", "y2", "Y2")], 1)]
+    graph = helper.make_graph(
+        nodes, "two", [helper.make_tensor_value_info(x, TensorProto.FLOAT, ["T", "B", 1]) for x in ("X1", "X2")],
+        [helper.make_tensor_value_info(y, TensorProto.FLOAT, ["T", "B", 1]) for y in ("Y1", "Y2")],
+        [numpy_helper.from_array(np.asarray(v, np.float32), k) for k, v in p.items()])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18), helper.make_opsetid("ai.lsnn", 1)])
+    with pytest.raises(ModelError) as e:
+        validate(model)
+    assert str(e.value) == ("node 'readout2' (ai.lsnn::LI): its inputs make B = 2, but the graph's dimension 'B' "
+                            "is fixed to 1 by node 'readout1' (ai.lsnn::LI)")

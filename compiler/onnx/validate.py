@@ -217,8 +217,8 @@ class _Pins:
                 continue
             for name in sorted(names):
                 if self.sizes.setdefault(name, sizes[sym]) != sizes[sym]:
-                    raise ModelError(f"{label}: {sym} = {sizes[sym]} from its inputs, but the model's dimension "
-                                     f"'{name}' is {self.sizes[name]} at {self.by[name]}")
+                    raise ModelError(f"{label}: its inputs make {sym} = {sizes[sym]}, but the graph's dimension "
+                                     f"'{name}' is fixed to {self.sizes[name]} by {self.by[name]}")
                 self.by.setdefault(name, label)
 
 
