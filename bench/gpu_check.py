@@ -68,7 +68,7 @@ def _compile_all(tmp: Path, arch: str, device: str, models: list[str]) -> None:
 
     from lsnn.compiler import compile
     from lsnn.compiler.onnx.export import export_checkpoint
-    from lsnn.targets.verify import add_probes
+    from lsnn.targets.parity import add_probes
 
     (tmp / "onnx").mkdir(parents=True)
     target = {"target": "cuda", "arch": arch} if device == "cuda" else {"target": "cpu"}

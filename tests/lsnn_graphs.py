@@ -34,7 +34,7 @@ from lsnn import compiler
 from lsnn.reference.errors import LsnnError
 from lsnn.targets import open_runtime
 from lsnn.targets.torch_runtime import TorchRuntime
-from lsnn.targets.verify import add_probes
+from lsnn.targets.parity import add_probes
 
 DOMAIN = "ai.lsnn"  # written out from the spec on purpose: the test does not trust the code's constant
 RTOL = 1e-4         # fp32 parity, relative to the reference's largest finite magnitude (as in `lsnn verify`)

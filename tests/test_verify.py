@@ -16,7 +16,8 @@ from lsnn.reference.paths import MODELS_DIR
 from lsnn.reference.tasks import make_task
 from lsnn.reference.train import evaluate
 from lsnn.targets import Runtime, open_runtime
-from lsnn.targets.verify import Probe, add_probes, compare, format_report, verify
+from lsnn.targets.parity import Probe, add_probes, compare
+from lsnn.targets.verify import format_report, verify
 
 CHECKPOINT = MODELS_DIR / "store-recall-lsnn"  # the fastest committed model: 1400 steps of 100 neurons
 EXAMPLES = 16  # held-out sequences recorded at export (the default is 64)
