@@ -17,14 +17,23 @@ import torch
 from onnx import TensorProto, helper, numpy_helper
 
 from .functions import attach
-from .schema import DOMAIN, ONNX_OPSET, VERSION
+from .schema import ALIF, DOMAIN, LI, ONNX_OPSET, VERSION
 from lsnn.reference import heldout as heldout_metric
 from lsnn.reference.errors import ConfigError, MissingFileError
 
 F = TensorProto.FLOAT
 FORMAT = "lsnn-onnx/1"
-# state names of a streaming model: (graph input, graph output)
-ALIF_STATE = [("initial_v", "final_v"), ("initial_a", "final_a"), ("initial_z", "final_z"), ("initial_r", "final_r")]
+# a streaming export names its graph's state inputs and outputs as the op schema names the ports
+ALIF_STATE = [(s.input, s.output) for s in ALIF.states]
+(LI_STATE,) = LI.states
+
+
+def _at_ports(ports, names: dict) -> list[str]:
+    """The node's input or output list: each name at its port's place, "" where none, no trailing ""."""
+    out = [names.get(p.name, "") for p in ports]
+    while out and not out[-1]:
+        out.pop()
+    return out
 
 
 def _vi(name, shape):
@@ -51,11 +60,11 @@ def _spiking_graph(model, streaming: bool) -> onnx.GraphProto:
     li_out = ["Y"]
     if streaming:
         alif_in += [i for i, _ in ALIF_STATE]
-        alif_out += ["", ""] + [o for _, o in ALIF_STATE]
-        li_in.append("initial_y")
-        li_out.append("final_y")
-        inputs += [_vi(i, ["B", H]) for i, _ in ALIF_STATE] + [_vi("initial_y", ["B", O])]
-        outputs += [_vi(o, ["B", H]) for _, o in ALIF_STATE] + [_vi("final_y", ["B", O])]
+        alif_out = _at_ports(ALIF.outputs, {"Z": "Z", **{o: o for _, o in ALIF_STATE}})
+        li_in.append(LI_STATE.input)
+        li_out.append(LI_STATE.output)
+        inputs += [_vi(i, ["B", H]) for i, _ in ALIF_STATE] + [_vi(LI_STATE.input, ["B", O])]
+        outputs += [_vi(o, ["B", H]) for _, o in ALIF_STATE] + [_vi(LI_STATE.output, ["B", O])]
     nodes = [
         helper.make_node("ALIF", alif_in, alif_out, name="alif", domain=DOMAIN,
                          thr=float(c.thr), n_refractory=int(c.n_refractory)),
@@ -165,7 +174,7 @@ def module_outputs(model, out) -> dict[str, torch.Tensor]:
         h, c = out.state
         return {"Y": out.Y, "final_h": h, "final_c": c}
     final, final_y = out.state
-    return {"Y": out.Y, "Z": out.Z, "final_y": final_y, **{o: s for (_, o), s in zip(ALIF_STATE, final)}}
+    return {"Y": out.Y, "Z": out.Z, LI_STATE.output: final_y, **{o: s for (_, o), s in zip(ALIF_STATE, final)}}
 
 
 def metadata(model: onnx.ModelProto) -> dict:
