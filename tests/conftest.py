@@ -64,6 +64,21 @@ def tiny_artifact(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
+def arm_toolchain() -> None:
+    """The Cortex-M toolchain and QEMU: tests that need them skip where they are missing, except in
+    CI, where a missing tool is a failure."""
+    from lsnn.targets.cortex_m import missing_tools
+
+    missing = missing_tools()
+    if missing:
+        msg = (f"Cortex-M toolchain missing: {', '.join(missing)} "
+               "(Debian: gcc-arm-none-eabi libnewlib-arm-none-eabi qemu-system-arm make)")
+        if os.environ.get("CI") == "true":
+            pytest.fail(msg)
+        pytest.skip(msg)
+
+
+@pytest.fixture(scope="session")
 def fashion_mnist() -> str:
     """The default data folder of sMNIST (Debian's dataset-fashion-mnist); its tests skip where it is
     not installed, except in CI, where they must run."""

@@ -1,6 +1,5 @@
 """The committed checkpoints load, and their held-out accuracy is what metrics.json claims."""
 import json
-import os
 
 import pytest
 
@@ -98,16 +97,10 @@ def test_checkpoint_exports_and_passes_parity(name, streaming, runtime, tmp_path
 @pytest.mark.parametrize("name, core", [(n, c) for n in ("smnist-lsnn", "smnist-lstm")
                                          for c in ("cortex-m4", "cortex-m7", "cortex-m55")] +
                          [("l2l-lsnn", "cortex-m4"), ("l2l-lstm", "cortex-m55")])
-def test_checkpoints_pass_parity_on_cortex_m(name, core, tmp_path, request):
+def test_checkpoints_pass_parity_on_cortex_m(name, core, tmp_path, request, arm_toolchain):
     """Held-out Fashion-MNIST sequences (840 steps) or learning-to-learn episodes (500 steps)
     and random inputs, run under QEMU."""
     from lsnn.targets.verify import verify
-    from lsnn.targets.cortex_m import missing_tools
-
-    if missing_tools():
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"Cortex-M toolchain missing: {missing_tools()}")
-        pytest.skip(f"Cortex-M toolchain missing: {missing_tools()}")
     if "smnist" in name:
         request.getfixturevalue("fashion_mnist")
     report = verify(MODELS / name, core, data_dir=DEFAULT_DATA_DIR, limit=4, progress=False)  # against the module

@@ -5,7 +5,6 @@ These tests need gcc-arm-none-eabi, libnewlib-arm-none-eabi and qemu-system-arm.
 them they skip, except in CI (CI=true), where a missing tool is a failure.
 """
 import json
-import os
 import re
 import shutil
 import subprocess
@@ -34,15 +33,7 @@ from model_variants import hand_built, small, spikes, static_shape
 CORES = ["cortex-m4", "cortex-m7", "cortex-m55"]
 
 
-@pytest.fixture(autouse=True)
-def toolchain():
-    missing = missing_tools()
-    if missing:
-        msg = (f"Cortex-M toolchain missing: {', '.join(missing)} "
-               "(Debian: gcc-arm-none-eabi libnewlib-arm-none-eabi qemu-system-arm make)")
-        if os.environ.get("CI") == "true":
-            pytest.fail(msg)
-        pytest.skip(msg)
+pytestmark = pytest.mark.usefixtures("arm_toolchain")
 
 
 @pytest.fixture(scope="module")

@@ -2,7 +2,6 @@
 ``initial_y`` of shape ``[1, O]`` makes the ``B`` of the ``X`` it runs on 1): every runtime
 refuses another B with the project's error, naming the input, and the compiled targets write
 the fixed size into their manifest's input shapes."""
-import os
 
 import numpy as np
 import pytest
@@ -10,7 +9,6 @@ from lsnn import compiler
 from lsnn.compiler.onnx.validate import ModelError, validate
 from lsnn.targets import open_runtime
 from lsnn.targets.artifact import ArtifactError
-from lsnn.targets.cortex_m import missing_tools
 from onnx import TensorProto, helper, numpy_helper
 
 
@@ -77,14 +75,8 @@ def test_cpu_refuses_another_batch_by_name(state_B, alif, fed_B):
     np.testing.assert_allclose(art.run(good)["Y"], open_runtime(model, "torch").run(good)["Y"], rtol=1e-5)
 
 
-def test_cortex_m_refuses_another_batch_by_name():
+def test_cortex_m_refuses_another_batch_by_name(arm_toolchain):
     """Cortex-M used to run B = 2 sequences from a state given for one."""
-    missing = missing_tools()
-    if missing:
-        msg = f"Cortex-M toolchain missing: {', '.join(missing)}"
-        if os.environ.get("CI") == "true":
-            pytest.fail(msg)
-        pytest.skip(msg)
     art = compiler.compile(readout_model(1), "cortex-m4")
     assert art.manifest["inputs"] == [{"name": "X", "shape": ["T", 1, 1], "dtype": "float32"}]
     with pytest.raises(ArtifactError, match=r"^input 'X' has shape \[2, 2, 1\], the model takes \['T', 1, 1\] "

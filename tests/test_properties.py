@@ -24,7 +24,6 @@ from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
 from lsnn.compiler.onnx.validate import ModelError
-from lsnn.targets.cortex_m import missing_tools
 from lsnn_graphs import (AGREE, CORTEX_M4, ERROR, ORT, FeedSpec, GraphSpec, Outcome, Tally, call, compare, cpu,
                          feed_specs, graph_specs, invalid_specs, judge, nonfinite_weights, run_case)
 
@@ -85,15 +84,6 @@ def test_invalid_models_are_rejected_everywhere(report):
     assert tally.counts["expected errors"] > tally.counts["models"]
     report(tally)
 
-
-@pytest.fixture
-def arm_toolchain():
-    missing = missing_tools()
-    if missing:
-        msg = f"Cortex-M toolchain missing: {', '.join(missing)}"
-        if os.environ.get("CI") == "true":
-            pytest.fail(msg)
-        pytest.skip(msg)
 
 
 @pytest.mark.filterwarnings("ignore:invalid value encountered:RuntimeWarning")

@@ -11,7 +11,7 @@ from onnx import numpy_helper
 from lsnn.compiler.cli import main
 from lsnn.compiler.onnx.export import export, export_checkpoint, metadata
 from lsnn.reference import LSNN, LSNNConfig, LSTMNet, LSTMConfig, checkpoint
-from lsnn.reference.heldout import KEY, MSE_RTOL, HeldoutMetric, record_of
+from lsnn.reference.heldout import MSE_RTOL, HeldoutMetric, record_of
 from lsnn.reference.paths import MODELS_DIR
 from lsnn.reference.tasks import make_task
 from lsnn.reference.train import evaluate
