@@ -25,13 +25,14 @@ def _io(values, pinned: dict[str, int] | None = None) -> list[dict]:
              "dtype": helper.tensor_dtype_to_np_dtype(vi.type.tensor_type.elem_type).name} for vi in values]
 
 
-def io_manifest(proto: onnx.ModelProto) -> dict:
-    """The manifest's ``inputs`` and ``outputs``: the graph inputs (not initializers) with the
-    sizes the model pins through its constants (what :func:`validate` returns: an initial state
-    ``[1, O]`` makes X's B 1), so that a run with another size is refused before it starts, and
-    the graph outputs as declared."""
+def source_manifest(proto: onnx.ModelProto, source: bytes, pinned: dict[str, int]) -> dict:
+    """What every artifact's manifest says of its source model: its SHA-256, the graph inputs (not
+    initializers) with the sizes the model pins through its constants (``pinned``, what
+    :func:`validate` returns: an initial state ``[1, O]`` makes X's B 1), so that a run with
+    another size is refused before it starts, and the graph outputs as declared."""
     inits = {i.name for i in proto.graph.initializer}
-    return {"inputs": _io([vi for vi in proto.graph.input if vi.name not in inits], validate(proto)),
+    return {"source_sha256": hashlib.sha256(source).hexdigest(),
+            "inputs": _io([vi for vi in proto.graph.input if vi.name not in inits], pinned),
             "outputs": _io(proto.graph.output)}
 
 
@@ -67,13 +68,14 @@ def compile(model, target="cpu", **options) -> Artifact:  # noqa: A001 - the iss
     import tvm
 
     proto = load_onnx(model)
-    validate(proto)
+    pinned = validate(proto)
     for node in proto.graph.node:  # before any target builds: Cortex-M takes its own path
         check_domain(node)
     check_finite(proto)
     tgt = get_target(target, **options)
     source = proto.SerializeToString() if isinstance(model, onnx.ModelProto) else Path(model).read_bytes()
-    own = tgt.compile(proto, hashlib.sha256(source).hexdigest())  # Cortex-M: a firmware project
+    about = source_manifest(proto, source, pinned)
+    own = tgt.compile(proto, about)  # Cortex-M: a firmware project
     if own is not None:
         return own
     started = time.perf_counter()
@@ -93,8 +95,7 @@ def compile(model, target="cpu", **options) -> Artifact:  # noqa: A001 - the iss
         "format": FORMAT,
         "target": tgt.describe(),
         "tvm_version": tvm.__version__,
-        "source_sha256": hashlib.sha256(source).hexdigest(),
-        **io_manifest(proto),
+        **about,
         "compile_seconds": round(time.perf_counter() - started, 3),
         "metadata": {p.key: p.value for p in proto.metadata_props},
     }

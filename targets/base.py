@@ -124,9 +124,10 @@ class Target:
 
         return tvm.cpu(0)
 
-    def compile(self, proto, source_sha256: str):
+    def compile(self, proto, source: dict):
         """An artifact built by the target itself, or None to take the Relax VM path
-        (Cortex-M builds a firmware project instead)."""
+        (Cortex-M builds a firmware project instead). ``source`` is what the manifest says of
+        the source model (:func:`lsnn.compiler.build.source_manifest`)."""
         return None
 
     def finalize(self, executable, manifest: dict) -> dict:

@@ -53,10 +53,10 @@ class CortexMTarget(Target):
             raise TargetError(f"target '{self.name}' needs {', '.join(missing)} to build its ELF; not found "
                               f"(Debian: gcc-arm-none-eabi libnewlib-arm-none-eabi make)")
 
-    def compile(self, proto, source_sha256: str):
+    def compile(self, proto, source: dict):
         from .build import build
 
-        return build(proto, self, source_sha256)
+        return build(proto, self, source)
 
     def load_artifact(self, directory, manifest: dict):
         from .artifact import load_project

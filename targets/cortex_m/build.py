@@ -113,10 +113,9 @@ def footprint(folder: Path) -> dict:
     return {"model": model, "elf": elf, **_stack(folder)}
 
 
-def _manifest(proto, target, plan, layout: dict, folder: Path, workspace: int, source_sha256: str) -> dict:
+def _manifest(proto, target, plan, layout: dict, folder: Path, workspace: int, source: dict) -> dict:
     import tvm
 
-    from lsnn.compiler.build import io_manifest
     from lsnn.targets.artifact import FORMAT
 
     manifest = {
@@ -124,8 +123,7 @@ def _manifest(proto, target, plan, layout: dict, folder: Path, workspace: int, s
         "kind": "cortex-m project",
         "target": target.describe(),
         "tvm_version": tvm.__version__,
-        "source_sha256": source_sha256,
-        **io_manifest(proto),
+        **source,
         "layout": layout,
         "sequence_inputs": plan.sequence_inputs,
         "initial_state": plan.initial_state().tolist(),  # what lsnn_reset sets
@@ -152,7 +150,7 @@ def _sources(proto, target):
     return (plan, kernels, *codegen.model_c(mod, names, prototypes, plan))
 
 
-def build(proto, target, source_sha256: str):
+def build(proto, target, source: dict):
     """Compile ``proto`` for ``target`` into a project folder with a built ELF."""
     from .artifact import CortexMArtifact
 
@@ -163,7 +161,7 @@ def build(proto, target, source_sha256: str):
     try:
         workspace = write_sources(folder, target, kernels, model_c, model_h)
         make(folder, target, layout["weights_bytes"])
-        manifest = _manifest(proto, target, plan, layout, folder, workspace, source_sha256)
+        manifest = _manifest(proto, target, plan, layout, folder, workspace, source)
         art = CortexMArtifact(folder, manifest, owned=True)
         art.manifest["footprint"]["instructions_per_step"] = art.profile()
         art.manifest["compile_seconds"] = round(time.perf_counter() - started, 3)
