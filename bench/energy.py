@@ -88,5 +88,5 @@ def model_ops(model, X: np.ndarray, Z: np.ndarray | None) -> dict[str, SynOps]:
         return t.detach().cpu().numpy()
 
     if Z is not None:
-        return lsnn_ops(X, Z, w(model.W), w(model.R), w(model.W_out))
+        return lsnn_ops(X, Z, w(model.alif.W), w(model.alif.R), w(model.readout.W))
     return lstm_ops(X, w(model.lstm.weight_ih_l0), w(model.lstm.weight_hh_l0), w(model.readout.weight))

@@ -11,6 +11,7 @@ import importlib
 _WHERE = {
     "functional": ["alif", "alif_step", "li", "ALIFState", "ALIFParams", "ALIFOutput", "LIOutput", "SpecError"],
     "modules": ["LSNN", "LIFNet", "LSTMNet", "LSNNConfig", "LSTMConfig", "NetOutput", "build_model"],
+    "layers": ["ALIF", "LI", "ALIFConfig", "LIConfig"],
     "regularizers": ["firing_rate_loss", "firing_rates_hz"],
     "surrogate": ["spike", "heaviside", "pseudo_derivative"],
 }

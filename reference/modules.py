@@ -1,8 +1,8 @@
 """Thin ``nn.Module`` wrappers around the pure step functions of :mod:`.functional`.
 
-* :class:`LSNN`: one ``ai.lsnn::ALIF`` layer holding ``n_lif`` plain LIF
+* :class:`LSNN`: one :class:`~.layers.ALIF` layer holding ``n_lif`` plain LIF
   neurons (``beta = 0``) followed by ``n_alif`` adaptive ones, and an
-  ``ai.lsnn::LI`` readout.
+  :class:`~.layers.LI` readout (``ai.lsnn::ALIF`` and ``ai.lsnn::LI``).
 * :class:`LIFNet`: the same with no adaptive neurons (the paper's control).
 * :class:`LSTMNet`: ``torch.nn.LSTM`` with a linear readout (the baseline).
 
@@ -12,16 +12,15 @@ Defaults are the paper's sequential-MNIST network (Bellec et al. 2018).
 """
 from __future__ import annotations
 
-import math
 from dataclasses import asdict, dataclass, fields
 from typing import NamedTuple
 
 import torch
 from torch import nn
 
-from .functional import ALIFState, alif, li
-from .surrogate import heaviside, spike
 from .errors import ConfigError
+from .functional import ALIFState
+from .layers import ALIF, LI
 
 
 @dataclass
@@ -66,7 +65,7 @@ class NetOutput(NamedTuple):
 
 
 class LSNN(nn.Module):
-    """Recurrent ALIF layer (LIF + adaptive neurons) and a leaky-integrator readout."""
+    """An :class:`~.layers.ALIF` layer (LIF + adaptive neurons) and an :class:`~.layers.LI` readout."""
 
     kind = "lsnn"
 
@@ -76,32 +75,29 @@ class LSNN(nn.Module):
         if overrides:
             c = LSNNConfig(**{**asdict(c), **overrides})
         self.config = c
-        H = c.n_hidden
-        if H <= 0:
-            raise ConfigError("an LSNN needs at least one neuron (n_lif + n_alif > 0)")
-        self.W = nn.Parameter(torch.randn(H, c.n_in) * c.w_in_scale / math.sqrt(c.n_in))
-        self.R_raw = nn.Parameter(torch.randn(H, H) * c.w_rec_scale / math.sqrt(H))
-        self.register_buffer("no_self", 1 - torch.eye(H))
-        beta = torch.cat([torch.zeros(c.n_lif), torch.full((c.n_alif,), c.beta)])
-        self.register_buffer("beta", beta)
-        self.register_buffer("alpha", torch.full((H,), math.exp(-c.dt / c.tau_m)))
-        self.register_buffer("rho", torch.full((H,), math.exp(-c.dt / c.tau_a)))
-        self.W_out = nn.Parameter(torch.randn(c.n_out, H) / math.sqrt(H))
-        self.b_out = nn.Parameter(torch.zeros(c.n_out))
-        self.register_buffer("alpha_out", torch.full((c.n_out,), math.exp(-c.dt / c.tau_out)))
-
-    @property
-    def R(self) -> torch.Tensor:
-        """Recurrent weights with the diagonal (self-connections) held at zero."""
-        return self.R_raw * self.no_self
+        self.alif = ALIF(c.n_in, c.n_lif, c.n_alif, tau_m=c.tau_m, tau_a=c.tau_a, beta=c.beta, thr=c.thr,
+                         n_refractory=c.n_refractory, dt=c.dt, w_in_scale=c.w_in_scale,
+                         w_rec_scale=c.w_rec_scale)
+        self.readout = LI(c.n_hidden, c.n_out, tau=c.tau_out, dt=c.dt)
+        self.register_load_state_dict_pre_hook(_rename_flat_weights)
 
     def forward(self, X: torch.Tensor, state: ALIFState | None = None, y0: torch.Tensor | None = None) -> NetOutput:
-        c = self.config
-        spike_fn = spike if torch.is_grad_enabled() else heaviside
-        Z, V, A, final = alif(X, self.W, self.R, self.beta, self.alpha, self.rho,
-                              c.thr, c.n_refractory, state=state, spike_fn=spike_fn)
-        Y, final_y = li(Z, self.W_out, self.alpha_out, self.b_out, y0)
+        Z, V, A, final = self.alif.sequence(X, state)
+        Y, final_y = self.readout.sequence(Z, y0)
         return NetOutput(Y, Z, V, A, (final, final_y))
+
+
+#: the weight names of checkpoints saved before the model was a composition of layers
+_FLAT_NAMES = {"W": "alif.W", "R_raw": "alif.R_raw", "no_self": "alif.no_self", "beta": "alif.beta",
+               "alpha": "alif.alpha", "rho": "alif.rho", "W_out": "readout.W", "b_out": "readout.bias",
+               "alpha_out": "readout.alpha"}
+
+
+def _rename_flat_weights(module, state_dict, prefix, *args) -> None:
+    """Load a checkpoint of the one-module LSNN (``W``, ``R_raw``, ``W_out``, ...) into the layers."""
+    for old, new in _FLAT_NAMES.items():
+        if prefix + old in state_dict and prefix + new not in state_dict:
+            state_dict[prefix + new] = state_dict.pop(prefix + old)
 
 
 class LIFNet(LSNN):

@@ -53,7 +53,7 @@ def test_model_ops_reads_the_reference_models_weights():
     lsnn = build_model("lsnn", n_in=4, n_lif=2, n_alif=2, n_out=3)
     with torch.no_grad():
         Z = lsnn(torch.from_numpy(X)).Z.numpy()
-    w = {k: v.detach().numpy() for k, v in (("W", lsnn.W), ("R", lsnn.R), ("W_out", lsnn.W_out))}
+    w = {k: v.detach().numpy() for k, v in (("W", lsnn.alif.W), ("R", lsnn.alif.R), ("W_out", lsnn.readout.W))}
     assert model_ops(lsnn, X, Z) == lsnn_ops(X, Z, w["W"], w["R"], w["W_out"])
     lstm = build_model("lstm", n_in=4, n_hidden=5, n_out=3)
     assert model_ops(lstm, X, None)["recurrent"] == SynOps(macs=6 * 2 * 4 * 5 * 5)

@@ -18,11 +18,11 @@ def test_models_default_to_the_papers_smnist_network():
     m = LSNN()
     c = m.config
     assert (c.n_in, c.n_lif, c.n_alif, c.n_out) == (80, 120, 100, 10)
-    assert m.beta[:120].abs().sum() == 0 and torch.allclose(m.beta[120:], torch.tensor(1.8))
-    assert torch.allclose(m.alpha, torch.tensor(0.951229424)) and torch.allclose(m.rho, torch.tensor(0.998572466))
-    assert torch.diagonal(m.R).abs().sum() == 0 and m.R.abs().sum() > 0  # no self-connections
+    assert m.alif.beta[:120].abs().sum() == 0 and torch.allclose(m.alif.beta[120:], torch.tensor(1.8))
+    assert torch.allclose(m.alif.alpha, torch.tensor(0.951229424)) and torch.allclose(m.alif.rho, torch.tensor(0.998572466))
+    assert torch.diagonal(m.alif.R).abs().sum() == 0 and m.alif.R.abs().sum() > 0  # no self-connections
     lif = LIFNet()
-    assert lif.config.n_alif == 0 and lif.config.n_lif == 220 and lif.beta.abs().sum() == 0
+    assert lif.config.n_alif == 0 and lif.config.n_lif == 220 and lif.alif.beta.abs().sum() == 0
     out = LSTMNet()(torch.zeros(5, 2, 80))
     assert out.Y.shape == (5, 2, 10) and out.Z is None
 
@@ -33,8 +33,8 @@ def test_lsnn_forward_shapes_and_gradients():
     out = m(X)
     assert out.Y.shape == (30, 2, 4) and out.Z.shape == (30, 2, 5)
     out.Y.sum().backward()
-    assert m.W.grad.abs().sum() > 0 and m.W_out.grad.abs().sum() > 0
-    assert torch.diagonal(m.R_raw.grad).abs().sum() == 0
+    assert m.alif.W.grad.abs().sum() > 0 and m.readout.W.grad.abs().sum() > 0
+    assert torch.diagonal(m.alif.R_raw.grad).abs().sum() == 0
 
 
 def test_build_model_rejects_unknown():
@@ -58,13 +58,13 @@ def test_train_cli_writes_checkpoint_and_resumes(tmp_path, capsys):
     log = [json.loads(line) for line in (out / "train_log.jsonl").read_text().splitlines()]
     assert [r["step"] for r in log] == [1, 2, 3]
     assert not list(out.glob(".*.tmp"))
-    before = checkpoint.load(out)[2]["model"]["W"].clone()
+    before = checkpoint.load(out)[2]["model"]["alif.W"].clone()
     args[args.index("--steps") + 1] = "5"
     assert main(args + ["--resume"]) == 0
     log = [json.loads(line) for line in (out / "train_log.jsonl").read_text().splitlines()]
     assert [r["step"] for r in log] == [1, 2, 3, 4, 5]
     model, config, state = checkpoint.load(out)
-    assert state["step"] == 5 and not torch.equal(before, model.W.detach())
+    assert state["step"] == 5 and not torch.equal(before, model.alif.W.detach())
     assert config["command"][:2] == ["lsnn", "train"] and "--resume" in config["resumed"][0]["command"]
     # a new run never overwrites a checkpoint silently
     assert main(args) == 2

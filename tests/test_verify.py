@@ -27,8 +27,9 @@ def swap_readout_rows(model: onnx.ModelProto) -> onnx.ModelProto:
     """The readout's two output rows exchanged: every store-recall answer inverted."""
     out = onnx.ModelProto()
     out.CopyFrom(model)
+    readout_w = next(n for n in out.graph.node if n.op_type == "LI").input[1]
     for i, t in enumerate(out.graph.initializer):
-        if t.name == "readout.W":
+        if t.name == readout_w:
             out.graph.initializer[i].CopyFrom(numpy_helper.from_array(numpy_helper.to_array(t)[::-1].copy(), t.name))
     return out
 

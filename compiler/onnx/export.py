@@ -1,9 +1,10 @@
 """Export of the reference models to ONNX.
 
-``LSNN`` and ``LIFNet`` become one ``ai.lsnn::ALIF`` node and one
+``LSNN`` and ``LIFNet`` go through ``torch.onnx.export`` like any user's
+module (:mod:`lsnn.compiler.exporter`): one ``ai.lsnn::ALIF`` node and one
 ``ai.lsnn::LI`` node, with their function bodies attached so that stock
 runtimes execute the file; ``LSTMNet`` becomes ONNX's own ``LSTM`` op (not
-unrolled) and its readout. Time and batch are symbolic (``T``, ``B``).
+unrolled) and its readout, written here. Time and batch are symbolic (``T``, ``B``).
 ``streaming=True`` makes the recurrent state graph inputs and outputs.
 """
 from __future__ import annotations
@@ -16,24 +17,15 @@ import onnx
 import torch
 from onnx import TensorProto, helper, numpy_helper
 
-from .functions import attach
-from .schema import ALIF, DOMAIN, LI, ONNX_OPSET, VERSION
+from .schema import ALIF, LI, ONNX_OPSET
+from lsnn.compiler.exporter import FORMAT, IR_VERSION, export as export_module, sequence_shapes
 from lsnn.reference import heldout as heldout_metric
 from lsnn.reference.errors import ConfigError, MissingFileError
 
 F = TensorProto.FLOAT
-FORMAT = "lsnn-onnx/1"
 # a streaming export names its graph's state inputs and outputs as the op schema names the ports
 ALIF_STATE = [(s.input, s.output) for s in ALIF.states]
 (LI_STATE,) = LI.states
-
-
-def _at_ports(ports, names: dict) -> list[str]:
-    """The node's input or output list: each name at its port's place, "" where none, no trailing ""."""
-    out = [names.get(p.name, "") for p in ports]
-    while out and not out[-1]:
-        out.pop()
-    return out
 
 
 def _vi(name, shape):
@@ -45,32 +37,38 @@ def _init(name, tensor) -> onnx.TensorProto:
     return numpy_helper.from_array(np.ascontiguousarray(arr, dtype=np.float32), name)
 
 
-def _spiking_graph(model, streaming: bool) -> onnx.GraphProto:
+class _SuiteGraph(torch.nn.Module):
+    """What the file of a suite ``LSNN``/``LIFNet`` computes, under the schema's names: ``X`` to
+    ``Y`` (readout) and ``Z`` (spikes); streaming adds the ALIF and LI state as inputs and outputs."""
+
+    def __init__(self, model, streaming: bool):
+        super().__init__()
+        self.model, self.streaming = model, streaming
+
+    def forward(self, X, *state):
+        out = self.model(X, *((state[:-1], state[-1]) if state else ()))
+        if not self.streaming:
+            return out.Y, out.Z
+        final, final_y = out.state
+        return (out.Y, out.Z, *final, final_y)
+
+    def names(self) -> tuple[list[str], list[str]]:
+        if not self.streaming:
+            return ["X"], ["Y", "Z"]
+        return (["X"] + [i for i, _ in ALIF_STATE] + [LI_STATE.input],
+                ["Y", "Z"] + [o for _, o in ALIF_STATE] + [LI_STATE.output])
+
+
+def _spiking_model(model, streaming: bool, metadata: dict) -> onnx.ModelProto:
     c = model.config
-    H, O = c.n_hidden, c.n_out
-    inputs = [_vi("X", ["T", "B", c.n_in])]
-    outputs = [_vi("Y", ["T", "B", O]), _vi("Z", ["T", "B", H])]
-    inits = [_init("alif.W", model.W), _init("alif.R", model.R), _init("alif.beta", model.beta),
-             _init("alif.alpha", model.alpha), _init("alif.rho", model.rho),
-             _init("readout.W", model.W_out), _init("readout.alpha", model.alpha_out),
-             _init("readout.bias", model.b_out)]
-    alif_in = ["X", "alif.W", "alif.R", "alif.beta", "alif.alpha", "alif.rho"]
-    alif_out = ["Z"]
-    li_in = ["Z", "readout.W", "readout.alpha", "readout.bias"]
-    li_out = ["Y"]
-    if streaming:
-        alif_in += [i for i, _ in ALIF_STATE]
-        alif_out = _at_ports(ALIF.outputs, {"Z": "Z", **{o: o for _, o in ALIF_STATE}})
-        li_in.append(LI_STATE.input)
-        li_out.append(LI_STATE.output)
-        inputs += [_vi(i, ["B", H]) for i, _ in ALIF_STATE] + [_vi(LI_STATE.input, ["B", O])]
-        outputs += [_vi(o, ["B", H]) for _, o in ALIF_STATE] + [_vi(LI_STATE.output, ["B", O])]
-    nodes = [
-        helper.make_node("ALIF", alif_in, alif_out, name="alif", domain=DOMAIN,
-                         thr=float(c.thr), n_refractory=int(c.n_refractory)),
-        helper.make_node("LI", li_in, li_out, name="readout", domain=DOMAIN),
-    ]
-    return helper.make_graph(nodes, f"{model.kind}", inputs, outputs, inits)
+    graph = _SuiteGraph(model, streaming)
+    inputs, outputs = graph.names()
+    X = torch.zeros(2, 2, c.n_in)
+    state = [torch.zeros(2, c.n_hidden) for _ in ALIF_STATE] + [torch.zeros(2, c.n_out)] if streaming else []
+    x_shape, *state_shapes = sequence_shapes(1, state_inputs=len(state))
+    shapes = (x_shape, tuple(state_shapes)) if streaming else (x_shape,)  # forward(X, *state)
+    return export_module(graph, (X, *state), input_names=inputs, output_names=outputs,
+                         dynamic_shapes=shapes, metadata=metadata)
 
 
 def lstm_onnx_weights(lstm: torch.nn.LSTM):
@@ -111,23 +109,21 @@ def _lstm_graph(model, streaming: bool) -> onnx.GraphProto:
 
 def export(model, *, streaming: bool = False, metadata: dict | None = None) -> onnx.ModelProto:
     """An ONNX model of a reference ``LSNN``, ``LIFNet`` or ``LSTMNet``; checked with
-    ``onnx.checker`` (full check) and strict shape inference."""
-    if model.kind in ("lsnn", "lif"):
-        graph = _spiking_graph(model, streaming)
-    elif model.kind == "lstm":
-        graph = _lstm_graph(model, streaming)
-    else:
-        raise ConfigError(f"cannot export a model of kind '{model.kind}'")
-    opsets = [helper.make_opsetid("", ONNX_OPSET)]
-    if model.kind != "lstm":
-        opsets.append(helper.make_opsetid(DOMAIN, VERSION))
-    proto = helper.make_model(graph, opset_imports=opsets, producer_name="lsnn", producer_version="0.1.0")
-    proto.ir_version = 10  # what onnxruntime 1.32 and onnx 1.23 both read
-    meta = {"lsnn.format": FORMAT, "lsnn.kind": model.kind, "lsnn.streaming": json.dumps(streaming)}
+    ``onnx.checker`` (full check) and strict shape inference. The spiking ones go through
+    ``torch.onnx.export`` as any user's module does (:mod:`lsnn.compiler.exporter`)."""
+    meta = {"lsnn.format": FORMAT, "lsnn.kind": model.kind, "lsnn.streaming": json.dumps(streaming),
+            "lsnn.module": type(model).__name__}
     for k, v in (metadata or {}).items():
         meta[k] = v if isinstance(v, str) else json.dumps(v, sort_keys=True)
+    if model.kind in ("lsnn", "lif"):
+        return _spiking_model(model, streaming, meta)
+    if model.kind != "lstm":
+        raise ConfigError(f"cannot export a model of kind '{model.kind}'")
+    opsets = [helper.make_opsetid("", ONNX_OPSET)]
+    proto = helper.make_model(_lstm_graph(model, streaming), opset_imports=opsets, producer_name="lsnn",
+                              producer_version="0.1.0")
+    proto.ir_version = IR_VERSION
     helper.set_model_props(proto, meta)
-    proto = attach(proto)
     onnx.checker.check_model(proto, full_check=True)
     onnx.shape_inference.infer_shapes(proto, check_type=True, strict_mode=True)
     return proto
