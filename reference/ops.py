@@ -68,7 +68,7 @@ def _alif_backward(ctx, *grads):
         thr, n_refractory = ctx.attrs
         Z, V, A, final = alif_reference(X, W, R, beta, alpha, rho, thr, n_refractory,
                                         state=_state(*state), spike_fn=spike)
-        return _grads((Z, V, A, *final), grads, leaves) + [None, None]
+        return (*_grads((Z, V, A, *final), grads, leaves), None, None)
 
 
 @torch.library.custom_op("lsnn::li", mutates_args=())
@@ -94,7 +94,7 @@ def _li_backward(ctx, grad_Y, grad_final):
     with torch.enable_grad():
         leaves = [None if t is None else t.detach().requires_grad_() for t in ctx.saved_tensors]
         Y, final_y = li_reference(*leaves)
-        return _grads((Y, final_y), (grad_Y, grad_final), leaves)
+        return tuple(_grads((Y, final_y), (grad_Y, grad_final), leaves))
 
 
 def _grads(outputs, grads, leaves) -> list:
