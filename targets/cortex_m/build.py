@@ -68,7 +68,7 @@ def build_error(output: str, target, weights_bytes: int) -> CompileError:
                             f"{'; '.join(parts)} (its weights take {weights_bytes} bytes)\n"
                             + "\n".join(_linker_lines(output)))
     lines = [_LD.sub("ld: ", ln) for ln in output.strip().splitlines()]
-    errors = [ln for ln in lines if "error" in ln.lower() or ln.startswith("ld: ")]
+    errors = [ln for ln in lines if "error" in ln.lower() or ln.startswith("ld: ") or "undefined reference" in ln]
     tail = "\n".join((errors or lines)[-15:])
     return CompileError(f"arm-none-eabi-gcc failed to build the project:\n{tail}")
 
