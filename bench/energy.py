@@ -17,6 +17,15 @@ inputs), recurrent (``z[t-1] -> ALIF``, always spikes) and readout
 linear readout (MACs). Neuron state updates are not synaptic operations and
 are not counted, as in NeuroBench.
 
+From an ONNX graph (:func:`synapse_layers`, :func:`graph_ops`), every node that
+holds synapses is a layer, named by the node's name (for a model exported by
+:func:`lsnn.compiler.export`, the module path of its layer): an ``ai.lsnn::ALIF``
+node has an input and a recurrent synapse layer, an ``ai.lsnn::LI`` node an
+input one, an ONNX ``LSTM`` node input, recurrent and gate arithmetic as above,
+and a ``MatMul``/``Gemm`` with a constant weight one synapse layer; whether an
+input is binary is decided from the values observed on the data. Other ops
+(convolutions, normalisation, elementwise) are not counted.
+
 Energy = ACs x E_AC + MACs x E_MAC, by default E_AC = 0.9 pJ and
 E_MAC = 4.6 pJ: 32-bit floating-point add and multiply-add at 45 nm
 (M. Horowitz, "Computing's energy problem (and what we can do about it)",
@@ -27,6 +36,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+import onnx
+from onnx import numpy_helper
 
 E_AC_PJ = 0.9
 E_MAC_PJ = 4.6
@@ -58,7 +69,7 @@ def layer_ops(x: np.ndarray, W: np.ndarray, binary: bool | None = None) -> SynOp
     fanout = (W != 0).sum(0)  # [in]
     if binary:
         return SynOps(acs=float(((x != 0).reshape(-1, x.shape[-1]) @ fanout).sum()))
-    steps = x.shape[0] * x.shape[1]
+    steps = x.size // x.shape[-1]  # every step of every sequence ([T, B, in]), or every row ([N, in])
     return SynOps(macs=float(steps * int(fanout.sum())))
 
 
@@ -90,3 +101,111 @@ def model_ops(model, X: np.ndarray, Z: np.ndarray | None) -> dict[str, SynOps]:
     if Z is not None:
         return lsnn_ops(X, Z, w(model.alif.W), w(model.alif.R), w(model.readout.W))
     return lstm_ops(X, w(model.lstm.weight_ih_l0), w(model.lstm.weight_hh_l0), w(model.readout.weight))
+
+
+# -- counted from an ONNX graph ------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Synapses:
+    """One synapse layer of a graph node: presynaptic activity ``source`` (a value name) through
+    the weight ``weight`` (a value name; ``transposed``: stored ``[in, out]``). ``delayed``: the
+    activity of the previous step reaches it (a recurrent layer; ``initial`` is step -1's, zeros
+    when ``""``); ``binary``: the activity is always spikes (None: decided from the values)."""
+    layer: str
+    kind: str
+    source: str
+    weight: str
+    transposed: bool = False
+    delayed: bool = False
+    initial: str = ""
+    binary: bool | None = None
+
+    def needs(self) -> list[str]:
+        return [n for n in (self.source, self.weight, self.initial) if n]
+
+    def count(self, values: dict) -> SynOps:
+        W = np.asarray(values[self.weight])
+        W = W.reshape(W.shape[-2:])  # an LSTM's [1, 4H, in]
+        x = values[self.source]
+        if self.delayed:
+            z0 = values[self.initial][None] if self.initial else np.zeros_like(x[:1])
+            x = np.concatenate([z0, x[:-1]])  # the recurrent input at step t is z[t-1]
+        return layer_ops(x, W.T if self.transposed else W, self.binary)
+
+
+@dataclass(frozen=True)
+class GateArithmetic:
+    """An LSTM's ``c = f*c + i*g`` and ``h = o*tanh(c)``: 3 MACs per unit and step."""
+    layer: str
+    source: str
+    hidden: int
+    kind: str = "gates"
+
+    def needs(self) -> list[str]:
+        return [self.source]
+
+    def count(self, values: dict) -> SynOps:
+        x = values[self.source]
+        return SynOps(macs=float(x.shape[0] * x.shape[1] * 3 * self.hidden))
+
+
+def node_label(node: onnx.NodeProto, index: int) -> str:
+    """A node's name, or ``OpType_index`` for a node without one."""
+    return node.name or f"{node.op_type}_{index}"
+
+
+def _attribute(node: onnx.NodeProto, name: str, default=0):
+    return next((onnx.helper.get_attribute_value(a) for a in node.attribute if a.name == name), default)
+
+
+def _input(node: onnx.NodeProto, k: int) -> str:
+    return node.input[k] if len(node.input) > k else ""
+
+
+def _node_synapses(node: onnx.NodeProto, label: str, constants: dict) -> list:
+    """The synapse layers of one node (none for a node that holds no synapses)."""
+    if node.domain == "ai.lsnn" and node.op_type == "ALIF":
+        return [Synapses(label, "input", node.input[0], node.input[1]),
+                Synapses(label, "recurrent", node.output[0], node.input[2], delayed=True,
+                         initial=_input(node, 8), binary=True)]
+    if node.domain == "ai.lsnn" and node.op_type == "LI":
+        return [Synapses(label, "input", node.input[0], node.input[1])]
+    if node.domain in ("", "ai.onnx") and node.op_type == "LSTM" and _attribute(node, "direction", b"forward") \
+            in (b"forward", "forward"):
+        return [Synapses(label, "input", node.input[0], node.input[1]),
+                Synapses(label, "recurrent", node.input[0], node.input[2], binary=False),
+                GateArithmetic(label, node.input[0], int(_attribute(node, "hidden_size")))]
+    if node.domain in ("", "ai.onnx") and node.op_type == "MatMul" and node.input[1] in constants \
+            and constants[node.input[1]].ndim == 2:
+        return [Synapses(label, "input", node.input[0], node.input[1], transposed=True)]
+    if node.domain in ("", "ai.onnx") and node.op_type == "Gemm" and node.input[1] in constants \
+            and not _attribute(node, "transA"):
+        return [Synapses(label, "input", node.input[0], node.input[1], transposed=not _attribute(node, "transB"))]
+    return []
+
+
+def constants(proto: onnx.ModelProto) -> dict[str, np.ndarray]:
+    """The graph's initializers and ``Constant`` node values, by name."""
+    out = {t.name: numpy_helper.to_array(t) for t in proto.graph.initializer}
+    for node in proto.graph.node:
+        if node.op_type == "Constant" and node.domain in ("", "ai.onnx"):
+            a = next((a for a in node.attribute if a.name == "value"), None)
+            if a is not None:
+                out[node.output[0]] = numpy_helper.to_array(a.t)
+    return out
+
+
+def synapse_layers(proto: onnx.ModelProto) -> list:
+    """Every synapse layer of the graph, in graph order: ``ai.lsnn`` ALIF (input, recurrent) and
+    LI (input), ONNX ``LSTM`` (input, recurrent, gates), ``MatMul``/``Gemm`` with a constant weight."""
+    consts = constants(proto)
+    return [s for i, node in enumerate(proto.graph.node) for s in _node_synapses(node, node_label(node, i), consts)]
+
+
+def graph_ops(layers: list, values: dict) -> dict[str, dict[str, SynOps]]:
+    """Synaptic operations (totals over the batch) per node and synapse layer, ``{layer: {kind: SynOps}}``;
+    ``values`` holds every name :meth:`needs` asks for (the graph's constants and the values observed)."""
+    out: dict[str, dict[str, SynOps]] = {}
+    for s in layers:
+        out.setdefault(s.layer, {})[s.kind] = s.count(values)
+    return out

@@ -57,3 +57,78 @@ def test_model_ops_reads_the_reference_models_weights():
     assert model_ops(lsnn, X, Z) == lsnn_ops(X, Z, w["W"], w["R"], w["W_out"])
     lstm = build_model("lstm", n_in=4, n_hidden=5, n_out=3)
     assert model_ops(lstm, X, None)["recurrent"] == SynOps(macs=6 * 2 * 4 * 5 * 5)
+
+
+def _graph_figures(proto, X):
+    """Per-layer figures of ``proto`` on ``X`` through :class:`lsnn.bench.layer_stats.LayerStats` and
+    the reference runtime, as the bench computes them."""
+    from lsnn.bench.layer_stats import LayerStats
+    from lsnn.targets.torch_runtime import TorchRuntime
+
+    stats = LayerStats(proto)
+    name = proto.graph.input[0].name
+    values = TorchRuntime(stats.model()).run({name: X}, stats.observed)
+    stats.add({name: X, **values}, X.shape[1], X.shape[0])
+    return stats
+
+
+def test_graph_counts_of_suite_models_are_the_module_counts():
+    """Counting from the ONNX graph gives the figures counting from the suite's modules gave."""
+    import torch
+
+    from lsnn.bench.energy import model_ops
+    from lsnn.compiler.onnx.export import export
+    from lsnn.reference import build_model
+
+    torch.manual_seed(0)
+    X = (np.random.default_rng(0).random((20, 3, 4)) < 0.5).astype(np.float32)
+    for kind, params in (("lsnn", {"n_lif": 3, "n_alif": 4}), ("lif", {"n_lif": 5}), ("lstm", {"n_hidden": 5})):
+        model = build_model(kind, n_in=4, n_out=3, **params).eval()
+        with torch.no_grad():
+            out = model(torch.from_numpy(X))
+        by_module = model_ops(model, X, None if out.Z is None else out.Z.numpy())
+        stats = _graph_figures(export(model), X)
+        by_graph = [ops for kinds in stats.ops.values() for ops in kinds.values()]
+        assert sum(by_graph, SynOps()) == sum(by_module.values(), SynOps()), kind
+        assert sorted((o.acs, o.macs) for o in by_graph if o != SynOps(macs=0.0)) == \
+            sorted((o.acs, o.macs) for o in by_module.values() if o != SynOps(macs=0.0)), kind
+        if out.Z is not None:
+            spikes = next(iter(stats.spike_sums.values()))
+            assert np.array_equal(spikes, out.Z.numpy().sum((0, 1))), kind
+
+
+def test_each_layer_of_a_user_model_by_its_name():
+    """Two stacked ALIF layers, an LI readout: every layer's operations under its module path,
+    counted as NeuroBench counts them from the module's own weights and spikes."""
+    import sys
+    from pathlib import Path
+
+    import torch
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    import user_models
+    from lsnn.compiler import export
+
+    model = user_models.build("stacked")
+    X = user_models.inputs(25, 3).numpy()
+    with torch.no_grad():
+        Z1 = model.alif1(torch.from_numpy(X))
+        Z2 = model.alif2(Z1)
+        Z1, Z2 = Z1.numpy(), Z2.numpy()
+    stats = _graph_figures(export(model, torch.from_numpy(X)), X)
+    assert list(stats.ops) == ["alif1", "alif2", "readout"]
+    w = lambda t: t.detach().numpy()
+    delayed = lambda Z: np.concatenate([np.zeros_like(Z[:1]), Z[:-1]])
+    assert stats.ops["alif1"] == {"input": layer_ops(X, w(model.alif1.W)),
+                                  "recurrent": layer_ops(delayed(Z1), w(model.alif1.R), binary=True)}
+    assert stats.ops["alif1"]["input"].macs > 0 and stats.ops["alif2"]["input"].macs == 0  # currents in, spikes on
+    assert stats.ops["alif2"] == {"input": layer_ops(Z1, w(model.alif2.W)),
+                                  "recurrent": layer_ops(delayed(Z2), w(model.alif2.R), binary=True)}
+    assert stats.ops["readout"] == {"input": layer_ops(Z2, w(model.readout.W))}
+    assert np.array_equal(stats.spike_sums["alif1"], Z1.sum((0, 1)))
+    assert np.array_equal(stats.spike_sums["alif2"], Z2.sum((0, 1)))
+    result = stats.result(E_AC_PJ, E_MAC_PJ)
+    layers = {layer["name"]: layer for layer in result["layers"]}
+    assert layers["alif2"]["n_lif"] == 6 and layers["alif2"]["neurons"] == 16
+    assert layers["alif2"]["spikes_per_inference"] == Z2.sum() / 3
+    assert result["acs_per_inference"] == sum(layer["acs"] for layer in layers.values())
