@@ -3,6 +3,8 @@
 ``export(module, example_input, path=None, dynamic=True) -> onnx.ModelProto``: a PyTorch
 module built from the suite's layers, through ``torch.onnx.export``.
 ``compile(model, target="cpu", **options) -> Artifact``.
+``verify(reference, model, inputs, **options) -> Report``: ``model`` (an ONNX file, a compiled
+artifact or a target name) against the PyTorch module ``reference``, per ALIF layer.
 """
 from __future__ import annotations
 
@@ -19,4 +21,10 @@ def export(module, example_input, path=None, **options):
     return _export(module, example_input, path, **options)
 
 
-__all__ = ["compile", "export"]
+def verify(reference, model, inputs=None, **options):
+    from lsnn.targets.verify_module import verify as _verify
+
+    return _verify(reference, model, inputs, **options)
+
+
+__all__ = ["compile", "export", "verify"]

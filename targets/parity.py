@@ -39,6 +39,11 @@ class Probe:
     A: str
 
 
+def probe_name(node: str, tag: str) -> str:
+    """The name :func:`add_probes` gives an ALIF node's ``V`` or ``A`` output (``tag``) that had none."""
+    return f"{node}.probe.{tag}"
+
+
 def add_probes(model: onnx.ModelProto) -> tuple[onnx.ModelProto, list[Probe]]:
     """A copy of ``model`` whose ALIF nodes name their ``Z``, ``V`` and ``A`` outputs, each
     exposed as a graph output, so that every runtime and target returns them unchanged."""
@@ -52,7 +57,7 @@ def add_probes(model: onnx.ModelProto) -> tuple[onnx.ModelProto, list[Probe]]:
                 node.output.append("")
             for k, tag in ((1, "V"), (2, "A")):
                 if not node.output[k]:
-                    node.output[k] = f"{label}.probe.{tag}"
+                    node.output[k] = probe_name(label, tag)
             probes.append(Probe(label, node.output[0], node.output[1], node.output[2]))
     have = {o.name for o in out.graph.output}
     out.graph.output.extend(helper.make_tensor_value_info(n, TensorProto.FLOAT, None)
@@ -183,17 +188,19 @@ def compare(ref: dict, got: dict, probes: list[Probe], outputs: list[str], rtol:
         res.failures += _non_finite(side, values, names, T, B)
     first = _first_divergence(ref, got, probes, res, T, B)
     before = np.arange(T)[:, None] < first[None, :]
-    for p in probes:
-        res.err_V = max(res.err_V, _norm_err(got[p.V], ref[p.V], before))
-        res.err_A = max(res.err_A, _norm_err(got[p.A], ref[p.A], before))
+    for p in probes:  # per node, so that a failure names the layer
+        for what in ("V", "A"):
+            err = _norm_err(got[getattr(p, what)], ref[getattr(p, what)], before)
+            setattr(res, f"err_{what}", max(getattr(res, f"err_{what}"), err))
+            _check_error(res, f"node '{p.node}': {what}", err, rtol)
     _check_flips(ref, got, probes, first, res, margin, T)
     _compare_outputs(ref, got, outputs, first, res, T, B)
     res.diverged = int((first < T).sum())
     res.first_divergence = [int(t) if t < T else None for t in first]
-    for what, err in (("V", res.err_V), ("A", res.err_A), ("outputs", res.err_out)):
-        if not err <= rtol:
-            res.failures.append(f"{what} differ before the first spike divergence: relative error {err:.2e} > {rtol:g}")
+    _check_error(res, "outputs", res.err_out, rtol)
     return res
 
 
-# -- the reference: the model's source, or the file's own interpretation ----------------------
+def _check_error(res: BatchResult, what: str, err: float, rtol: float) -> None:
+    if not err <= rtol:
+        res.failures.append(f"{what} differ before the first spike divergence: relative error {err:.2e} > {rtol:g}")

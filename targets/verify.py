@@ -63,25 +63,21 @@ class FileReference(Reference):
 
 
 class ModuleReference(Reference):
-    """A PyTorch module (the source of the export), run on the same inputs from a zero state
-    (verify feeds a streaming model's state inputs with zeros)."""
+    """A PyTorch module (the source of the export), run on the same inputs; what it computes is
+    named as the file's tensors by :meth:`named` (each kind of module says how)."""
 
-    def __init__(self, module, label: str, probes: list[Probe]):
-        if len(probes) > 1:
-            raise ModelError(f"the file under test has {len(probes)} ALIF nodes; the reference {label} has one")
-        self.module, self.label, self.probes = module, label, probes
+    def __init__(self, module, label: str):
+        self.module, self.label = module, label
+
+    def named(self, feeds: dict[str, np.ndarray]) -> dict:
+        """The module's tensors (torch) under the names of the file's outputs and probes."""
+        raise NotImplementedError
 
     def run(self, feeds, names):
         import torch
 
-        from lsnn.compiler.onnx.export import module_outputs
-
-        X = torch.from_numpy(next(iter(feeds.values())))
         with torch.no_grad():
-            out = self.module(X)
-        named = module_outputs(self.module, out)
-        for p in self.probes:
-            named.update({p.Z: out.Z, p.V: out.V, p.A: out.A})
+            named = self.named(feeds)
         missing = [n for n in names if n not in named]
         if missing:
             raise ModelError(f"output(s) {missing} of the file under test have no counterpart in the reference "
@@ -90,6 +86,102 @@ class ModuleReference(Reference):
 
     def expected(self, measured):
         return measured
+
+
+class NetReference(ModuleReference):
+    """One of the suite's networks (``LSNN``, ``LIFNet``, ``LSTMNet``): its :class:`NetOutput` names
+    its outputs and its one ALIF layer's ``Z``, ``V``, ``A``, from a zero state (verify feeds a
+    streaming model's state inputs with zeros)."""
+
+    def __init__(self, module, label: str, probes: list[Probe]):
+        if len(probes) > 1:
+            raise ModelError(f"the file under test has {len(probes)} ALIF nodes; the reference {label} has one")
+        super().__init__(module, label)
+        self.probes = probes
+
+    def named(self, feeds):
+        import torch
+
+        from lsnn.compiler.onnx.export import module_outputs
+
+        out = self.module(torch.from_numpy(next(iter(feeds.values()))))
+        named = module_outputs(self.module, out)
+        for p in self.probes:
+            named.update({p.Z: out.Z, p.V: out.V, p.A: out.A})
+        return named
+
+
+class LayerReference(ModuleReference):
+    """Any module built from :class:`lsnn.reference.ALIF` / ``LI`` layers and PyTorch modules, as
+    ``lsnn.compiler.export`` exports it: called with the file's inputs in order, its outputs are
+    the file's outputs in order, and each ALIF node is the layer of the module path it is named
+    after, whose spikes a forward hook takes (and ``V``, ``A`` from the layer's own inputs)."""
+
+    def __init__(self, module, label: str, probes: list[Probe], inputs: list[str], outputs: list[str]):
+        from lsnn.reference import ALIF
+
+        super().__init__(module, label)
+        layers = dict(module.named_modules())
+        alifs = sorted(n for n, m in layers.items() if isinstance(m, ALIF))
+        for p in probes:
+            if not isinstance(layers.get(p.node), ALIF):
+                raise ModelError(f"ALIF node '{p.node}' of the file under test has no ALIF layer of that name in "
+                                 f"the reference {label} (its ALIF layers: {', '.join(alifs) or 'none'})")
+        self.layers = [(p, layers[p.node]) for p in probes]
+        self.inputs, self.outputs = inputs, outputs
+
+    @staticmethod
+    def _capture(probe: Probe, into: dict):
+        def hook(layer, args, kwargs, output):
+            X = args[0] if args else kwargs["X"]
+            state = args[1] if len(args) > 1 else kwargs.get("state")
+            seq = layer.sequence(X, state)
+            into.update({probe.Z: output[0] if isinstance(output, tuple) else output, probe.V: seq.V, probe.A: seq.A})
+        return hook
+
+    def named(self, feeds):
+        import torch
+
+        captured: dict = {}
+        hooks = [layer.register_forward_hook(self._capture(p, captured), with_kwargs=True) for p, layer in self.layers]
+        try:
+            out = self.module(*(torch.from_numpy(feeds[n]) for n in self.inputs))
+        finally:
+            for h in hooks:
+                h.remove()
+        for p, _ in self.layers:
+            if p.Z not in captured:
+                raise ModelError(f"ALIF layer '{p.node}' of the reference {self.label} did not run in its forward")
+        leaves = _tensors(out)
+        if len(leaves) != len(self.outputs):
+            raise ModelError(f"the reference {self.label} returns {len(leaves)} tensor(s); the file under test has "
+                             f"{len(self.outputs)} output(s) {self.outputs}")
+        return {**dict(zip(self.outputs, leaves)), **captured}
+
+
+def _tensors(out) -> list:
+    """A forward's result as the exporter flattens it into graph outputs: its tensors in order."""
+    if isinstance(out, (tuple, list)):
+        return [t for o in out for t in _tensors(o)]
+    if isinstance(out, dict):
+        return [t for o in out.values() for t in _tensors(o)]
+    return [out]
+
+
+def module_reference(module, label: str, probes: list[Probe], model: onnx.ModelProto) -> ModuleReference:
+    """The reference of ``module`` for the file ``model`` (as written, before probes): one of the
+    suite's networks by its output, any other module by its layers."""
+    from lsnn.reference.modules import MODELS
+
+    if isinstance(module, tuple(MODELS.values())):
+        return NetReference(module, label, probes)
+    return LayerReference(module, label, probes, graph_inputs(model), [o.name for o in model.graph.output])
+
+
+def graph_inputs(model: onnx.ModelProto) -> list[str]:
+    """The names of the model's inputs (initializers are no inputs)."""
+    inits = {i.name for i in model.graph.initializer}
+    return [vi.name for vi in model.graph.input if vi.name not in inits]
 
 
 # -- what is verified --------------------------------------------------------------------------
@@ -170,7 +262,7 @@ def subject(model, reference=None, task=None, data_dir: str | None = None, threa
         if source is None:
             raise ConfigError(f"reference {reference}: not a checkpoint folder or a PyTorch module")
     probed, probes = add_probes(proto)
-    ref = ModuleReference(source.module, f"PyTorch, {source.name}", probes) if source \
+    ref = module_reference(source.module, f"PyTorch, {source.name}", probes, proto) if source \
         else FileReference(probed, threads)
     meta = metadata(proto)
     configs = [source.config if source else None, meta.get("lsnn.config")]
@@ -322,7 +414,7 @@ def _prediction_entry(task, preds: list) -> dict:
             "accuracy_reference": float((pr == answers).mean()), "accuracy_runtime": float((pg == answers).mean())}
 
 
-def _dataset_entry(r: BatchResult, has_probes: bool) -> dict:
+def dataset_entry(r: BatchResult, has_probes: bool) -> dict:
     fd = [t for t in r.first_divergence if t is not None]
     return {
         "sequences": r.sequences, "steps": r.steps,
@@ -342,7 +434,7 @@ def _dataset_entry(r: BatchResult, has_probes: bool) -> dict:
 def _report(subj: Subject, runtime: str, run: Run, rtol: float, margin: float) -> dict:
     datasets = {}
     for name, r in run.results.items():
-        datasets[name] = _dataset_entry(r, bool(subj.probes))
+        datasets[name] = dataset_entry(r, bool(subj.probes))
         if name in run.predictions:
             datasets[name].update(_prediction_entry(subj.task, run.predictions[name]))
     metric = check_metric(subj, run)
@@ -393,6 +485,8 @@ def format_report(report: dict) -> str:
     m = "mse" if any("mse_reference" in d for d in report["datasets"].values()) else "acc"
     lines = [f"parity of {report['runtime']} on {report['model']}",
              f"  reference: {report['reference']}",
+             *([f"  inputs: {report['inputs']}"] if report.get("inputs") else []),
+             *(f"  note: {note}" for note in report.get("notes", [])),
              f"  ALIF nodes: {', '.join(report['alif_nodes']) or 'none'}; tolerance: relative {report['rtol']:g} "
              f"before the first spike divergence, flip margin < {report['margin']:g}",
              f"  {'data':16s} " + " ".join(f"{h.format(m=m):>{w}s}" for h, w, _, _ in _COLUMNS) + "  result"]
