@@ -193,11 +193,32 @@ def _footprint(fp: dict, out: Path) -> str:
 def cmd_verify(args) -> int:
     from lsnn.targets.verify import format_report, verify
 
+    if args.module:
+        return _verify_module(args)
+    if args.inputs:
+        raise ConfigError("--inputs goes with --module (a checkpoint is verified on its task's and random data)")
     _threads(args.threads)
     report = verify(args.model, args.target or args.runtime, reference=args.reference, task=args.task,
                     data_dir=args.data_dir, limit=args.limit, threads=args.threads, progress=not args.json)
     print(json.dumps(report, indent=2) if args.json else format_report(report))
     return 0 if report["passed"] else 1
+
+
+def _verify_module(args) -> int:
+    """``lsnn verify MODEL --module pkg.mod:factory``: MODEL against the user's own module."""
+    from lsnn.targets.verify_module import module_from_factory, verify
+
+    for option in ("reference", "task", "data_dir", "limit"):
+        if getattr(args, option) is not None:
+            raise ConfigError(f"--{option.replace('_', '-')} is for the suite's checkpoints; "
+                              f"--module verifies on --inputs (or random inputs) alone")
+    _torch_threads(args.threads)
+    module = module_from_factory(args.module)
+    arrays = _load_npz(args.inputs) if args.inputs else None
+    inputs = next(iter(arrays.values())) if arrays is not None and len(arrays) == 1 else arrays
+    report = verify(module, args.model, inputs, runtime=args.target or args.runtime, threads=args.threads)
+    print(json.dumps(report.data, indent=2) if args.json else report)
+    return 0 if report.passed else 1
 
 
 def cmd_bench(args) -> int:
@@ -224,7 +245,8 @@ def parser() -> argparse.ArgumentParser:
     _run_parser(sub)
 
     v = sub.add_parser("verify", help="parity of a runtime with the reference, on held-out and random data")
-    v.add_argument("model", help="ONNX file, or a checkpoint folder: exported, and compared with its PyTorch module")
+    v.add_argument("model", help="ONNX file, or a checkpoint folder: exported, and compared with its PyTorch module "
+                                 "(with --module: an ONNX file or a compiled artifact folder)")
     v.add_argument("--reference", metavar="CHECKPOINT",
                    help="compare with this checkpoint's PyTorch module (default: MODEL's own checkpoint; for an "
                         "ONNX file, its own interpretation and the held-out metric recorded at export)")
@@ -234,6 +256,11 @@ def parser() -> argparse.ArgumentParser:
     v.add_argument("--data-dir")
     v.add_argument("--limit", type=positive_int, help="held-out examples (default: those of the metric recorded at export, "
                                              "else 64; 256 for smnist)")
+    v.add_argument("--module", metavar="PKG.MOD:FACTORY",
+                   help="compare with your own PyTorch module: FACTORY() returns it (e.g. with its weights loaded); "
+                        "per ALIF layer, on --inputs")
+    v.add_argument("--inputs", metavar="NPZ", help="with --module: the inputs, one array or arrays named as MODEL's "
+                                                   "inputs (default: random currents of MODEL's input shape)")
     v.add_argument("--threads", type=positive_int, default=1)
     v.add_argument("--json", action="store_true", help="the report as JSON")
     v.set_defaults(func=cmd_verify)

@@ -240,9 +240,13 @@ def verify(reference, model, inputs=None, *, runtime: str = "ort", threads: int 
 
 def module_from_factory(spec: str):
     """The ``torch.nn.Module`` that ``pkg.mod:factory`` (a callable, e.g. one that loads weights)
-    returns, in eval mode."""
+    returns, in eval mode; ``pkg.mod`` is imported from the current folder or the Python path."""
+    import sys
+
     import torch
 
+    if "" not in sys.path and str(Path.cwd()) not in sys.path:  # as ``python -m`` does
+        sys.path.insert(0, str(Path.cwd()))
     mod, sep, attr = spec.partition(":")
     if not sep or not mod or not attr:
         raise ConfigError(f"--module {spec}: expected MODULE:FACTORY (e.g. mypkg.nets:build)")
@@ -254,8 +258,10 @@ def module_from_factory(spec: str):
     if factory is None:
         raise ConfigError(f"--module {spec}: module '{mod}' has no '{attr}'")
     if not callable(factory):
-        raise ConfigError(f"--module {spec}: '{attr}' is a {type(factory).__name__}, not a callable returning the module")
+        raise ConfigError(f"--module {spec}: '{attr}' is not callable (an object of type {type(factory).__name__}); "
+                          f"give a function that returns the module")
     module = factory()
     if not isinstance(module, torch.nn.Module):
-        raise ConfigError(f"--module {spec}: {attr}() returned a {type(module).__name__}, not a torch.nn.Module")
+        raise ConfigError(f"--module {spec}: {attr}() returned an object of type {type(module).__name__}, "
+                          f"not a torch.nn.Module")
     return module.eval()
