@@ -1,5 +1,6 @@
 """``lsnn bench``: accuracy, latency, memory, spike statistics and spike-based energy
-of LSNN, LIF and LSTM checkpoints on every runtime and target, as one matrix.
+of LSNN, LIF and LSTM checkpoints, or of any ONNX files (``--model``, e.g. from
+``lsnn.compiler.export``), on every runtime and target, as one matrix.
 
 Definitions (also written into the report):
 
@@ -7,7 +8,12 @@ Definitions (also written into the report):
   with the ``ai.lsnn`` ops computed by ``lsnn.reference`` in PyTorch eager
   mode; the LSTM by onnx's NumPy reference), ``ort`` stock onnxruntime on the
   exported file, ``cpu`` the TVM-compiled artifact;
-* accuracy: held-out decisions correct, per model and runtime; for regression
+* data: a checkpoint's own task; for an ONNX file a task's held-out set
+  (``--task``) or the arrays of an ``.npz`` (``--inputs``, :mod:`lsnn.bench.data`),
+  the first ``heldout_limit`` sequences of either;
+* accuracy: held-out decisions correct, per model and runtime (for an ``.npz``
+  with ``labels``: the arg-max of the last step's output; none without labels,
+  or when a task's classes are not the model's outputs); for regression
   (``l2l-regression``) the held-out mean squared error of the trial predictions
   instead (lower is better), and the learning curve over an episode's trials
   beside the per-episode optimal linear predictor;
@@ -19,10 +25,13 @@ Definitions (also written into the report):
   the process's resident memory during the runtime's first call, on a batch
   of held-out inputs, sampled every millisecond: what the runtime allocates
   to run, as the operating system sees it);
-* spike statistics: firing rate per population (LIF, adaptive) on the
-  held-out inputs and its distribution over neurons;
-* energy: synaptic operations per inference as NeuroBench counts them
-  (:mod:`lsnn.bench.energy`), ``ACs x E_AC + MACs x E_MAC``;
+* spike statistics: per ALIF layer (each ``ai.lsnn::ALIF`` node, by its name:
+  the layer's module path) and over all of them, spikes per inference and
+  firing rate per population (LIF, adaptive) on the held-out inputs, from the
+  reference runtime, and the distribution of rates over neurons;
+* energy: synaptic operations per inference and layer as NeuroBench counts
+  them (:mod:`lsnn.bench.energy`), from the graph's weights and the activity
+  observed, ``ACs x E_AC + MACs x E_MAC``;
 * microcontrollers (``cortex-m``: each of ``cortex_m_cores`` in QEMU): accuracy
   on the first ``cortex_m_heldout`` held-out sequences; instructions per step
   in ``lsnn_step`` counted by QEMU (``-icount shift=0``, SysTick) on those
@@ -48,7 +57,9 @@ from lsnn.reference.errors import ConfigError, MissingFileError
 from lsnn.reference.files import read_json
 from lsnn.reference.paths import MODELS_DIR, committed_models
 
-from .energy import E_AC_PJ, E_MAC_PJ, SOURCE, model_ops
+from .data import Batch, concatenate, npz_data, split, take, task_data
+from .energy import E_AC_PJ, E_MAC_PJ, SOURCE
+from .layer_stats import LayerStats
 
 SCHEMA = "lsnn-bench/1"
 RUNTIMES = ["torch", "ort", "cpu", "cuda", "cortex-m"]
@@ -66,6 +77,8 @@ QUICK = {
     "e_mac_pj": E_MAC_PJ,
     "cortex_m_cores": ["cortex-m4", "cortex-m7", "cortex-m55"],
     "cortex_m_heldout": 8,
+    "task": None,  # the data of the ONNX files among "models": a task's held-out set,
+    "inputs": None,  # or an .npz of inputs (and labels)
 }
 FULL = dict(QUICK, batch_sizes=[1, 16, 64], heldout_limit=512, repeats=10, warmup=2, cortex_m_heldout=64)
 
@@ -85,6 +98,45 @@ def load_config(path: str | None, quick: bool) -> dict:
     if bad:
         raise ConfigError(f"unknown runtime(s) {sorted(bad)}; known: {RUNTIMES}")
     return base
+
+
+#: what ``lsnn bench --model`` runs when no --targets are given (onnxruntime always runs)
+DEFAULT_TARGETS = ["cpu"]
+
+
+def targets_config(targets: list[str]) -> dict:
+    """``runtimes`` and ``cortex_m_cores`` for runtime and target names (``ort``, ``torch``, and the
+    compile targets: ``cpu``, ``cuda``, ``cortex-m4``, ...); onnxruntime is always the first."""
+    from lsnn.targets.base import TargetError, available
+
+    known = ["ort", "torch"] + available()
+    unknown = [t for t in targets if t not in known]
+    if unknown:
+        raise TargetError(f"unknown target '{unknown[0]}'; choose from {', '.join(known)}")
+    cores = [t for t in dict.fromkeys(targets) if t.startswith("cortex-m")]
+    runtimes = list(dict.fromkeys(["ort"] + [t for t in targets if not t.startswith("cortex-m")]))
+    return {"runtimes": runtimes + (["cortex-m"] if cores else []), "cortex_m_cores": cores}
+
+
+def models_config(cfg: dict, models: list[str], *, task: str | None = None, inputs: str | None = None,
+                  targets: list[str] | None = None) -> dict:
+    """``cfg`` for ONNX files ``models`` on one data source (a task or an .npz), run on onnxruntime
+    and ``targets`` (default: :data:`DEFAULT_TARGETS`)."""
+    if (task is None) == (inputs is None):
+        raise ConfigError("give the models' data as one of --task NAME or --inputs FILE.npz" +
+                          (", not both" if task is not None else ""))
+    for m in models:
+        if not Path(m).is_file():
+            raise MissingFileError(f"model file not found: {m}")
+    if inputs is not None and not Path(inputs).is_file():
+        raise MissingFileError(f"inputs file not found: {inputs}")
+    if task is not None:
+        from lsnn.reference.tasks import task_class
+
+        task_class(task)  # an unknown name fails here, before anything runs
+    return {**cfg, "models": [str(Path(m).resolve()) for m in models], "task": task,
+            "inputs": None if inputs is None else str(Path(inputs).resolve()),
+            **targets_config(DEFAULT_TARGETS if targets is None else targets)}
 
 
 def unavailable_reason(runtime: str) -> str | None:
@@ -141,10 +193,15 @@ class ModelEntry:
     task: str
     onnx_path: Path
     weight_bytes: int
-    heldout: list = field(default_factory=list)  # (X, target) batches
+    output: str = "Y"  # the output scored and timed
+    heldout: list = field(default_factory=list)  # data.Batch
     stats: dict = field(default_factory=dict)
-    task_obj: object = None
+    task_obj: object = None  # the scorer (a Task), or None: no accuracy
     has_alif: bool = False  # the graph holds an ALIF layer (its kernel has a dense variant)
+
+    @property
+    def metric(self) -> str | None:
+        return self.task_obj.metric if self.task_obj is not None else None
 
 
 def environment(threads: int) -> dict:
@@ -152,7 +209,6 @@ def environment(threads: int) -> dict:
     import onnxruntime
     import torch
     import tvm
-
     from lsnn.targets.cuda.device import cuda_device
 
     cpu = "unknown"
@@ -169,66 +225,93 @@ def environment(threads: int) -> dict:
             "gpu": cuda_device()[0], "time": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
 
 
-def _prepare(path: Path, cfg: dict, work: Path) -> ModelEntry:
-    import onnx
+class CheckpointSource:
+    """A checkpoint folder: exported here, measured on its own task's held-out set."""
 
-    from lsnn.compiler.onnx.export import export_checkpoint
-    from lsnn.reference import checkpoint
-    from lsnn.reference.tasks import task_from_config
+    def __init__(self, path: Path):
+        self.path = path
 
-    _, config, _ = checkpoint.load(path)
-    proto = export_checkpoint(path, heldout=0)  # the bench measures accuracy itself
-    onnx_path = work / f"{path.name}.onnx"
-    onnx.save(proto, str(onnx_path))
-    task = task_from_config(config["task"], cfg.get("data_dir"))
-    heldout = list(task.heldout(max(cfg["batch_sizes"]), cfg["heldout_limit"]))
-    weights = sum(int(np.prod(t.dims)) * 4 for t in proto.graph.initializer)
-    return ModelEntry(path.name, path, config["model"]["kind"], task.name, onnx_path, weights, heldout,
-                      task_obj=task, has_alif=any(n.op_type == "ALIF" for n in proto.graph.node))
+    def prepare(self, cfg: dict, work: Path) -> ModelEntry:
+        import onnx
+        from lsnn.compiler.onnx.export import export_checkpoint
+        from lsnn.reference import checkpoint
+        from lsnn.reference.tasks import task_from_config
+
+        _, config, _ = checkpoint.load(self.path)
+        proto = export_checkpoint(self.path, heldout=0)  # the bench measures accuracy itself
+        onnx_path = work / f"{self.path.name}.onnx"
+        onnx.save(proto, str(onnx_path))
+        task = task_from_config(config["task"], cfg.get("data_dir"))
+        heldout = [Batch({"X": X.numpy()}, target.numpy())
+                   for X, target in task.heldout(max(cfg["batch_sizes"]), cfg["heldout_limit"])]
+        return ModelEntry(self.path.name, self.path, config["model"]["kind"], task.name, onnx_path,
+                          _weight_bytes(proto), "Y", heldout, task_obj=task, has_alif=_has_alif(proto))
+
+
+class OnnxSource:
+    """An ONNX file from anywhere (:func:`lsnn.compiler.export` or another exporter), measured on
+    the configured data: a task's held-out set (``task``) or the arrays of an ``.npz`` (``inputs``)."""
+
+    def __init__(self, path: Path):
+        self.path = path
+
+    def prepare(self, cfg: dict, work: Path) -> ModelEntry:
+        from lsnn.compiler.onnx.export import metadata
+        from lsnn.compiler.onnx.validate import load, validate
+
+        proto = load(self.path)
+        validate(proto)
+        label, size = str(self.path), max(cfg["batch_sizes"])
+        if cfg.get("inputs"):
+            heldout, scorer = npz_data(cfg["inputs"], proto, label, size, cfg["heldout_limit"])
+            task, note = f"{Path(cfg['inputs']).name}", None
+        elif cfg.get("task"):
+            from lsnn.reference.tasks import make_task
+
+            heldout, scorer, note = task_data(make_task(cfg["task"], cfg.get("data_dir")), proto, label, size,
+                                              cfg["heldout_limit"])
+            task = cfg["task"]
+        else:
+            raise ConfigError(f"{self.path}: an ONNX model needs data: a task (--task) or an .npz of inputs (--inputs)")
+        entry = ModelEntry(self.path.name, self.path, str(metadata(proto).get("lsnn.module", "onnx")), task,
+                           self.path, _weight_bytes(proto), proto.graph.output[0].name, heldout, task_obj=scorer,
+                           has_alif=_has_alif(proto))
+        if note:
+            entry.stats["notes"] = [note]
+        return entry
+
+
+def _weight_bytes(proto) -> int:
+    return sum(int(np.prod(t.dims)) * 4 for t in proto.graph.initializer)
+
+
+def _has_alif(proto) -> bool:
+    return any(n.op_type == "ALIF" for n in proto.graph.node)
 
 
 def _reference_stats(entry: ModelEntry, cfg: dict) -> None:
-    """Firing rates, a raster, synaptic operations, energy and (learning to learn) the learning
-    curve, from one reference run over the held-out batches."""
-    import torch
+    """Per-layer spikes, synaptic operations and energy (:mod:`lsnn.bench.layer_stats`) and (learning
+    to learn) the learning curve, from one run of the reference runtime over the held-out batches."""
+    import onnx
+    from lsnn.targets.torch_runtime import TorchRuntime
 
-    from lsnn.reference import checkpoint
-    from lsnn.reference.regularizers import population_rates_hz
-
-    model, _, _ = checkpoint.load(entry.path)
+    stats = LayerStats(onnx.load(str(entry.onnx_path)))
+    rt = TorchRuntime(stats.model(), cfg["threads"])
     task = entry.task_obj
-    rates, ops, curve, trials, n_seq = [], None, None, 0, 0
-    with torch.no_grad():
-        for X, target in entry.heldout:
-            out = model(X)
-            layer = model_ops(model, X.numpy(), None if out.Z is None else out.Z.numpy())
-            ops = layer if ops is None else {k: ops[k] + layer[k] for k in ops}
-            n_seq += X.shape[1]
-            k = task.curve(out.Y.numpy(), target.numpy())
-            if k is not None:
-                curve, trials = (k if curve is None else curve + k), trials + task.score(out.Y, target)[1]
-            if out.Z is not None:
-                rates.append(out.Z.numpy().mean(0))  # per-sequence rates [B, H], spikes per step
-                entry.stats.setdefault("raster", np.argwhere(out.Z.numpy()[:, 0] > 0).tolist())
-    entry.stats.update(steps=int(entry.heldout[0][0].shape[0]), **_energy(ops, n_seq, cfg))
-    if rates:
-        per_neuron = np.concatenate(rates).mean(0) * 1000.0 / model.config.dt  # Hz
-        entry.stats.update(firing_rate_hz=population_rates_hz(per_neuron, model.config),
-                           rate_per_neuron_hz=per_neuron.tolist(), n_lif=model.config.n_lif)
+    curve, trials = None, 0
+    for b in entry.heldout:
+        values = rt.run(b.feeds, [entry.output] + stats.observed)
+        stats.add({**b.feeds, **values}, b.sequences, b.steps)
+        k = task.curve(values[entry.output], b.target) if task is not None else None
+        if k is not None:
+            curve, trials = (k if curve is None else curve + k), trials + task.score(values[entry.output], b.target)[1]
+    entry.stats.update(steps=entry.heldout[0].steps, **stats.result(cfg["e_ac_pj"], cfg["e_mac_pj"]))
     if curve is not None:  # learning to learn: error per trial of an episode
         entry.stats["learning_curve"] = task.curve_metrics(curve, trials, cfg["heldout_limit"])
 
 
-def _energy(ops: dict, n_seq: int, cfg: dict) -> dict:
-    per = {k: {"acs": v.acs / n_seq, "macs": v.macs / n_seq} for k, v in ops.items()}
-    acs = sum(v["acs"] for v in per.values())
-    macs = sum(v["macs"] for v in per.values())
-    return {"synops_per_inference": per, "acs_per_inference": acs, "macs_per_inference": macs,
-            "energy_uj_per_inference": (acs * cfg["e_ac_pj"] + macs * cfg["e_mac_pj"]) * 1e-6}
-
-
-def _open(entry: ModelEntry, runtime: str, threads: int, work: Path):
-    """(callable runtime, artifact bytes)."""
+def _open(entry: ModelEntry, runtime: str, threads: int, work: Path, model_result: dict):
+    """(callable runtime, artifact bytes); a compile's wall time goes to ``model_result``."""
     from lsnn.targets import open_runtime
 
     if runtime in ("cpu", "cuda"):
@@ -241,7 +324,7 @@ def _open(entry: ModelEntry, runtime: str, threads: int, work: Path):
             options["arch"] = device_arch()
         t0 = time.perf_counter()
         art = compile(entry.onnx_path, runtime, **options)
-        entry.stats.setdefault("compile_seconds", {})[runtime] = time.perf_counter() - t0
+        model_result.setdefault("compile_seconds", {})[runtime] = time.perf_counter() - t0
         d = art.save(work / f"{entry.name}-{runtime}")
         size = sum(p.stat().st_size for p in d.iterdir())
         return art, size
@@ -253,31 +336,41 @@ def _microcontrollers(entry: ModelEntry, cfg: dict, model_result: dict) -> list[
     """Each Cortex-M core in QEMU: held-out accuracy, instructions per step, footprint."""
     from lsnn.compiler import compile
 
-    X_all = np.concatenate([x.numpy() for x, _ in entry.heldout], axis=1)
-    t_all = np.concatenate([t.numpy() for _, t in entry.heldout], axis=1)  # [T, B] labels
-    n = min(cfg["cortex_m_heldout"], X_all.shape[1])
-    X, target = np.ascontiguousarray(X_all[:, :n]), t_all[:, :n]
+    whole = concatenate(entry.heldout)
+    n = min(cfg["cortex_m_heldout"], whole.sequences)
+    first = split(whole, n, n)[0]
     rows = []
     for core in cfg["cortex_m_cores"]:
         art = compile(entry.onnx_path, core)
-        Y = art.run({"X": X}, ["Y"])["Y"]
-        c, n_dec = entry.task_obj.score(Y, target)
-        acc = c / max(n_dec, 1)
+        Y = art.run(first.feeds, [entry.output])[entry.output]
+        acc = _score(entry, [(Y, first.target)])
         fp = art.manifest["footprint"]
         row = {"model": entry.name, "core": core, "board": art.target_obj.board, "sequences": n,
-               "steps": int(X.shape[0]), "accuracy": acc,
+               "steps": first.steps, "accuracy": acc,
                "instructions_per_step": art.last_run.instructions_per_step,
                "flash_bytes": fp["model"]["flash_bytes"], "ram_bytes": fp["model"]["ram_bytes"],
                "stack_bytes": fp["stack_bytes_model"], "elf_flash_bytes": fp["elf"]["flash_bytes"],
                "elf_ram_bytes": fp["elf"]["ram_bytes"], "compile_seconds": art.manifest["compile_seconds"]}
         if entry.has_alif:
             dense = compile(entry.onnx_path, core, events=False)
-            Yd = dense.run({"X": X}, ["Y"])["Y"]
+            Yd = dense.run(first.feeds, [entry.output])[entry.output]
             row["instructions_per_step_dense"] = dense.last_run.instructions_per_step
             row["dense_outputs_equal"] = bool(np.array_equal(Yd, Y))
-        model_result["accuracy"][core] = acc
+        if acc is not None:
+            model_result["accuracy"][core] = acc
         rows.append(row)
     return rows
+
+
+def _score(entry: ModelEntry, outputs: list) -> float | None:
+    """The metric over ``(Y, target)`` pairs, or None without a scorer."""
+    if entry.task_obj is None:
+        return None
+    total = count = 0
+    for Y, target in outputs:
+        c, n = entry.task_obj.score(Y, target)
+        total, count = total + c, count + n
+    return total / max(count, 1)
 
 
 def _percentiles(ts: list[float]) -> dict:
@@ -295,26 +388,26 @@ def run_bench(cfg: dict, out: Path, progress: bool = True) -> dict:
     results = {"schema": SCHEMA, "environment": environment(cfg["threads"]), "config": cfg,
                "energy_source": SOURCE, "models": [], "runs": [], "microcontrollers": [], "unavailable": []}
     runnable = _runnable(cfg, results)
-    paths = _checkpoints(cfg, results)
+    sources = _sources(cfg, results)
     with tempfile.TemporaryDirectory(prefix="lsnn-bench-") as tmp:
         work = Path(tmp)
-        bar = tqdm(total=len(paths) * (1 + len(runnable)), desc="lsnn bench", disable=not progress,
+        entries = [source.prepare(cfg, work) for source in sources]  # every model and its data checked first
+        bar = tqdm(total=len(entries) * (1 + len(runnable)), desc="lsnn bench", disable=not progress,
                    dynamic_ncols=True)
-        entries = []
-        for p in paths:
-            bar.set_postfix_str(f"{p.name}: reference")
-            entries.append(_prepare(p, cfg, work))
-            _reference_stats(entries[-1], cfg)
+        for e in entries:
+            bar.set_postfix_str(f"{e.name}: reference")
+            _reference_stats(e, cfg)
             bar.update()
         for e in entries:
+            results["unavailable"] += [{"model": e.name, "reason": note} for note in e.stats.pop("notes", [])]
             model_result = {"name": e.name, "kind": e.kind, "task": e.task, "weight_bytes": e.weight_bytes,
-                            "metric": e.task_obj.metric, "accuracy": {}, **e.stats}
+                            "metric": e.metric, "accuracy": {}, **e.stats}
             for r in runnable:
                 bar.set_postfix_str(f"{e.name}: {r}")
                 if r == "cortex-m":
                     results["microcontrollers"] += _microcontrollers(e, cfg, model_result)
                 else:
-                    rt, size = _open(e, r, cfg["threads"], work)
+                    rt, size = _open(e, r, cfg["threads"], work, model_result)
                     _accuracy_and_memory(e, rt, r, model_result)
                     results["runs"] += _latencies(e, rt, r, size, cfg)
                 bar.update()
@@ -335,49 +428,53 @@ def _runnable(cfg: dict, results: dict) -> list[str]:
     return runnable
 
 
-def _checkpoints(cfg: dict, results: dict) -> list[Path]:
-    """The configured checkpoint folders that exist; the others go to ``results["unavailable"]``."""
-    paths = []
+def _sources(cfg: dict, results: dict) -> list:
+    """The configured models: checkpoint folders that exist and ONNX files (which must load); the
+    other paths go to ``results["unavailable"]``."""
+    sources = []
     for m in cfg["models"]:
-        if (Path(m) / "config.json").is_file():
-            paths.append(Path(m))
+        p = Path(m)
+        if (p / "config.json").is_file():
+            sources.append(CheckpointSource(p))
+        elif p.suffix == ".onnx" or p.is_file():
+            sources.append(OnnxSource(p))
         else:
             results["unavailable"].append({"model": m, "reason": "no checkpoint at this path"})
-    return paths
+    return sources
 
 
 def _accuracy_and_memory(e: ModelEntry, rt, runtime: str, model_result: dict) -> None:
     """Held-out metric of ``rt``, and the memory its first call takes."""
-    correct = total = 0
-    for n, (X, target) in enumerate(e.heldout):
+    outputs = []
+    for n, b in enumerate(e.heldout):
         if n == 0:  # the runtime's first call: its buffers are allocated here
             with RssSampler() as first:
-                Y = rt.run({"X": X.numpy()}, ["Y"])["Y"]
+                Y = rt.run(b.feeds, [e.output])[e.output]
             model_result.setdefault("peak_working_memory_bytes", {})[runtime] = {
-                "batch": int(X.shape[1]), "bytes": int(first.growth)}
+                "batch": b.sequences, "bytes": int(first.growth)}
         else:
-            Y = rt.run({"X": X.numpy()}, ["Y"])["Y"]
-        c, n_dec = e.task_obj.score(Y, target.numpy())
-        correct += c
-        total += n_dec
-    model_result["accuracy"][runtime] = correct / max(total, 1)
+            Y = rt.run(b.feeds, [e.output])[e.output]
+        outputs.append((Y, b.target))
+    acc = _score(e, outputs)
+    if acc is not None:
+        model_result["accuracy"][runtime] = acc
 
 
 def _latencies(e: ModelEntry, rt, runtime: str, size: int, cfg: dict) -> list[dict]:
     """One latency row per configured batch size."""
-    X_all = np.concatenate([x.numpy() for x, _ in e.heldout], axis=1)
+    whole = concatenate(e.heldout)
     rows = []
     for B in cfg["batch_sizes"]:
-        feeds = {"X": np.ascontiguousarray(X_all[:, np.arange(B) % X_all.shape[1]])}
+        feeds = take(whole.feeds, np.arange(B) % whole.sequences)
         for _ in range(cfg["warmup"]):
-            rt.run(feeds, ["Y"])
+            rt.run(feeds, [e.output])
         ts = []
         for _ in range(cfg["repeats"]):
             t0 = time.perf_counter()
-            rt.run(feeds, ["Y"])
+            rt.run(feeds, [e.output])
             ts.append(time.perf_counter() - t0)
         call = _percentiles(ts)
-        steps = X_all.shape[0]
+        steps = whole.steps
         per_seq = {k: v / B for k, v in call.items()}
         rows.append({"model": e.name, "runtime": runtime, "batch": B, "threads": cfg["threads"], "steps": steps,
                      "latency_per_call_s": call, "latency_per_sequence_s": per_seq,

@@ -27,6 +27,34 @@ def _latency(results, model, runtime, batch):
     return None
 
 
+def _reference_accuracy(m: dict) -> float | None:
+    """The model's metric on the reference runtime, else on the first runtime that measured it."""
+    return m["accuracy"].get("torch", next(iter(m["accuracy"].values()), None))
+
+
+def _fmt_acc(x: float | None) -> str:
+    return "-" if x is None else f"{x:.4f}"
+
+
+def _layer_table(models: list[dict]) -> list[str]:
+    """Spikes, synaptic operations and energy of every layer (graph node) of every model."""
+    out = ["", "## Spikes and energy per layer", "",
+           "Per inference (one sequence), on the held-out inputs, from the reference runtime; layers are "
+           "the graph's nodes by name (the module path of an exported layer).", "",
+           "| model | layer | neurons (LIF) | spikes | rate all (Hz) | rate LIF | rate adaptive | ACs | MACs | "
+           "energy (uJ) |", "|---|---|---|---|---|---|---|---|---|---|"]
+    f = lambda x: "-" if x is None else f"{x:.2f}"  # noqa: E731
+    for m in models:
+        for layer in m.get("layers", []):
+            fr = layer.get("firing_rate_hz", {})
+            neurons = f"{layer['neurons']} ({layer['n_lif']})" if "neurons" in layer else "-"
+            spikes = f"{layer['spikes_per_inference']:.4g}" if "spikes_per_inference" in layer else "-"
+            out.append(f"| {m['name']} | {layer['name']} | {neurons} | {spikes} | {f(fr.get('all'))} | "
+                       f"{f(fr.get('lif'))} | {f(fr.get('alif'))} | {layer['acs']:.4g} | {layer['macs']:.4g} | "
+                       f"{layer['energy_uj']:.4g} |")
+    return out
+
+
 def markdown(results: dict) -> str:
     env, cfg = results["environment"], results["config"]
     runtimes = list(dict.fromkeys(r["runtime"] for r in results["runs"]))
@@ -41,14 +69,14 @@ def markdown(results: dict) -> str:
            " | ACs | MACs | energy (uJ) | firing rate (Hz) |",
            "|---|---|---|" + "---|" * len(runtimes) + "---|---|---|---|"]
     for m in sorted(results["models"], key=lambda m: (m["task"], m["kind"])):
-        acc = m["accuracy"].get("torch", next(iter(m["accuracy"].values()), float("nan")))
+        acc = _reference_accuracy(m)
         lat = []
         for r in runtimes:
             run = _latency(results, m["name"], r, b1)
             lat.append(_fmt_s(run["latency_per_sequence_s"]["median"]) if run else "-")
         rate = m.get("firing_rate_hz", {}).get("all")
-        label = "" if m.get("metric", "accuracy") == "accuracy" else f" {m['metric']}"
-        out.append(f"| {m['task']} | {m['name']} ({m['kind']}) | {acc:.4f}{label} | " + " | ".join(lat) +
+        label = "" if m.get("metric", "accuracy") in ("accuracy", None) else f" {m['metric']}"
+        out.append(f"| {m['task']} | {m['name']} ({m['kind']}) | {_fmt_acc(acc)}{label} | " + " | ".join(lat) +
                    f" | {m['acs_per_inference']:.3g} | {m['macs_per_inference']:.3g} | "
                    f"{m['energy_uj_per_inference']:.3f} | {'-' if rate is None else f'{rate:.2f}'} |")
     curves = [m for m in results["models"] if m.get("learning_curve")]
@@ -70,7 +98,7 @@ def markdown(results: dict) -> str:
             "sequences, see below)", "",
             "| model | " + " | ".join(cols) + " |", "|---|" + "---|" * len(cols)]
     for m in results["models"]:
-        out.append(f"| {m['name']} | " + " | ".join(f"{m['accuracy'].get(r, float('nan')):.4f}" for r in cols) + " |")
+        out.append(f"| {m['name']} | " + " | ".join(_fmt_acc(m["accuracy"].get(r)) for r in cols) + " |")
     out += ["", "## Latency, throughput and memory", "",
             "| model | runtime | batch | per sequence median (p10-p90) | per step | throughput (seq/s) | "
             "artifact |", "|---|---|---|---|---|---|---|"]
@@ -100,6 +128,7 @@ def markdown(results: dict) -> str:
                        f"{r['instructions_per_step']:,.0f} | {'-' if dense is None else f'{dense:,.0f}'} | "
                        f"{r['instructions_per_step'] * r['steps']:.3g} | {r['flash_bytes'] / 1024:.1f} | "
                        f"{r['ram_bytes'] / 1024:.1f} | {r['stack_bytes']} |")
+    out += _layer_table(results["models"])
     out += ["", "## Weights and spikes", "", "| model | weight bytes | rate all | rate LIF | rate adaptive | "
             "compile cpu (s) |", "|---|---|---|---|---|---|"]
     for m in results["models"]:
@@ -153,9 +182,9 @@ def plots(results: dict) -> dict[str, str]:
 
     fig, ax = plt.subplots(figsize=(5, 3.5))
     for m in results["models"]:
-        if m.get("metric", "accuracy") != "accuracy":
+        acc = _reference_accuracy(m)
+        if m.get("metric") != "accuracy" or acc is None:
             continue
-        acc = m["accuracy"].get("torch", next(iter(m["accuracy"].values()), np.nan))
         ax.scatter(m["energy_uj_per_inference"], acc, marker="o" if m["kind"] != "lstm" else "s")
         ax.annotate(m["name"], (m["energy_uj_per_inference"], acc), fontsize=7)
     ax.set_xscale("log")

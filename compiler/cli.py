@@ -222,10 +222,19 @@ def _verify_module(args) -> int:
 
 
 def cmd_bench(args) -> int:
-    from lsnn.bench.harness import load_config, run_bench
+    from lsnn.bench.harness import load_config, models_config, run_bench
     from lsnn.bench.report import write
 
     cfg = load_config(args.config, args.quick)
+    if args.model:
+        cfg = models_config(cfg, args.model, task=args.task, inputs=args.inputs, targets=args.targets)
+    elif args.task or args.inputs or args.targets:
+        raise ConfigError("--task, --inputs and --targets go with --model FILE.onnx (checkpoints bring their "
+                          "own task; a --config file names their runtimes)")
+    if args.batch_sizes:
+        cfg["batch_sizes"] = args.batch_sizes
+    if args.data_dir:
+        cfg["data_dir"] = args.data_dir
     check_destination(args.out, "bench report")  # before the bench, not after it
     _threads(cfg["threads"])
     results = run_bench(cfg, Path(args.out), progress=True)
@@ -338,8 +347,29 @@ def _bench_parser(sub) -> None:
     g = b.add_mutually_exclusive_group()
     g.add_argument("--config", help="JSON file overriding the full configuration")
     g.add_argument("--quick", action="store_true", help="the quick configuration (what CI runs)")
+    b.add_argument("--model", action="append", metavar="FILE.onnx",
+                   help="bench this ONNX file (repeat for several) instead of the configuration's checkpoints")
+    b.add_argument("--task", help="the --model files' data: this task's held-out set (accuracy when its classes "
+                                  "are the model's outputs)")
+    b.add_argument("--inputs", metavar="FILE.npz", help="the --model files' data: one array [T, B, I] or one per "
+                                                        "model input, and optional integer 'labels' [B]")
+    b.add_argument("--targets", type=_names, help="comma-separated runtimes and targets besides onnxruntime "
+                                                  "(default: cpu; e.g. cpu,cortex-m4,torch)")
+    b.add_argument("--batch-sizes", type=_positive_ints, help="comma-separated batch sizes timed (e.g. 1,8)")
+    b.add_argument("--data-dir", help="folder of MNIST-format IDX files (smnist)")
     b.add_argument("--out", required=True, help="report folder (a new or empty folder, or one lsnn wrote)")
     b.set_defaults(func=cmd_bench)
+
+
+def _names(text: str) -> list[str]:
+    names = [t.strip() for t in text.split(",") if t.strip()]
+    if not names:
+        raise argparse.ArgumentTypeError(f"expected comma-separated names, got '{text}'")
+    return names
+
+
+def _positive_ints(text: str) -> list[int]:
+    return [positive_int(t) for t in _names(text)]
 
 
 def main(argv: list[str] | None = None) -> int:

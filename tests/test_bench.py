@@ -3,6 +3,8 @@ import os
 from pathlib import Path
 
 import numpy as np
+import pytest
+import torch
 
 from lsnn.compiler.cli import main
 from lsnn.bench.harness import FULL, QUICK, RssSampler, load_config
@@ -87,3 +89,112 @@ def test_rss_sampler_sees_an_allocation():
     with RssSampler() as s:
         pass
     assert s.growth < 16 * 2**20
+
+
+# -- a user's models (lsnn bench --model) --------------------------------------------------------
+
+QUICK_TIMING = {"repeats": 2, "warmup": 1}
+
+
+@pytest.fixture(scope="module")
+def user_onnx(tmp_path_factory):
+    """Issue 13's (a) stacked and (b) linear-front networks exported, and an .npz of 4 sequences of
+    30 steps with labels."""
+    import user_models
+
+    from lsnn.compiler import export
+
+    d = tmp_path_factory.mktemp("user")
+    for name in ("stacked", "linear-front"):
+        export(user_models.build(name), user_models.inputs(30, 2), d / f"{name}.onnx")
+    np.savez(d / "data.npz", x=user_models.inputs(30, 4).numpy(), labels=np.array([0, 1, 2, 0]))
+    (d / "timing.json").write_text(json.dumps(QUICK_TIMING))
+    return d
+
+
+def test_bench_of_user_models_per_layer(user_onnx, tmp_path, capsys):
+    d, out = user_onnx, tmp_path / "report"
+    assert main(["bench", "--model", str(d / "stacked.onnx"), "--model", str(d / "linear-front.onnx"),
+                 "--inputs", str(d / "data.npz"), "--targets", "cpu", "--batch-sizes", "1",
+                 "--config", str(d / "timing.json"), "--out", str(out)]) == 0
+    assert "report.html" in capsys.readouterr().out
+    results = json.loads((out / "results.json").read_text())
+    assert results["config"]["runtimes"] == ["ort", "cpu"] and results["config"]["batch_sizes"] == [1]
+    runs = {(r["model"], r["runtime"], r["batch"]) for r in results["runs"]}
+    assert runs == {(m, r, 1) for m in ("stacked.onnx", "linear-front.onnx") for r in ("ort", "cpu")}
+    for r in results["runs"]:
+        assert r["steps"] == 30 and 0 < r["latency_per_sequence_s"]["median"] and r["artifact_bytes"] > 0
+    by = {m["name"]: m for m in results["models"]}
+    layers = {name: {layer["name"]: layer for layer in m["layers"]} for name, m in by.items()}
+    assert list(layers["stacked.onnx"]) == ["alif1", "alif2", "readout"]  # every layer, by its module path
+    assert "alif" in layers["linear-front.onnx"] and len(layers["linear-front.onnx"]) == 3  # + two MatMuls
+    for name, want in (("alif1", (24, 16)), ("alif2", (16, 6))):
+        layer = layers["stacked.onnx"][name]
+        assert (layer["neurons"], layer["n_lif"]) == want and layer["spikes_per_inference"] > 0
+        assert layer["synapses"]["recurrent"]["acs"] > 0 and layer["energy_uj"] > 0
+        assert layer["firing_rate_hz"]["all"] > 0
+    assert layers["stacked.onnx"]["alif1"]["synapses"]["input"]["macs"] > 0  # real-valued currents: MACs
+    assert layers["stacked.onnx"]["alif2"]["synapses"]["input"]["macs"] == 0  # spikes: ACs only
+    for m in by.values():
+        assert m["acs_per_inference"] == pytest.approx(sum(layer["acs"] for layer in m["layers"]))
+        assert m["metric"] == "accuracy" and set(m["accuracy"]) == {"ort", "cpu"}
+        assert len(set(m["accuracy"].values())) == 1 and m["task"] == "data.npz"  # same decisions
+        assert set(m["peak_working_memory_bytes"]) == {"ort", "cpu"} and m["compile_seconds"]["cpu"] > 0
+    md = (out / "report.md").read_text()
+    assert "## Spikes and energy per layer" in md and "| stacked.onnx | alif2 | 16 (6) |" in md
+
+
+def test_bench_of_a_user_model_on_a_task(tmp_path):
+    """A task's held-out set as the data: accuracy when its classes are the model's outputs."""
+    import user_models
+
+    from lsnn.compiler import export
+    from lsnn.reference.tasks import make_task
+
+    task = make_task("store-recall")
+    torch.manual_seed(0)
+    export(user_models.StackedALIF(n_in=task.n_in, n_out=task.n_out).eval(), user_models.inputs(30, 2)
+           .repeat(1, 1, 4)[..., :task.n_in], tmp_path / "m.onnx")
+    (tmp_path / "cfg.json").write_text(json.dumps({**QUICK_TIMING, "heldout_limit": 2}))
+    assert main(["bench", "--model", str(tmp_path / "m.onnx"), "--task", "store-recall", "--targets", "ort",
+                 "--batch-sizes", "1", "--config", str(tmp_path / "cfg.json"), "--out", str(tmp_path / "o")]) == 0
+    m = json.loads((tmp_path / "o" / "results.json").read_text())["models"][0]
+    assert m["task"] == "store-recall" and m["metric"] == "accuracy" and set(m["accuracy"]) == {"ort"}
+    assert m["steps"] == 1400 and {layer["name"] for layer in m["layers"]} == {"alif1", "alif2", "readout"}
+
+
+def _bench_error(capsys, args, out) -> str:
+    assert main(["bench", *args, "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("lsnn bench: error: ") and err.count("\n") == 1 and not out.exists()
+    return err
+
+
+def test_bench_of_user_models_refuses_bad_input(user_onnx, tmp_path, capsys):
+    d, out = user_onnx, tmp_path / "o"
+    model, data = str(d / "stacked.onnx"), str(d / "data.npz")
+    err = _bench_error(capsys, ["--model", str(tmp_path / "none.onnx"), "--inputs", data], out)
+    assert f"model file not found: {tmp_path / 'none.onnx'}" in err
+    (tmp_path / "bad.onnx").write_bytes(b"not a model")
+    assert "bad.onnx: not a valid ONNX file" in _bench_error(capsys, ["--model", str(tmp_path / "bad.onnx"),
+                                                                      "--inputs", data], out)
+    assert "one of --task NAME or --inputs FILE.npz, not both" in _bench_error(
+        capsys, ["--model", model, "--inputs", data, "--task", "store-recall"], out)
+    assert "one of --task NAME or --inputs FILE.npz" in _bench_error(capsys, ["--model", model], out)
+    assert "unknown target 'cortex-m9'; choose from ort, torch, cortex-m4" in _bench_error(
+        capsys, ["--model", model, "--inputs", data, "--targets", "cpu,cortex-m9"], out)
+    assert "go with --model" in _bench_error(capsys, ["--inputs", data], out)
+    assert "input 'x' takes 12 features per step; task 'store-recall' gives 40" in _bench_error(
+        capsys, ["--model", model, "--task", "store-recall"], out)
+    bad = {"narrow.npz": {"x": np.zeros((30, 4, 5), np.float32)},
+           "names.npz": {"a": np.zeros((30, 4, 12)), "b": np.zeros((4, 3))},
+           "labels.npz": {"x": np.zeros((30, 4, 12)), "labels": np.array([0, 1, 2])},
+           "classes.npz": {"x": np.zeros((30, 4, 12)), "labels": np.array([0, 1, 2, 3])}}
+    messages = {"narrow.npz": "input 'x' has shape [30, 4, 5], the model takes ['T', 'B', 12]",
+                "names.npz": "holds ['a', 'b'], the model takes x (no array 'x')",
+                "labels.npz": "'labels' has shape [3], expected [4] (one class per sequence)",
+                "classes.npz": "'labels' holds 0..3, the model has 3 output(s): classes 0..2"}
+    for name, arrays in bad.items():
+        np.savez(tmp_path / name, **arrays)
+        err = _bench_error(capsys, ["--model", model, "--inputs", str(tmp_path / name)], out)
+        assert f"{tmp_path / name} for {model}: {messages[name]}" in err, err
