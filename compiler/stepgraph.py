@@ -4,10 +4,19 @@ Targets without a sequence runtime (Cortex-M) run a model one step at a time
 and keep the state of every sequence op (ALIF, LI, LSTM) in static memory.
 :func:`step_graph` rewrites the graph so: each sequence op's initial-state
 inputs become graph inputs and its final-state outputs graph outputs; every
-other input and output keeps its time axis, of length 1. Whether the rest of
-the graph is step-wise (each op treats time steps independently, as the
-readouts of our models do) is checked by :func:`check_steps`, which compares
-T single steps with one T-step run under onnxruntime.
+other input and output keeps its time axis, of length 1. The rest of the graph
+must be step-wise: each op treats time steps (and sequences) on its own, as
+linear, convolutional and normalising layers between the sequence ops do.
+
+Every tensor computed from the inputs' data (a *sequence tensor*) must hold the
+T steps and B sequences in its leading axes, T outer (``[T, B, ...]``,
+``[T*B, ...]``, axes of 1 among them); :func:`step_graph` finds them in one run
+of the original under onnxruntime, refuses the first node whose output breaks
+that (a reduction over time, a transpose of T), and gives each ``Reshape`` of a
+sequence tensor its one-step shape (a static export writes ``[T*B, 1, n]`` and
+``[T, B, -1]`` as constants). :func:`check_steps` then runs T single steps
+against one T-step run and names the first node whose outputs differ (a cumsum
+or a softmax over time keeps the shape but mixes steps).
 """
 from __future__ import annotations
 
@@ -22,9 +31,12 @@ from lsnn.compiler.onnx.schema import sequence_op
 
 from .importer import CompileError
 
-#: time steps the check runs when the model leaves T open; sequences it checks at most
+#: time steps and sequences the probe and the check run where the model leaves T or B open
+#: (two sizes that differ, so that a tensor's axes tell T from B); sequences it checks at most
 CHECK_STEPS = 5
 CHECK_SEQUENCES = 2
+WHY_STEPWISE = ("Cortex-M runs a model one time step at a time, so every op outside the sequence ops "
+                "(ALIF, LI, LSTM) must treat each step of each sequence on its own")
 _NOT_IDENTIFIER = re.compile(r"[^A-Za-z0-9_]")
 
 
@@ -73,6 +85,13 @@ class StepPlan:
     sequence_inputs: list = field(default_factory=list)  # original inputs that only set a state
     steps: int | None = None                             # T, where the original's inputs fix it
     batch: int | None = None                             # B, where the original's inputs fix it
+    sequence: dict = field(default_factory=dict)         # sequence tensor -> its shape at one step
+    nodes: list = field(default_factory=list)            # [(node label, [sequence outputs])] in graph order
+
+    @property
+    def probe_sizes(self) -> tuple[int, int]:
+        """T and B of the runs that probe the original: its own, or two different sizes."""
+        return self.steps or CHECK_STEPS, self.batch or CHECK_SEQUENCES
 
     def initial_state(self, b: int = 0) -> np.ndarray:
         """All states of sequence ``b``, concatenated: the values the original sets, zeros where a
@@ -216,8 +235,11 @@ def step_graph(model: onnx.ModelProto) -> StepPlan:
     seq_inputs = [vi.name for vi in graph_inputs if vi.name in sources and vi.name not in consumers]
     frames = _frames(graph_inputs, seq_inputs)
     step_outputs = [n for n in orig_outputs if n not in finals]
-    plan = StepPlan(_extract(m, frames, states, step_outputs), frames, [], states, seq_inputs)
+    plan = StepPlan(None, frames, [], states, seq_inputs)
     _fixed_sizes(model, plan)
+    _time_axes(model, plan)
+    _step_reshapes(m, plan)
+    plan.model = _extract(m, frames, states, step_outputs)
     _initial_values(model, plan)
     plan.outputs = _output_shapes(plan, step_outputs)
     return plan
@@ -227,6 +249,89 @@ def _ort(model: onnx.ModelProto):
     from lsnn.targets import open_runtime
 
     return open_runtime(model, "ort", threads=1)
+
+
+def _node_label(node) -> str:
+    return f"node '{node.name or node.output[0]}' ({node.op_type})"
+
+
+def _sequence_outputs(node, sequence: set) -> list[str]:
+    """The outputs of ``node`` that are sequence tensors, given the sequence tensors before it:
+    every output of an op that reads one (a sequence op: its ``[T, ...]`` outputs, not its final
+    states; ``Shape`` and ``Size``: none, they read the shape only)."""
+    if node.op_type in ("Shape", "Size") or not any(i in sequence for i in node.input):
+        return []
+    schema = sequence_op(node)
+    ports = schema.outputs if schema is not None else [None] * len(node.output)
+    return [o for o, port in zip(node.output, ports) if o and (port is None or port.shape[0] == "T")]
+
+
+def _with_outputs(model: onnx.ModelProto, names: list) -> onnx.ModelProto:
+    """``model`` with ``names`` among its graph outputs (their types from shape inference)."""
+    from lsnn.compiler.onnx.functions import attach
+
+    out = onnx.ModelProto()
+    out.CopyFrom(model)
+    have = {o.name for o in out.graph.output}
+    try:
+        known = {vi.name: vi.type.tensor_type.elem_type
+                 for vi in onnx.shape_inference.infer_shapes(attach(model)).graph.value_info}
+    except (onnx.shape_inference.InferenceError, onnx.checker.ValidationError):
+        known = {}
+    out.graph.output.extend(helper.make_tensor_value_info(n, known.get(n) or TensorProto.FLOAT, None)
+                            for n in names if n not in have)
+    return out
+
+
+def _leading_axes(shape: tuple, T: int, B: int) -> int | None:
+    """How many leading axes of ``shape`` hold T steps and B sequences, T outer (``[T, B, ...]``,
+    ``[T*B, ...]``, with axes of 1 anywhere among them); None where they do not."""
+    size = 1
+    for k, d in enumerate(shape):
+        size *= d
+        if size == T * B:
+            big = [n for n in shape[:k + 1] if n != 1]
+            return k + 1 if big in ([n for n in (T, B) if n != 1], [T * B]) else None
+        if size > T * B or size == 0:
+            return None
+    return None
+
+
+def _time_axes(model: onnx.ModelProto, plan: StepPlan) -> None:
+    """Each sequence tensor's shape at one step of one sequence (``plan.sequence``: 1 for each
+    leading axis that holds T and B), from one run of the original; the first node whose output
+    does not keep T and B as its leading axes is refused by name."""
+    T, B = plan.probe_sizes
+    sequence = {n for n, _ in plan.frames}
+    for node in model.graph.node:
+        outs = _sequence_outputs(node, sequence)
+        sequence.update(outs)
+        if outs:
+            plan.nodes.append((_node_label(node), outs))
+    names = [o for _, outs in plan.nodes for o in outs]
+    values = _ort(_with_outputs(model, names)).run(_feeds(model, plan, T, B, np.random.default_rng(0)), names) \
+        if names else {}
+    plan.sequence = {n: shape for n, shape in plan.frames}
+    for label, outs in plan.nodes:
+        for o in outs:
+            shape = np.shape(values[o])
+            k = _leading_axes(shape, T, B)
+            if k is None:
+                raise CompileError(f"{label} mixes time steps: its output '{o}' has shape {list(shape)} when "
+                                   f"the input has T = {T} steps of B = {B} sequences, which are not its "
+                                   f"leading axes ([T, B, ...] or [T*B, ...]); {WHY_STEPWISE}")
+            plan.sequence[o] = [1] * k + list(shape[k:])
+
+
+def _step_reshapes(m: onnx.ModelProto, plan: StepPlan) -> None:
+    """Give every ``Reshape`` of a sequence tensor its shape at one step of one sequence (a static
+    export's constant ``[T*B, 1, n]`` would not fit one step)."""
+    for node in m.graph.node:
+        if node.op_type == "Reshape" and node.output[0] in plan.sequence:
+            name = f"{node.output[0]}_step_shape"
+            m.graph.initializer.append(onnx.numpy_helper.from_array(np.array(plan.sequence[node.output[0]],
+                                                                             np.int64), name))
+            node.input[1] = name
 
 
 def _initial_values(model: onnx.ModelProto, plan: StepPlan) -> None:
@@ -272,37 +377,65 @@ def _output_shapes(plan: StepPlan, names: list) -> list:
     return [(n, list(np.asarray(got[n]).shape)) for n in names]
 
 
-def _step_by_step(step_rt, plan: StepPlan, feeds: dict, b: int, T: int) -> tuple[dict, dict]:
-    """Sequence ``b`` of ``feeds`` run one step at a time: its outputs ``[T, 1, ...]`` and last state."""
-    step_outs = [n for n, _ in plan.outputs]
+def _step_by_step(step_rt, plan: StepPlan, feeds: dict, b: int, T: int, names: list) -> tuple[dict, dict]:
+    """Sequence ``b`` of ``feeds`` run one step at a time: the tensors ``names`` at each step
+    (a list of T) and the last state."""
     state = {s.input: s.sequence(feeds[s.source], b) if s.source in plan.sequence_inputs else s.initial_of(b)
              for s in plan.states}
-    steps = {n: [] for n in step_outs}
+    steps = {n: [] for n in names}
     for t in range(T):
         f = {n: feeds[n][t:t + 1, b:b + 1] for n, _ in plan.frames}
-        got = step_rt.run({**f, **state}, step_outs + [s.output for s in plan.states])
-        for n in step_outs:
-            steps[n].append(got[n])
+        got = step_rt.run({**f, **state}, names + [s.output for s in plan.states])
+        for n in names:
+            steps[n].append(np.asarray(got[n]))
         state = {s.input: got[s.output] for s in plan.states}
-    return {n: np.concatenate(v, axis=0) for n, v in steps.items()}, state
+    return steps, state
 
 
-def check_steps(model: onnx.ModelProto, plan: StepPlan, T: int = CHECK_STEPS, seed: int = 0,
-                rtol: float = 1e-5) -> None:
-    """Fail unless the step graph, step by step, reproduces one run of ``model``: ``T`` steps (the
-    model's own T where it fixes one) of up to :data:`CHECK_SEQUENCES` sequences (its own B)."""
-    T, B = plan.steps or T, plan.batch or 1
+def _close(a: np.ndarray, w: np.ndarray, rtol: float) -> bool:
+    a, w = np.asarray(a, np.float64), np.asarray(w, np.float64)  # a comparison's bool too
+    return a.shape == w.shape and np.allclose(a, w, rtol=rtol, atol=rtol * max(1.0, float(np.abs(w).max(initial=0))))
+
+
+def _first_difference(plan: StepPlan, steps: dict, whole: dict, b: int, rtol: float) -> str | None:
+    """What the first node whose outputs differ step by step does wrong, None when none does."""
+    T, B = plan.probe_sizes
+    for label, outs in plan.nodes:
+        for o in outs:
+            if o not in steps:  # not on the way to an output: not in the step graph
+                continue
+            want = plan.sequence[o]
+            for t, got in enumerate(steps[o]):
+                if list(got.shape) != want:
+                    return (f"{label} mixes time steps: its output '{o}' has shape {list(got.shape)} at one step, "
+                            f"not {want}; {WHY_STEPWISE}")
+                if not _close(got.reshape(-1), np.asarray(whole[o]).reshape(T, B, -1)[t, b], rtol):
+                    return (f"{label} mixes time steps: its output '{o}' is not computed step by step "
+                            f"(it differs at step {t} of sequence {b}); {WHY_STEPWISE}")
+    return None
+
+
+def check_steps(model: onnx.ModelProto, plan: StepPlan, seed: int = 0, rtol: float = 1e-5) -> None:
+    """Fail unless the step graph, step by step, reproduces one run of ``model`` (T steps of up to
+    :data:`CHECK_SEQUENCES` sequences, :attr:`StepPlan.probe_sizes`), naming the first node whose
+    outputs differ."""
+    T, B = plan.probe_sizes
     feeds = _feeds(model, plan, T, B, np.random.default_rng(seed))
+    inside = {o for node in plan.model.graph.node for o in node.output}
+    names = [o for _, outs in plan.nodes for o in outs if o in inside]
     step_outs = [n for n, _ in plan.outputs]
-    whole = _ort(model).run(feeds, step_outs + [s.final for s in plan.states if s.final])
-    step_rt = _ort(plan.model)
+    finals = [s.final for s in plan.states if s.final]
+    whole = _ort(_with_outputs(model, names)).run(feeds, list(dict.fromkeys(names + step_outs + finals)))
+    step_rt = _ort(_with_outputs(plan.model, names))
     for b in range(min(B, CHECK_SEQUENCES)):
-        outs, state = _step_by_step(step_rt, plan, feeds, b, T)
+        steps, state = _step_by_step(step_rt, plan, feeds, b, T, list(dict.fromkeys(names + step_outs)))
+        wrong = _first_difference(plan, steps, whole, b, rtol)
+        if wrong:
+            raise CompileError(wrong)
         for n in step_outs:
-            a, w = outs[n], np.asarray(whole[n])[:, b:b + 1]
-            if a.shape != w.shape or not np.allclose(a, w, rtol=rtol, atol=rtol * max(1.0, float(np.abs(w).max()))):
+            if not _close(np.concatenate(steps[n], axis=0), np.asarray(whole[n])[:, b:b + 1], rtol):
                 raise CompileError(f"output '{n}' is not computed step by step: an op between the sequence ops "
-                                   f"mixes time steps, so this model cannot run one step at a time")
+                                   f"mixes time steps; {WHY_STEPWISE}")
         for s in plan.states:
             if s.final and not np.allclose(state[s.input], s.sequence(whole[s.final], b), rtol=rtol):
                 raise CompileError(f"final state '{s.final}' differs when the model runs step by step")

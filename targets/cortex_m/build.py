@@ -15,7 +15,6 @@ import tempfile
 import time
 from pathlib import Path
 
-
 from lsnn.compiler.importer import CompileError
 
 from . import codegen, ctext
@@ -75,7 +74,8 @@ def build_error(output: str, target, weights_bytes: int) -> CompileError:
 
 def make(folder: Path, target, weights_bytes: int) -> str:
     try:
-        proc = subprocess.run(["make", "-C", str(folder), "lsnn.elf"], capture_output=True, text=True, timeout=600)
+        proc = subprocess.run(["make", "-C", str(folder), "lsnn.elf"], check=False, capture_output=True, text=True,
+                              timeout=600)
     except subprocess.TimeoutExpired as e:
         raise CompileError(f"building the ELF in {folder} took over 600 s") from e
     if proc.returncode != 0:
@@ -115,7 +115,6 @@ def footprint(folder: Path) -> dict:
 
 def _manifest(proto, target, plan, layout: dict, folder: Path, workspace: int, source: dict) -> dict:
     import tvm
-
     from lsnn.targets.artifact import FORMAT
 
     manifest = {
