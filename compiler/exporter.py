@@ -73,7 +73,7 @@ def export(module: nn.Module, example_input, path: str | Path | None = None, *, 
     if output_names is None:
         _name_outputs(program.model.graph.outputs)
     proto = program.model_proto
-    _name_layers(proto)
+    _name_layers(proto, module)
     _drop_unread_outputs(proto)
     proto = attach(proto)
     proto.ir_version = IR_VERSION
@@ -174,15 +174,19 @@ def _name_outputs(outputs) -> None:
         value.name = name
 
 
-def _name_layers(proto: onnx.ModelProto) -> None:
-    """Name each ``ai.lsnn`` node after the module path of its layer (``"a1"``, ``"encoder.0"``),
-    from the scopes the exporter records; a layer called twice gets ``#2``, ``#3``, ..."""
+def _name_layers(proto: onnx.ModelProto, module: nn.Module) -> None:
+    """Name each ``ai.lsnn`` node after the module path of its layer (``"a1"``, ``"encoder.0"``):
+    the exporter names a parameter's initializer by its path (``"encoder.0.W"``), and the scopes it
+    records serve a layer whose weights were computed; a layer called twice gets ``#2``, ``#3``, ..."""
+    paths = {f"{name}.W": name for name, layer in module.named_modules() if isinstance(layer, LAYERS)}
     seen: dict[str, int] = {}
     for node in proto.graph.node:
         if node.domain != DOMAIN:
             continue
-        scopes = next((json.loads(m.value.replace("'", '"')) for m in node.metadata_props if m.key == _SCOPES), None)
-        path = ".".join(s for s in (scopes or [])[1:-1]) or node.op_type.lower()
+        path = paths.get(node.input[1]) if len(node.input) > 1 else None
+        if path is None:
+            scopes = next((json.loads(m.value.replace("'", '"')) for m in node.metadata_props if m.key == _SCOPES), [])
+            path = ".".join(scopes[1:-1]) or node.op_type.lower()
         seen[path] = seen.get(path, 0) + 1
         node.name = path if seen[path] == 1 else f"{path}#{seen[path]}"
 

@@ -43,14 +43,12 @@ class _SuiteGraph(torch.nn.Module):
 
     def __init__(self, model, streaming: bool):
         super().__init__()
-        self.model, self.streaming = model, streaming
+        self.alif, self.readout, self.streaming = model.alif, model.readout, streaming  # the model's paths
 
     def forward(self, X, *state):
-        out = self.model(X, *((state[:-1], state[-1]) if state else ()))
-        if not self.streaming:
-            return out.Y, out.Z
-        final, final_y = out.state
-        return (out.Y, out.Z, *final, final_y)
+        Z, _, _, final = self.alif.sequence(X, state[:-1] or None)
+        Y, final_y = self.readout.sequence(Z, state[-1] if state else None)
+        return (Y, Z, *final, final_y) if self.streaming else (Y, Z)
 
     def names(self) -> tuple[list[str], list[str]]:
         if not self.streaming:
