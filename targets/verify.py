@@ -82,7 +82,7 @@ class ModuleReference(Reference):
         if missing:
             raise ModelError(f"output(s) {missing} of the file under test have no counterpart in the reference "
                              f"{self.label} (its outputs: {sorted(named)})")
-        return {n: named[n].numpy() for n in names}
+        return {n: named[n].cpu().numpy() for n in names}
 
     def expected(self, measured):
         return measured
@@ -143,9 +143,10 @@ class LayerReference(ModuleReference):
         import torch
 
         captured: dict = {}
+        device = next(self.module.parameters(), torch.empty(0)).device  # where the user keeps the module
         hooks = [layer.register_forward_hook(self._capture(p, captured), with_kwargs=True) for p, layer in self.layers]
         try:
-            out = self.module(*(torch.from_numpy(feeds[n]) for n in self.inputs))
+            out = self.module(*(torch.from_numpy(feeds[n]).to(device) for n in self.inputs))
         finally:
             for h in hooks:
                 h.remove()

@@ -140,8 +140,9 @@ def _artifact(art, label: str, module, inputs, dynamic: bool) -> UnderTest:
 
     shapes = {i["name"]: i["shape"] for i in art.manifest["inputs"]}
     layers = [n for n, m in module.named_modules() if isinstance(m, ALIF)]
-    if inputs is not None and any(probe_name(n, "V") in art.outputs for n in layers):
-        proto = _export(module, inputs, list(art.inputs), dynamic)
+    if any(probe_name(n, "V") in art.outputs for n in layers):
+        example = random_feeds(shapes) if inputs is None else inputs
+        proto = _export(module, example, list(art.inputs), dynamic)
         probes = [p for p in add_probes(proto)[1] if {p.Z, p.V, p.A} <= set(art.outputs)]
         return UnderTest(label, art, art.target, shapes, [o.name for o in proto.graph.output], probes)
     note = ("the artifact exposes no ALIF layer's spikes (compiled without lsnn.targets.parity.add_probes): "

@@ -90,6 +90,8 @@ def test_a_compiled_artifact_is_compared_per_layer_when_it_exposes_the_probes(ex
     probed = compiler.compile(add_probes(proto)[0], "cpu").save(tmp_path / "art")
     report = compiler.verify(module, str(probed), x)  # the folder
     assert report.passed and report.data["alif_nodes"] == ["alif"], str(report)
+    report = compiler.verify(module, str(probed))  # random inputs of the artifact's shape
+    assert report.passed and report.data["alif_nodes"] == ["alif"], str(report)
 
 
 def test_input_errors_name_what_is_wrong(exported):
