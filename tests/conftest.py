@@ -79,6 +79,19 @@ def arm_toolchain() -> None:
 
 
 @pytest.fixture(scope="session")
+def nvcc() -> None:
+    """nvcc compiles the CUDA target (no GPU needed): tests that need it skip where it is missing,
+    except in CI, where that is a failure."""
+    from lsnn.targets.cuda.nvcc import find_nvcc
+
+    if find_nvcc() is None:
+        msg = "nvcc not found (the CUDA toolkit compiles the CUDA target)"
+        if os.environ.get("CI") == "true":
+            pytest.fail(msg)
+        pytest.skip(msg)
+
+
+@pytest.fixture(scope="session")
 def fashion_mnist() -> str:
     """The default data folder of sMNIST (Debian's dataset-fashion-mnist); its tests skip where it is
     not installed, except in CI, where they must run."""

@@ -6,7 +6,6 @@ parity tolerance), and compiled for cuda (run where a GPU is present). Per-step 
 on Cortex-M; an op that mixes time steps is refused by name."""
 from __future__ import annotations
 
-import os
 
 import numpy as np
 import pytest
@@ -18,21 +17,11 @@ from lsnn import compiler
 from lsnn.compiler.importer import CompileError
 from lsnn.reference import ALIF, LI
 from lsnn.targets.cuda.device import cuda_device
-from lsnn.targets.cuda.nvcc import find_nvcc
 from lsnn.targets.parity import RTOL, add_probes
 
 T, B = 30, 2
 CASES = [(name, dynamic) for name in user_models.ARCHITECTURES for dynamic in (True, False)]
 IDS = [f"{name}-{'dynamic' if dynamic else 'static'}" for name, dynamic in CASES]
-
-
-@pytest.fixture(scope="module")
-def nvcc():
-    if find_nvcc() is None:
-        msg = "nvcc not found (the CUDA toolkit compiles the CUDA target)"
-        if os.environ.get("CI") == "true":
-            pytest.fail(msg)
-        pytest.skip(msg)
 
 
 class Reference:
