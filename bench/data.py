@@ -16,10 +16,10 @@ from pathlib import Path
 import numpy as np
 import onnx
 
-from lsnn.reference.errors import ConfigError, LsnnError, MissingFileError
+from lsnn.reference.errors import LsnnError
+from lsnn.reference.files import LABELS, read_npz
 from lsnn.reference.tasks import Task
 
-LABELS = "labels"
 
 
 class DataError(LsnnError):
@@ -132,17 +132,6 @@ def task_data(task: Task, proto: onnx.ModelProto, label: str, batch_size: int,
 
 
 # -- from an .npz file -------------------------------------------------------------------------
-
-def read_npz(path: str | Path) -> dict[str, np.ndarray]:
-    p = Path(path)
-    if not p.is_file():
-        raise MissingFileError(f"inputs file not found: {p}")
-    try:
-        with np.load(p, allow_pickle=False) as z:
-            return {k: z[k] for k in z.files}
-    except (OSError, ValueError) as e:
-        raise ConfigError(f"{p}: not a readable .npz file ({e})") from e
-
 
 def _named_feeds(arrays: dict, inputs: list, where: str) -> dict[str, np.ndarray]:
     names = [vi.name for vi in inputs]

@@ -8,8 +8,8 @@ import os
 import sys
 from pathlib import Path
 
-from lsnn.reference.errors import ConfigError, LsnnError, MissingFileError
-from lsnn.reference.files import atomic_write, check_destination, check_file_destination
+from lsnn.reference.errors import ConfigError, LsnnError
+from lsnn.reference.files import LABELS, atomic_write, check_destination, check_file_destination, read_npz
 
 
 def _threads(n: int) -> None:
@@ -124,19 +124,6 @@ def cmd_export(args) -> int:
     return 0
 
 
-def _load_npz(path: str) -> dict:
-    import numpy as np
-
-    p = Path(path)
-    if not p.is_file():
-        raise MissingFileError(f"inputs file not found: {p}")
-    try:
-        with np.load(p, allow_pickle=False) as z:
-            return {k: z[k] for k in z.files}
-    except (OSError, ValueError) as e:
-        raise ConfigError(f"{p}: not a readable .npz file ({e})") from e
-
-
 def cmd_run(args) -> int:
     import numpy as np
 
@@ -145,7 +132,7 @@ def cmd_run(args) -> int:
     _threads(args.threads)
     check_file_destination(args.outputs, "outputs")
     _refuse_overwrite(args.outputs, {"the --inputs file": args.inputs, "the model": args.model})
-    inputs = _load_npz(args.inputs)
+    inputs = read_npz(args.inputs)
     if Path(args.model).is_dir():  # a compiled artifact: load, do not recompile (and without PyTorch)
         from lsnn.targets import load
         from lsnn.targets.tvm_runtime import import_tvm
@@ -214,7 +201,9 @@ def _verify_module(args) -> int:
                               f"--module verifies on --inputs (or random inputs) alone")
     _torch_threads(args.threads)
     module = module_from_factory(args.module)
-    arrays = _load_npz(args.inputs) if args.inputs else None
+    arrays = read_npz(args.inputs) if args.inputs else None
+    if arrays is not None:
+        arrays.pop(LABELS, None)  # the file lsnn bench takes may hold labels: parity needs none
     inputs = next(iter(arrays.values())) if arrays is not None and len(arrays) == 1 else arrays
     report = verify(module, args.model, inputs, runtime=args.target or args.runtime, threads=args.threads)
     print(json.dumps(report.data, indent=2) if args.json else report)

@@ -168,3 +168,22 @@ def write_folder(directory: str | Path, fill, kind: str):
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return result
+
+
+#: the array an inputs file (.npz) may hold beside the model's inputs: one class per sequence
+LABELS = "labels"
+
+
+def read_npz(path: str | Path) -> dict:
+    """The arrays of an .npz file by name (no pickled objects)."""
+    import numpy as np
+
+    p = Path(path)
+    if not p.is_file():
+        raise MissingFileError(f"inputs file not found: {p}")
+    try:
+        with np.load(p, allow_pickle=False) as z:
+            return {k: z[k] for k in z.files}
+    except (OSError, ValueError) as e:
+        raise ConfigError(f"{p}: not a readable .npz file ({e})") from e
+
