@@ -55,6 +55,17 @@ def _layer_table(models: list[dict]) -> list[str]:
     return out
 
 
+def _summary_heading(cfg: dict) -> list[str]:
+    """The summary's title and data: the suite's checkpoints (LSNN against LSTM on a task's held-out
+    set), or a user's ONNX files on an .npz or a task."""
+    limit = cfg["heldout_limit"]
+    if cfg.get("inputs") is None and cfg.get("task") is None:  # no --model data source: the checkpoints
+        return ["## LSNN against LSTM", "", f"Accuracy on the first {limit} held-out examples (reference runtime);"]
+    data = (f"the first {limit} sequences of {Path(cfg['inputs']).name}" if cfg.get("inputs")
+            else f"the first {limit} held-out examples of {cfg['task']}")
+    return ["## Models", "", f"Accuracy, where the data has labels, on {data} (reference runtime);"]
+
+
 def markdown(results: dict) -> str:
     env, cfg = results["environment"], results["config"]
     runtimes = list(dict.fromkeys(r["runtime"] for r in results["runs"]))
@@ -62,9 +73,8 @@ def markdown(results: dict) -> str:
     out = ["# lsnn bench report", "",
            f"Schema `{results['schema']}`. {env['cpu']}, {env['cores']} cores, {env['threads']} thread(s); "
            f"torch {env['torch']}, onnxruntime {env['onnxruntime']}, TVM {env['tvm']}; {env['time']}.", "",
-           "## LSNN against LSTM", "",
-           f"Accuracy on the first {cfg['heldout_limit']} held-out examples (reference runtime); latency per "
-           f"sequence at batch {b1} (median); energy per inference from synaptic operations.", "",
+           *_summary_heading(cfg),
+           f"latency per sequence at batch {b1} (median); energy per inference from synaptic operations.", "",
            "| task | model | accuracy (MSE for regression) | " + " | ".join(f"latency {r}" for r in runtimes) +
            " | ACs | MACs | energy (uJ) | firing rate (Hz) |",
            "|---|---|---|" + "---|" * len(runtimes) + "---|---|---|---|"]
