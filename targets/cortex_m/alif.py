@@ -1,13 +1,120 @@
-"""ai.lsnn::ALIF for Cortex-M: the CPU target's event-driven TIR kernel, rendered to C.
+"""ai.lsnn::ALIF for Cortex-M: a TIR kernel written for TVM's C output and small cores.
 
-The kernel is plain scalar loops (time loop inside, rows of ``W^T`` and ``R^T``
-accumulated only for nonzero inputs and for neurons that spiked), so TVM's C
-code generator prints it as it is; ``events=False`` gives the dense kernel.
-On the microcontroller it runs with ``T = 1`` per call, its state carried in
-static RAM by the generated model code.
+On the microcontroller the kernel runs one time step per call (``T = 1``), so
+everything that is per call is per step; it is written for that:
+
+* the state is read from the initial-state inputs and written to the final-state
+  outputs (the generated model swaps the two halves of its state each step: no
+  copies); for ``T > 1`` later steps read the final-state outputs;
+* the spike list: the previous step's spikes are gathered once, four neurons
+  tested at a time, and later steps of the same call take it from the update;
+* both products are event-driven over those lists (rows of ``W^T`` of nonzero
+  inputs, of ``R^T`` of neurons that spiked) and blocked: :data:`BLOCK` neurons'
+  input and recurrent currents stay in registers while every event's row segment
+  is added, each neuron summing its events in the same order as the CPU kernel;
+* the neuron update is one branch-free loop over contiguous arrays (selects, no
+  ``if``), which GCC turns into Helium (MVE) code on the Cortex-M55;
+* ``V`` and ``A`` are stored only when the graph reads them (``outputs``).
+
+NaN and Inf inputs and spikes count as events (:func:`..cpu.floatops.nonzero`); a
+NaN membrane never spikes. ``events=False`` gives the dense kernel (every row
+visited), kept to measure what events save; so does ``finite_weights=False``.
 """
 from __future__ import annotations
 
-from ..cpu.alif import alif_kernel
+from tvm.script import tirx as T
 
-__all__ = ["alif_kernel"]
+from ..cpu.floatops import at_least
+from .events import BLOCK, gather
+
+#: the op's outputs a kernel stores only on request; the rest are always written
+OPTIONAL = ("V", "A")
+
+
+def alif_kernel(*, thr: float, n_refractory: int, dims: dict, finite_weights: bool, events: bool,
+                outputs: frozenset | None = None):
+    """The kernel for one node's attributes (``dims`` unused: shapes stay symbolic until the
+    step graph specialises them). ``outputs``: the node's outputs the graph reads (None: all)."""
+    thr_c = float(thr)
+    n_ref_c = float(n_refractory)
+    skip = bool(events) and bool(finite_weights)
+    keep_v, keep_a = (outputs is None or name in outputs for name in OPTIONAL)
+
+    @T.macro(hygienic=False)
+    def accumulate(h0, width, c, q):
+        """``c[j]``, ``q[j]``: input and recurrent current of neuron ``h0 + j``, ``j < width``."""
+        for j in T.unroll(width):
+            c[j] = T.float32(0)
+            q[j] = T.float32(0)
+        for e in range(n_in[0]):
+            for j in T.unroll(width):
+                c[j] = c[j] + X[t, b, ev_in[e]] * WT[ev_in[e], h0 + j]
+        for e in range(n_sp[0]):
+            for j in T.unroll(width):
+                q[j] = q[j] + T.if_then_else(t == 0, Z0[b, ev_sp[e]], T.float32(1)) * RT[ev_sp[e], h0 + j]
+        for j in T.unroll(width):
+            cur[h0 + j] = c[j] + q[j]
+
+    @T.prim_func(private=True)
+    def alif(x: T.handle, wt: T.handle, rt: T.handle, beta: T.handle, alpha: T.handle, rho: T.handle,
+             v0: T.handle, a0: T.handle, z0: T.handle, r0: T.handle,
+             zo: T.handle, vo: T.handle, ao: T.handle, fv: T.handle, fa: T.handle, fz: T.handle, fr: T.handle):
+        T.func_attr({"tirx.noalias": True})
+        nT = T.int64()
+        nB = T.int64()
+        nI = T.int64()
+        nH = T.int64()
+        X = T.match_buffer(x, (nT, nB, nI), "float32")
+        WT = T.match_buffer(wt, (nI, nH), "float32")
+        RT = T.match_buffer(rt, (nH, nH), "float32")
+        Beta = T.match_buffer(beta, (nH,), "float32")
+        Alpha = T.match_buffer(alpha, (nH,), "float32")
+        Rho = T.match_buffer(rho, (nH,), "float32")
+        V0 = T.match_buffer(v0, (nB, nH), "float32")
+        A0 = T.match_buffer(a0, (nB, nH), "float32")
+        Z0 = T.match_buffer(z0, (nB, nH), "float32")
+        R0 = T.match_buffer(r0, (nB, nH), "float32")
+        Z = T.match_buffer(zo, (nT, nB, nH), "float32")
+        V = T.match_buffer(vo, (nT, nB, nH), "float32")
+        A = T.match_buffer(ao, (nT, nB, nH), "float32")
+        FV = T.match_buffer(fv, (nB, nH), "float32")
+        FA = T.match_buffer(fa, (nB, nH), "float32")
+        FZ = T.match_buffer(fz, (nB, nH), "float32")
+        FR = T.match_buffer(fr, (nB, nH), "float32")
+        ev_in = T.alloc_buffer((nI,), "int32")
+        ev_sp = T.alloc_buffer((nH,), "int32")
+        n_in = T.alloc_buffer((1,), "int32")
+        n_sp = T.alloc_buffer((1,), "int32")
+        cur = T.alloc_buffer((nH,), "float32")
+        c = T.alloc_buffer((BLOCK,), "float32")
+        q = T.alloc_buffer((BLOCK,), "float32")
+        for b in range(nB):
+            gather(Z0, (b,), nH, skip, ev_sp, n_sp)
+            for t in range(nT):
+                gather(X, (t, b), nI, skip, ev_in, n_in)
+                for hb in range(nH // BLOCK):
+                    accumulate(hb * BLOCK, BLOCK, c, q)
+                for h in range(nH % BLOCK):
+                    accumulate(nH // BLOCK * BLOCK + h, 1, c, q)
+                for h in range(nH):
+                    z = T.bind(T.if_then_else(t == 0, Z0[b, h], FZ[b, h]))
+                    r = T.bind(T.if_then_else(t == 0, R0[b, h], FR[b, h]))
+                    a_new = T.bind(Rho[h] * T.if_then_else(t == 0, A0[b, h], FA[b, h]) + (T.float32(1) - Rho[h]) * z)
+                    A_h = T.bind(T.float32(thr_c) + Beta[h] * a_new)
+                    v_new = T.bind(Alpha[h] * T.if_then_else(t == 0, V0[b, h], FV[b, h])
+                                   + (T.float32(1) - Alpha[h]) * cur[h] - A_h * z)
+                    # H(v - A) * (r == 0): both comparisons are false for NaN
+                    s = T.bind(T.Select(v_new > A_h and r == T.float32(0), T.float32(1), T.float32(0)))
+                    FR[b, h] = T.Select(s > T.float32(0), T.float32(n_ref_c), at_least(r - T.float32(1), T.float32(0)))
+                    FA[b, h] = a_new
+                    FV[b, h] = v_new
+                    FZ[b, h] = s
+                    Z[t, b, h] = s
+                    if keep_v:
+                        V[t, b, h] = v_new
+                    if keep_a:
+                        A[t, b, h] = A_h
+                if t + 1 < nT:  # the next step's recurrent events: this step's spikes
+                    gather(FZ, (b,), nH, skip, ev_sp, n_sp)
+
+    return alif

@@ -11,7 +11,11 @@
    ``TVMBackendAllocWorkspace``, served by a static arena (``lsnn_runtime.c``).
 3. The Relax ``main`` function, a straight line of kernel calls, becomes
    ``lsnn_step``: weights as ``const`` arrays (flash), each intermediate
-   tensor and the state of every sequence op as a static array (RAM).
+   tensor as a static array (RAM). The state of every sequence op lives in
+   two static halves: a step reads one and its kernels write the next state
+   into the other, and the two swap (no copies); a kernel output that is a
+   step output is written straight into the caller's output frame.
+   (:func:`place`).
 """
 from __future__ import annotations
 
@@ -151,11 +155,10 @@ class _Emitter:
     def __init__(self, names: dict):
         self.names = names
         self.consts: list[str] = []
-        self.buffers: list[str] = []
+        self.buffers: dict[str, int] = {}  # static array -> floats
         self.calls: list[str] = []
         self.env: dict = {}       # relax Var -> C expression (or a list for tuples)
         self._const_ids: dict = {}
-        self.ram = 0
         self.flash = 0
 
     def const(self, c) -> str:
@@ -176,8 +179,7 @@ class _Emitter:
             raise CompileError(f"intermediate tensor of dtype {dtype}: Cortex-M kernels take float32 only")
         n = int(np.prod([int(d) for d in shape])) if shape else 1
         name = f"lsnn_buf_{len(self.buffers)}"
-        self.buffers.append(f"static float {name}[{max(n, 1)}];")
-        self.ram += n * 4
+        self.buffers[name] = max(n, 1)
         return name
 
     def value(self, expr):
@@ -249,22 +251,34 @@ def _bind_inputs(em: _Emitter, main, plan) -> dict:
     return layout
 
 
-def _bind_outputs(rets: list, plan, layout: dict) -> tuple[list, list]:
-    """The C that copies each step output into ``y`` and each next state into the state array."""
+def _bind_outputs(rets: list, plan, layout: dict) -> list[tuple[str, str, int]]:
+    """Where each step output (in ``y``) and each next state (in the state's next half) goes:
+    ``(destination, tensor, floats)``, in that order."""
     out_names = list(dict.fromkeys([n for n, _ in plan.outputs] + [s.output for s in plan.states]))
     if len(rets) != len(out_names):
         raise CompileError(f"lowered model returns {len(rets)} tensors, expected {len(out_names)}")
     ret_of = dict(zip(out_names, rets))
-    copies, off = [], 0
+    off = 0
     for name, shape in plan.outputs:
         size = int(np.prod(shape))
-        copies.append(f"  memcpy(y + {off}, {ret_of[name]}, {size} * sizeof(float));")
         layout["outputs"].append({"name": name, "shape": shape, "offset": off, "size": size})
         off += size
     layout["output_size"] = off
-    updates = [f"  memcpy(lsnn_state + {st['offset']}, {ret_of[s.output]}, {s.size} * sizeof(float));"
-               for s, st in zip(plan.states, layout["states"])]
-    return copies, updates
+    # next states first: a tensor that is both a next state and a step output is placed in the state
+    return ([(f"(lsnn_next + {st['offset']})", ret_of[s.output], s.size) for s, st in zip(plan.states, layout["states"])]
+            + [(f"(y + {o['offset']})", ret_of[o["name"]], o["size"]) for o in layout["outputs"]])
+
+
+def place(buffers: dict, destinations: list) -> tuple[dict, list]:
+    """Each intermediate array that is a destination's tensor becomes that destination (its kernel
+    writes it there), once; the rest are copied. Returns {array -> destination} and the copies."""
+    placed, copies = {}, []
+    for dest, tensor, size in destinations:
+        if tensor in buffers and tensor not in placed and buffers[tensor] == size:
+            placed[tensor] = dest
+        else:
+            copies.append(f"  memcpy({dest}, {placed.get(tensor, tensor)}, {size} * sizeof(float));")
+    return placed, copies
 
 
 def _described(items: list, label) -> str:
@@ -294,11 +308,15 @@ def model_c(mod, names: dict, prototypes: str, plan) -> tuple[str, str, dict]:
     """``lsnn_model.c`` and ``lsnn_model.h`` for the lowered step, and the layout of its I/O."""
     em = _Emitter(names)
     layout = _bind_inputs(em, mod["main"], plan)
-    copies, updates = _bind_outputs(em.emit(mod["main"]), plan, layout)
+    rets = em.emit(mod["main"])
+    placed, copies = place(em.buffers, _bind_outputs(rets, plan, layout))
+    rest = {name: n for name, n in em.buffers.items() if name not in placed}
+    calls = re.sub(r"\blsnn_buf_\d+\b", lambda m: placed.get(m.group(0), m.group(0)), "\n".join(em.calls))
     initial = plan.initial_state() if plan.states else np.zeros(1, np.float32)
     c = ctext.fill("lsnn_model.c.in", {
-        "PROTOTYPES": prototypes, "CONSTANTS": "\n".join(em.consts), "BUFFERS": "\n".join(em.buffers),
-        "INITIAL_STATE": ctext.floats(initial, "the initial state"), "CALLS": "\n".join(em.calls),
-        "COPIES": "\n".join(copies), "UPDATES": "\n".join(updates)})
-    layout.update({"weights_bytes": em.flash, "activations_bytes": em.ram + 4 * layout["state_size"]})
+        "PROTOTYPES": prototypes, "CONSTANTS": "\n".join(em.consts),
+        "BUFFERS": "\n".join(f"static float {name}[{n}];" for name, n in rest.items()),
+        "INITIAL_STATE": ctext.floats(initial, "the initial state"), "CALLS": calls, "COPIES": "\n".join(copies)})
+    layout.update({"weights_bytes": em.flash,
+                   "activations_bytes": 4 * sum(rest.values()) + 2 * 4 * layout["state_size"]})
     return c, header(layout), layout
