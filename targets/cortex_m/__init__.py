@@ -28,6 +28,8 @@ class CortexMTarget(Target):
     cflags: tuple = ()
     memory: dict = {}
     sysclk_hz: int = 25_000_000
+    #: the core has Helium (MVE) vector units: the ALIF neuron update is a loop GCC vectorises
+    helium: bool = False
     kernels = {"ALIF": "lsnn.targets.cortex_m.alif:alif_kernel", "LI": "lsnn.targets.cortex_m.li:li_kernel",
                "LSTM": "lsnn.targets.cortex_m.lstm:lstm_kernel"}
 
@@ -37,8 +39,7 @@ class CortexMTarget(Target):
                 "opt": Option("-O2", "arm-none-eabi-gcc optimisation flag", choices=GCC_OPT)}
 
     def kernel_settings(self, op: str) -> dict:
-        # TVM's C code generator cannot print vector types: the LSTM kernel without register blocking
-        return {"ALIF": {"events": self.options["events"]}, "LSTM": {"vector": False}}.get(op, {})
+        return {"ALIF": {"events": self.options["events"], "vector": self.helium}}.get(op, {})
 
     def target_dict(self) -> dict:
         return {"kind": "c", "mcpu": self.name}
@@ -91,3 +92,4 @@ class CortexM55(CortexMTarget):
     # vector table in ITCM at 0, code and weights in the 2 MB SRAM, data in DTCM
     memory = {"VECTORS": (0x00000000, 512 << 10), "FLASH": (0x01000000, 2 << 20), "RAM": (0x20000000, 512 << 10)}
     sysclk_hz = 32_000_000
+    helium = True

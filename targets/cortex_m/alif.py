@@ -22,27 +22,83 @@ visited), kept to measure what events save; so does ``finite_weights=False``.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Callable
+
 from tvm.script import tirx as T
 
+from tvm import tirx
+from tvm.tirx import bitwise_and, bitwise_not
+
 from ..cpu.floatops import at_least
+
+from .bits import bits, choose, const_bits, negative, positive, zero
 from .events import BLOCK, gather
 
 #: the op's outputs a kernel stores only on request; the rest are always written
 OPTIONAL = ("V", "A")
 
 
+def _spike_float(v, A, r, n_ref):
+    """``s = H(v - A) * (r == 0)`` and the next refractory count, as float selects (GCC makes a
+    compare and a rarely taken branch of each on a scalar FPU). Comparisons are false for NaN."""
+    s = T.Select(tirx.all(v > A, r == T.float32(0)), T.float32(1), T.float32(0))
+    return s, T.Select(s > T.float32(0), T.float32(n_ref), at_least(r - T.float32(1), T.float32(0)))
+
+
+def _spike_bits(v, A, r, n_ref):
+    """The same as integer masks on the bits (:mod:`.bits`): no branch, so GCC vectorises the loop.
+    ``v - A > 0`` is ``v > A`` in IEEE arithmetic (gradual underflow; Inf - Inf is NaN)."""
+    spiked = bitwise_and(positive(v - A), zero(r))
+    r_down = r - T.float32(1)
+    return (choose(spiked, const_bits(1.0), T.uint32(0)),
+            choose(spiked, const_bits(n_ref), bitwise_and(bits(r_down), bitwise_not(negative(r_down)))))
+
+
+@dataclass(frozen=True)
+class _Neuron:
+    """What the kernel's macros need of the node and the core."""
+    thr: float
+    n_ref: float
+    spike: Callable  # (v, A, r, n_refractory) -> (s, next r)
+    keep_v: bool
+    keep_a: bool
+
+
 def alif_kernel(*, thr: float, n_refractory: int, dims: dict, finite_weights: bool, events: bool,
-                outputs: frozenset | None = None):
+                vector: bool, outputs: frozenset | None = None):
     """The kernel for one node's attributes (``dims`` unused: shapes stay symbolic until the
-    step graph specialises them). ``outputs``: the node's outputs the graph reads (None: all)."""
-    thr_c = float(thr)
-    n_ref_c = float(n_refractory)
+    step graph specialises them). ``outputs``: the node's outputs the graph reads (None: all).
+    ``vector``: the spike and refractory selects as integer masks (no branch: GCC vectorises the
+    update loop for Helium); else as float selects (fewer instructions on a scalar FPU)."""
     skip = bool(events) and bool(finite_weights)
     keep_v, keep_a = (outputs is None or name in outputs for name in OPTIONAL)
+    neuron = _Neuron(float(thr), float(n_refractory), _spike_bits if vector else _spike_float, keep_v, keep_a)
 
     @T.macro(hygienic=False)
-    def accumulate(h0, width, c, q):
-        """``c[j]``, ``q[j]``: input and recurrent current of neuron ``h0 + j``, ``j < width``."""
+    def update(h, current, neuron):
+        """Neuron ``h`` at step ``t`` of sequence ``b``, its input plus recurrent current given."""
+        z = T.bind(T.if_then_else(t == 0, Z0[b, h], FZ[b, h]))
+        r = T.bind(T.if_then_else(t == 0, R0[b, h], FR[b, h]))
+        a_new = T.bind(Rho[h] * T.if_then_else(t == 0, A0[b, h], FA[b, h]) + (T.float32(1) - Rho[h]) * z)
+        A_h = T.bind(T.float32(neuron.thr) + Beta[h] * a_new)
+        v_new = T.bind(Alpha[h] * T.if_then_else(t == 0, V0[b, h], FV[b, h])
+                       + (T.float32(1) - Alpha[h]) * current - A_h * z)
+        s_h = T.bind(neuron.spike(v_new, A_h, r, neuron.n_ref)[0])
+        FR[b, h] = neuron.spike(v_new, A_h, r, neuron.n_ref)[1]
+        FA[b, h] = a_new
+        FV[b, h] = v_new
+        FZ[b, h] = s_h
+        Z[t, b, h] = s_h
+        if neuron.keep_v:
+            V[t, b, h] = v_new
+        if neuron.keep_a:
+            A[t, b, h] = A_h
+
+    @T.macro(hygienic=False)
+    def accumulate(h0, width):
+        """``cur[h0 + j] = c[j] + q[j]``, ``j < width``: the input and the recurrent current of
+        those neurons, each summed in registers over the events."""
         for j in T.unroll(width):
             c[j] = T.float32(0)
             q[j] = T.float32(0)
@@ -54,7 +110,6 @@ def alif_kernel(*, thr: float, n_refractory: int, dims: dict, finite_weights: bo
                 q[j] = q[j] + T.if_then_else(t == 0, Z0[b, ev_sp[e]], T.float32(1)) * RT[ev_sp[e], h0 + j]
         for j in T.unroll(width):
             cur[h0 + j] = c[j] + q[j]
-
     @T.prim_func(private=True)
     def alif(x: T.handle, wt: T.handle, rt: T.handle, beta: T.handle, alpha: T.handle, rho: T.handle,
              v0: T.handle, a0: T.handle, z0: T.handle, r0: T.handle,
@@ -93,27 +148,11 @@ def alif_kernel(*, thr: float, n_refractory: int, dims: dict, finite_weights: bo
             for t in range(nT):
                 gather(X, (t, b), nI, skip, ev_in, n_in)
                 for hb in range(nH // BLOCK):
-                    accumulate(hb * BLOCK, BLOCK, c, q)
+                    accumulate(hb * BLOCK, BLOCK)
                 for h in range(nH % BLOCK):
-                    accumulate(nH // BLOCK * BLOCK + h, 1, c, q)
+                    accumulate(nH // BLOCK * BLOCK + h, 1)
                 for h in range(nH):
-                    z = T.bind(T.if_then_else(t == 0, Z0[b, h], FZ[b, h]))
-                    r = T.bind(T.if_then_else(t == 0, R0[b, h], FR[b, h]))
-                    a_new = T.bind(Rho[h] * T.if_then_else(t == 0, A0[b, h], FA[b, h]) + (T.float32(1) - Rho[h]) * z)
-                    A_h = T.bind(T.float32(thr_c) + Beta[h] * a_new)
-                    v_new = T.bind(Alpha[h] * T.if_then_else(t == 0, V0[b, h], FV[b, h])
-                                   + (T.float32(1) - Alpha[h]) * cur[h] - A_h * z)
-                    # H(v - A) * (r == 0): both comparisons are false for NaN
-                    s = T.bind(T.Select(v_new > A_h and r == T.float32(0), T.float32(1), T.float32(0)))
-                    FR[b, h] = T.Select(s > T.float32(0), T.float32(n_ref_c), at_least(r - T.float32(1), T.float32(0)))
-                    FA[b, h] = a_new
-                    FV[b, h] = v_new
-                    FZ[b, h] = s
-                    Z[t, b, h] = s
-                    if keep_v:
-                        V[t, b, h] = v_new
-                    if keep_a:
-                        A[t, b, h] = A_h
+                    update(h, cur[h], neuron)
                 if t + 1 < nT:  # the next step's recurrent events: this step's spikes
                     gather(FZ, (b,), nH, skip, ev_sp, n_sp)
 

@@ -96,6 +96,10 @@ def _register_pipeline() -> str:
 
 
 _PROTO = re.compile(r"^void lsnn_k_\w+\(.*\);$", re.M)
+# Every kernel parameter is its own array: lsnn_step never passes one array twice to a call, and
+# a kernel's outputs are never its inputs (the state's halves swap), so GCC may vectorise freely.
+_SIGNATURE = re.compile(r"^void lsnn_k_\w+\(.*\)", re.M)
+_POINTER = re.compile(r"(\w+)\* (\w+_p)\b")
 
 
 def kernels_c(mod, target) -> tuple[str, dict, str]:
@@ -124,6 +128,7 @@ def kernels_c(mod, target) -> tuple[str, dict, str]:
     body = "\n".join(lines).replace("TVM_DLL ", "")
     # a kernel whose workspace allocation fails reports it instead of returning an error code
     body = body.replace("return -1;", "{ lsnn_kernel_error(); return; }")
+    body = _SIGNATURE.sub(lambda m: _POINTER.sub(r"\1* __restrict__ \2", m.group(0)), body)
     text = ctext.fill("lsnn_kernels.c.in", {"TVM_TARGET": ctext.comment(target.target_dict()), "KERNELS": body})
     return text, names, "\n".join(_PROTO.findall(body))
 
