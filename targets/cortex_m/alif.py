@@ -12,8 +12,11 @@ everything that is per call is per step; it is written for that:
   inputs, of ``R^T`` of neurons that spiked) and blocked: :data:`BLOCK` neurons'
   input and recurrent currents stay in registers while every event's row segment
   is added, each neuron summing its events in the same order as the CPU kernel;
-* the neuron update is one branch-free loop over contiguous arrays (selects, no
-  ``if``), which GCC turns into Helium (MVE) code on the Cortex-M55;
+* the neuron update is one loop over contiguous arrays. On a core with Helium
+  (``vector``: the M55) its selects are integer masks on the float bits, no
+  branch, and GCC turns the loop into MVE code; on the M4 and M7 they are float
+  selects, which GCC compiles into a compare and a rarely taken branch: fewer
+  instructions than the masks on a scalar FPU;
 * ``V`` and ``A`` are stored only when the graph reads them (``outputs``).
 
 NaN and Inf inputs and spikes count as events (:func:`..cpu.floatops.nonzero`); a
@@ -25,13 +28,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable
 
-from tvm.script import tirx as T
-
 from tvm import tirx
+from tvm.script import tirx as T
 from tvm.tirx import bitwise_and, bitwise_not
 
 from ..cpu.floatops import at_least
-
 from .bits import bits, choose, const_bits, negative, positive, zero
 from .events import BLOCK, gather
 
@@ -110,6 +111,7 @@ def alif_kernel(*, thr: float, n_refractory: int, dims: dict, finite_weights: bo
                 q[j] = q[j] + T.if_then_else(t == 0, Z0[b, ev_sp[e]], T.float32(1)) * RT[ev_sp[e], h0 + j]
         for j in T.unroll(width):
             cur[h0 + j] = c[j] + q[j]
+
     @T.prim_func(private=True)
     def alif(x: T.handle, wt: T.handle, rt: T.handle, beta: T.handle, alpha: T.handle, rho: T.handle,
              v0: T.handle, a0: T.handle, z0: T.handle, r0: T.handle,
