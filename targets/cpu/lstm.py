@@ -1,33 +1,129 @@
 """ONNX LSTM (forward, default activations) for CPUs: the time loop inside.
 
-Gates in ONNX order (i, o, f, c). Per step: the input projection over the
-nonzero inputs only (rows of ``W^T``), the recurrent product as rows of
-``R^T`` scaled by each ``h[k]`` (contiguous, vectorisable), then
-``c = f*c + i*g``, ``h = o*tanh(c)`` with vectorisable rational tanh and
-sigmoid (:mod:`.fastmath`; libm calls would dominate the time). ``bias`` is
-``Wb + Rb``.
+Gates in ONNX order (i, o, f, c); ``bias`` is ``Wb + Rb``. The batch is cut
+into groups of at most ``GROUP`` sequences, one per task of the runtime's
+thread pool (``T.parallel``); a group runs its whole sequence, so threads
+never wait for each other. Within a group, time is cut into chunks of
+``ROWS // group size`` steps, and each chunk:
 
-``vector=True`` register-blocks the recurrent product (``BLOCK`` gate sums in
-vector registers over all ``k``); ``vector=False`` accumulates the rows of the
-nonzero ``h[k]`` one by one, the form for targets whose code generator cannot
-print vector types (TVM's C, for Cortex-M). Skipping zero inputs and zero
-``h[k]`` is exact: the importer takes LSTM weights only as constants, checked
-finite; NaN and Inf are never skipped (:func:`.floatops.nonzero`).
+1. counts its nonzero inputs (a test of the bits, :func:`.floatops.nonzero`),
+   and writes the input projection ``bias + X[t] @ W^T`` of all its steps and
+   sequences into ``P`` either as one blocked matrix product (inputs that are
+   not sparse: more than one in ``DENSE_FRACTION`` nonzero) or as the sum of
+   the rows of ``W^T`` of the nonzero inputs only (spikes: event-driven);
+2. per step, adds the recurrent product ``h @ R^T`` of the whole group as one
+   blocked product (``R^T`` read once per step and group; a tile of
+   ``TILE_ROWS`` sequences by as many gates as half the vector registers hold
+   keeps its sums in registers over all ``k``), then
+   ``c = f*c + i*g``, ``h = o*tanh(c)`` with the rational tanh and sigmoid of
+   :mod:`.fastmath` (libm calls would dominate the time).
+
+Both projections add the same terms in the same order (bias, then inputs by
+index, then ``h[k]`` by index); skipping a zero input is exact because the
+importer takes LSTM weights only as finite constants, and NaN and Inf inputs
+are never skipped. ``Y`` and the final states are stored only when the graph
+reads them (``outputs``); the buffer of a dead one is left as it is.
+
+``vector=False`` is the form for targets whose code generator cannot print
+vector types or parallel loops (TVM's C, for Cortex-M): the same loops, serial,
+one sequence and one step per chunk, one row of eight sums per tile.
 """
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 from tvm.script import tirx as T
 
 from . import fastmath
 from .floatops import nonzero
 
+#: the LSTM's outputs (ONNX names, as in the op schema)
+OUTPUTS = frozenset({"Y", "Y_h", "Y_c"})
+#: a chunk of inputs with more than one nonzero in this many takes the dense projection
+DENSE_FRACTION = 4
 
-BLOCK = 128  # gate sums per block: 16 AVX2 vectors, accumulated over all k before one store
+
+@dataclass(frozen=True)
+class Blocking:
+    """Sizes of the blocked loops (all static)."""
+    group: int       # sequences per parallel task
+    rows: int        # rows (step x sequence) of P per chunk
+    tile_rows: int   # register tile of the products: tile_rows x tile_cols sums
+    tile_cols: int
+    row_cols: int    # a single row's tile (a group's last rows, batch 1): row_cols sums
+    vector: bool
+
+    @classmethod
+    def for_target(cls, vector: bool, lanes: int, n_gates: int) -> "Blocking":
+        """Half the vector registers hold a tile's sums (x86: 16 registers, 32 with AVX-512's
+        16 lanes), the rest the row of ``B`` and the broadcast values."""
+        if not vector:
+            return cls(group=1, rows=1, tile_rows=1, tile_cols=8, row_cols=_divisor(n_gates, 8), vector=False)
+        registers = 32 if lanes >= 16 else 16
+        return cls(group=GROUP, rows=ROWS, tile_rows=TILE_ROWS,
+                   tile_cols=_divisor(n_gates, lanes * registers // 2 // TILE_ROWS),
+                   row_cols=_divisor(n_gates, ROW_COLS), vector=True)
 
 
-def lstm_kernel(*, dims: dict, vector: bool):
-    """``dims`` (the static sizes) is unused: shapes stay symbolic."""
-    blocked = bool(vector)
+GROUP = 8        # sequences per task: R^T is read from L2 once per step for these
+ROWS = 64        # P rows per chunk: 128 KiB at H = 128, W^T read once per chunk
+TILE_ROWS = 4
+ROW_COLS = 64    # 8 AVX2 (4 AVX-512) sums: enough independent FMA chains to hide their latency
+
+
+def _divisor(n: int, most: int) -> int:
+    """The largest of ``most``, ``most / 2``, ... that divides ``n`` (``n`` is a multiple of 4)."""
+    d = most
+    while n % d:
+        d //= 2
+    return d
+
+
+def lstm_kernel(*, dims: dict, vector: bool, outputs=OUTPUTS, lanes: int = 8):
+    """The kernel for ``dims`` (``I``, ``H``: static), storing only ``outputs``; ``lanes``: float32
+    lanes of the target's vector registers (8: AVX2, 16: AVX-512), which size the register tiles."""
+    unknown = set(outputs) - OUTPUTS
+    if unknown:
+        raise ValueError(f"LSTM kernel: unknown output(s) {sorted(unknown)} (it has {sorted(OUTPUTS)})")
+    nH = int(dims["H"])
+    return _kernel(int(dims["I"]), nH, Blocking.for_target(bool(vector), int(lanes), 4 * nH),
+                   store_y="Y" in outputs, store_h="Y_h" in outputs, store_c="Y_c" in outputs)
+
+
+def _kernel(nI: int, nH: int, blk: Blocking, store_y: bool, store_h: bool, store_c: bool):
+    nG = 4 * nH
+    GB, ROWS_, RB, CB, CB1 = blk.group, blk.rows, blk.tile_rows, blk.tile_cols, blk.row_cols
+    par = T.parallel if blk.vector else T.serial
+    vec = T.vectorized if blk.vector else T.serial
+
+    @T.macro
+    def tile(Out, o0, ostride, Init, i0, istride, A, a0, astride, B, j0, nk):
+        """``Out[o0 + r*ostride, j0:j0+CB] = Init[i0 + r*istride, j0:j0+CB] + A[a0 + r*astride, :nk] @ B[:nk, j0:j0+CB]``
+        for ``r < RB``, the sums in registers over all ``k``."""
+        acc = T.alloc_buffer((RB, CB), "float32", scope="local")
+        for r in T.unroll(RB):
+            for jj in vec(CB):
+                acc[r, jj] = Init[i0 + r * istride, j0 + jj]
+        for k in range(nk):
+            for r in T.unroll(RB):
+                for jj in vec(CB):
+                    acc[r, jj] = acc[r, jj] + A[a0 + r * astride, k] * B[k, j0 + jj]
+        for r in T.unroll(RB):
+            for jj in vec(CB):
+                Out[o0 + r * ostride, j0 + jj] = acc[r, jj]
+
+    @T.macro
+    def row(Out, o0, Init, i0, A, a0, B, nk):
+        """:func:`tile` of one row, all columns, ``CB1`` at a time."""
+        for jo in range(nG // CB1):
+            acc = T.alloc_buffer((CB1,), "float32", scope="local")
+            for jj in vec(CB1):
+                acc[jj] = Init[i0, jo * CB1 + jj]
+            for k in range(nk):
+                for jj in vec(CB1):
+                    acc[jj] = acc[jj] + A[a0, k] * B[k, jo * CB1 + jj]
+            for jj in vec(CB1):
+                Out[o0, jo * CB1 + jj] = acc[jj]
 
     @T.prim_func(private=True)
     def lstm(x: T.handle, wt: T.handle, rt: T.handle, bias: T.handle, h0: T.handle, c0: T.handle,
@@ -35,9 +131,6 @@ def lstm_kernel(*, dims: dict, vector: bool):
         T.func_attr({"tirx.noalias": True})
         nT = T.int64()
         nB = T.int64()
-        nI = T.int64()
-        nH = T.int64()
-        nG = T.int64()  # 4 * nH, its own variable so that shapes specialise per call site
         X = T.match_buffer(x, (nT, nB, nI), "float32")
         WT = T.match_buffer(wt, (nI, nG), "float32")
         RT = T.match_buffer(rt, (nH, nG), "float32")
@@ -47,47 +140,66 @@ def lstm_kernel(*, dims: dict, vector: bool):
         Y = T.match_buffer(yo, (nT, nB, nH), "float32")
         FH = T.match_buffer(fh, (nB, nH), "float32")
         FC = T.match_buffer(fc, (nB, nH), "float32")
-        h = T.alloc_buffer((nH,), "float32")
-        c = T.alloc_buffer((nH,), "float32")
-        g = T.alloc_buffer((nG,), "float32")
-        for b in range(nB):
-            for k in range(nH):
-                h[k] = H0[b, k]
-                c[k] = C0[b, k]
-            for t in range(nT):
-                for j in range(nG):
-                    g[j] = Bias[j]
-                for i in range(nI):
-                    if nonzero(X[t, b, i]):
-                        for j in range(nG):
-                            g[j] = g[j] + X[t, b, i] * WT[i, j]
-                if blocked:
-                    # recurrent product, register-blocked: BLOCK gate sums stay in vector
-                    # registers over all k, one contiguous row slice of R^T per FMA
-                    acc = T.alloc_buffer((BLOCK,), "float32", scope="local")
-                    for jo in range(nG // BLOCK):
-                        for ji in T.vectorized(BLOCK):
-                            acc[ji] = g[jo * BLOCK + ji]
-                        for k in range(nH):
-                            for ji in T.vectorized(BLOCK):
-                                acc[ji] = acc[ji] + h[k] * RT[k, jo * BLOCK + ji]
-                        for ji in T.vectorized(BLOCK):
-                            g[jo * BLOCK + ji] = acc[ji]
-                    for j in range(nG // BLOCK * BLOCK, nG):  # the rest, when 4H % BLOCK != 0
-                        for k in range(nH):
-                            g[j] = g[j] + h[k] * RT[k, j]
-                else:
-                    for k in range(nH):
-                        if nonzero(h[k]):
-                            for j in range(nG):
-                                g[j] = g[j] + h[k] * RT[k, j]
+        X2 = T.decl_buffer((nT * nB, nI), "float32", data=X.data)  # X[t, b] is row t * nB + b
+        Bias2 = T.decl_buffer((1, nG), "float32", data=Bias.data)
+        for grp in par((nB + GB - 1) // GB):
+            b0 = grp * GB
+            nb = T.min(T.int64(GB), nB - b0)  # sequences of this group
+            steps = T.int64(ROWS_) // nb  # steps per chunk
+            hs = T.alloc_buffer((GB, nH), "float32")
+            cs = T.alloc_buffer((GB, nH), "float32")
+            P = T.alloc_buffer((ROWS_, nG), "float32")  # row tt * nb + b: projection, then gates
+            cnt = T.alloc_buffer((1,), "int64", scope="local")
+            for b in range(nb):
                 for k in range(nH):
-                    # no named temporaries: TIR would give each scalar its own allocation
-                    c[k] = fastmath.sigmoid(g[nH * 2 + k]) * c[k] + fastmath.sigmoid(g[k]) * fastmath.tanh(g[nH * 3 + k])
-                    h[k] = fastmath.sigmoid(g[nH + k]) * fastmath.tanh(c[k])
-                    Y[t, b, k] = h[k]
-            for k in range(nH):
-                FH[b, k] = h[k]
-                FC[b, k] = c[k]
+                    hs[b, k] = H0[b0 + b, k]
+                    cs[b, k] = C0[b0 + b, k]
+            for tc in range((nT + steps - 1) // steps):
+                t0 = tc * steps
+                nt = T.min(steps, nT - t0)
+                # -- the chunk's input projection, bias included, into P
+                cnt[0] = T.int64(0)
+                for tt in range(nt):
+                    for b in range(nb):
+                        for i in range(nI):
+                            cnt[0] = cnt[0] + T.Cast("int64", nonzero(X[t0 + tt, b0 + b, i]))
+                if cnt[0] * DENSE_FRACTION > nt * nb * nI:
+                    for b in range(nb):  # rows (tt, b) of one b, RB steps per tile
+                        for jo in range(nG // CB):
+                            for to in range(nt // RB):
+                                tile(P, to * RB * nb + b, nb, Bias2, 0, 0, X2, (t0 + to * RB) * nB + b0 + b, nB,
+                                     WT, jo * CB, nI)
+                        for tt in range(nt // RB * RB, nt):
+                            row(P, tt * nb + b, Bias2, 0, X2, (t0 + tt) * nB + b0 + b, WT, nI)
+                else:
+                    for tt in range(nt):
+                        for b in range(nb):
+                            for j in range(nG):
+                                P[tt * nb + b, j] = Bias[j]
+                            for i in range(nI):
+                                if nonzero(X[t0 + tt, b0 + b, i]):
+                                    for j in range(nG):
+                                        P[tt * nb + b, j] = P[tt * nb + b, j] + X[t0 + tt, b0 + b, i] * WT[i, j]
+                # -- the steps: gates = P + h @ R^T (in place), then the cell
+                for tt in range(nt):
+                    for jo in range(nG // CB):
+                        for bo in range(nb // RB):
+                            tile(P, tt * nb + bo * RB, 1, P, tt * nb + bo * RB, 1, hs, bo * RB, 1, RT, jo * CB, nH)
+                    for b in range(nb // RB * RB, nb):
+                        row(P, tt * nb + b, P, tt * nb + b, hs, b, RT, nH)
+                    for b in range(nb):
+                        for k in range(nH):
+                            # no named float temporaries: TIR would give each its own allocation
+                            cs[b, k] = fastmath.sigmoid(P[tt * nb + b, nH * 2 + k]) * cs[b, k] + \
+                                fastmath.sigmoid(P[tt * nb + b, k]) * fastmath.tanh(P[tt * nb + b, nH * 3 + k])
+                            hs[b, k] = fastmath.sigmoid(P[tt * nb + b, nH + k]) * fastmath.tanh(cs[b, k])
+                            if store_y:
+                                Y[t0 + tt, b0 + b, k] = hs[b, k]
+            for b in range(nb):
+                for k in range(nH):
+                    if store_h:
+                        FH[b0 + b, k] = hs[b, k]
+                    if store_c:
+                        FC[b0 + b, k] = cs[b, k]
 
     return lstm

@@ -7,7 +7,8 @@ barrier; then thread ``k < H`` updates ``c[k]`` (kept in its register) and
 ``h[k]``. ``R^T`` (``4H*H*4`` bytes, 256 KiB at H = 128) stays in global memory
 and L2: the general path; it does not fit in shared memory. tanh and sigmoid
 are :mod:`lsnn.targets.cpu.fastmath`, the same function on every target (NaN
-passes through them); NaN and Inf inputs are never skipped.
+passes through them); NaN and Inf inputs are never skipped. Outputs the
+graph does not read (``outputs``) are not stored.
 """
 from __future__ import annotations
 
@@ -16,11 +17,14 @@ from tvm.script import tirx as T
 from ..base import TargetError
 from ..cpu import fastmath
 from ..cpu.floatops import nonzero
+from ..cpu.lstm import OUTPUTS
 
 MAX_HIDDEN = 256
 
 
-def lstm_kernel(*, dims: dict):
+def lstm_kernel(*, dims: dict, outputs=OUTPUTS):
+    """``Y``, ``Y_h`` and ``Y_c`` are stored only when in ``outputs`` (read by the graph)."""
+    store_y, store_h, store_c = ("Y" in outputs), ("Y_h" in outputs), ("Y_c" in outputs)
     if not dims:
         raise TargetError("the CUDA LSTM kernel needs the layer's sizes (constant weights)")
     nI, nH = dims["I"], dims["H"]
@@ -68,10 +72,13 @@ def lstm_kernel(*, dims: dict):
                         c[0] = fastmath.sigmoid(gs[nH * 2 + tx]) * c[0] + \
                             fastmath.sigmoid(gs[tx]) * fastmath.tanh(gs[nH * 3 + tx])
                         hs[tx] = fastmath.sigmoid(gs[nH + tx]) * fastmath.tanh(c[0])
-                        Y[t, b, tx] = hs[tx]
+                        if store_y:
+                            Y[t, b, tx] = hs[tx]
                     T.tvm_storage_sync("shared")
                 if tx < nH:
-                    FH[b, tx] = hs[tx]
-                    FC[b, tx] = c[0]
+                    if store_h:
+                        FH[b, tx] = hs[tx]
+                    if store_c:
+                        FC[b, tx] = c[0]
 
     return lstm
