@@ -58,7 +58,8 @@ class Blocking:
         """Half the vector registers hold a tile's sums (x86: 16 registers, 32 with AVX-512's
         16 lanes), the rest the row of ``B`` and the broadcast values."""
         if not vector:
-            return cls(group=1, rows=1, tile_rows=1, tile_cols=8, row_cols=_divisor(n_gates, 8), vector=False)
+            return cls(group=1, rows=1, tile_rows=1, tile_cols=_divisor(n_gates, 8), row_cols=_divisor(n_gates, 8),
+                       vector=False)
         registers = 32 if lanes >= 16 else 16
         return cls(group=GROUP, rows=ROWS, tile_rows=TILE_ROWS,
                    tile_cols=_divisor(n_gates, lanes * registers // 2 // TILE_ROWS),
