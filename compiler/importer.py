@@ -7,6 +7,11 @@ target's kernel, with the time loop inside. A node of any other domain is
 rejected: TVM's converters look at the op name alone, so ``ai.lsnnx::ALIF``
 or ``com.example::Relu`` would otherwise be taken for something they are not.
 Inputs and state slots are read by name from :mod:`lsnn.compiler.onnx.schema`.
+
+Each sequence node's kernel is told which of its outputs the graph reads
+(``outputs``: a name given to another node, to a subgraph or as a graph
+output); an output named ``""`` or read by nothing is dead, and the kernel
+need not compute it (``V`` and ``A`` of an ALIF are read only by probes).
 """
 from __future__ import annotations
 
@@ -29,6 +34,35 @@ TVM_ERRORS = (RuntimeError, ValueError, TypeError, AttributeError, KeyError, Ind
 
 class CompileError(LsnnError):
     """A model the compiler cannot take, with the node and the reason."""
+
+
+#: The attribute the importer puts on each sequence node it converts: a bit mask of the node's
+#: outputs (bit k: output k, in the op schema's order) that the graph reads
+OUTPUTS_READ = "lsnn_outputs_read"
+
+
+def names_read(graph: onnx.GraphProto) -> set[str]:
+    """Every value name that a node of ``graph`` or of its subgraphs takes, and the graph's outputs."""
+    read = {o.name for o in graph.output}
+    for node in graph.node:
+        read.update(node.input)
+        for a in node.attribute:
+            for g in ([a.g] if a.HasField("g") else []) + list(a.graphs):
+                read |= names_read(g)
+    return read
+
+
+def with_outputs_read(graph: onnx.GraphProto) -> onnx.GraphProto:
+    """The nodes of ``graph``, each sequence node carrying :data:`OUTPUTS_READ`."""
+    read = names_read(graph)
+    marked = onnx.GraphProto()
+    for node in graph.node:
+        copy = marked.node.add()
+        copy.CopyFrom(node)
+        if sequence_op(node) is not None:
+            mask = sum(1 << k for k, name in enumerate(node.output) if name and name in read)
+            copy.attribute.append(onnx.helper.make_attribute(OUTPUTS_READ, mask))
+    return marked
 
 
 def _static(d):
@@ -76,6 +110,9 @@ class LSNNImporter(ONNXGraphImporter):
             super()._check_for_unsupported_ops(rest)
         except tvm.error.OpNotImplemented as e:
             raise CompileError(f"{e} (TVM's ONNX frontend cannot take them)") from e
+
+    def _construct_nodes(self, graph: onnx.GraphProto):
+        super()._construct_nodes(with_outputs_read(graph))
 
     def _convert_operator(self, op_name, inputs, attrs, opset):
         # only ai.lsnn nodes are named ALIF or LI here, only ONNX's is LSTM (check_domain)
@@ -129,6 +166,12 @@ class LSNNImporter(ONNXGraphImporter):
                 raise CompileError(f"{label}: weight '{name}' has {bad} non-finite value(s) (NaN or Inf)")
         return True
 
+    def _outputs_read(self, schema, attrs) -> frozenset:
+        """The names of the node's outputs the graph reads (all of them in a subgraph, which is
+        not marked: :func:`with_outputs_read`)."""
+        mask = attrs.get(OUTPUTS_READ, -1)
+        return frozenset(p.name for k, p in enumerate(schema.outputs) if mask >> k & 1)
+
     def _state(self, x, schema, shape):
         return [x[s.input] if x[s.input] is not None else self._zeros(shape) for s in schema.states]
 
@@ -141,7 +184,8 @@ class LSNNImporter(ONNXGraphImporter):
         a = ALIF.attribute_values(attrs)
         kernel = self.target.kernel("ALIF", thr=float(a["thr"]), n_refractory=int(a["n_refractory"]),
                                     dims={"I": _static(_shape(x["W"])[1]), "H": _static(H)},
-                                    finite_weights=self._finite_constants(label, {"W": x["W"], "R": x["R"]}))
+                                    finite_weights=self._finite_constants(label, {"W": x["W"], "R": x["R"]}),
+                                    outputs=self._outputs_read(ALIF, attrs))
         args = [x["X"], self._transposed(x["W"]), self._transposed(x["R"]), x["beta"], x["alpha"], x["rho"]]
         return self._call(kernel, "alif", args + self._state(x, ALIF, [B, H]),
                           [[Tn, B, H]] * 3 + [[B, H]] * len(ALIF.states))
@@ -153,7 +197,8 @@ class LSNNImporter(ONNXGraphImporter):
         O = _shape(x["W"])[0]
         bias = x["bias"] if x["bias"] is not None else self._zeros([O])
         kernel = self.target.kernel("LI", dims={"I": _static(_shape(x["W"])[1]), "O": _static(O)},
-                                    finite_weights=self._finite_constants(label, {"W": x["W"]}))
+                                    finite_weights=self._finite_constants(label, {"W": x["W"]}),
+                                    outputs=self._outputs_read(LI, attrs))
         return self._call(kernel, "li", [x["X"], self._transposed(x["W"]), x["alpha"], bias,
                                          *self._state(x, LI, [B, O])], [[Tn, B, O], [B, O]])
 

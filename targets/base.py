@@ -21,7 +21,8 @@ class TargetError(LsnnError):
 #: What the importer gives the kernel builder of each op, always all of them: the op's
 #: attributes, ``dims`` (the layer's static sizes, ints or None: ``I``, ``H`` or ``O``) and
 #: ``finite_weights`` (the weights are constants checked finite, so skipping a zero input
-#: gives what the dense product gives; LSTM weights are always constants).
+#: gives what the dense product gives; LSTM weights are always constants). Every builder also
+#: gets ``outputs`` (:meth:`Target.kernel`).
 KERNEL_ATTRIBUTES = {"ALIF": ("thr", "n_refractory", "dims", "finite_weights"),
                      "LI": ("dims", "finite_weights"), "LSTM": ("dims",)}
 
@@ -96,9 +97,12 @@ class Target:
         """Whether this machine can run artifacts of this target, and why not."""
         return True, ""
 
-    def kernel(self, op: str, **attrs):
+    def kernel(self, op: str, *, outputs: frozenset | None = None, **attrs):
         """The TIR kernel of ``op``. ``attrs`` are exactly the op's :data:`KERNEL_ATTRIBUTES`; the
-        builder gets them and the target's :meth:`kernel_settings`, as keyword arguments."""
+        builder gets them, ``outputs`` and the target's :meth:`kernel_settings`, as keyword
+        arguments. ``outputs``: the names (as in the op schema) of the node's outputs the graph
+        reads, every one when not given; a kernel need compute and store no other (it keeps
+        its parameters), and always writes ALIF's ``Z`` and LI's ``Y``."""
         if op not in self.kernels:
             raise TargetError(f"target '{self.name}' has no kernel for {op}")
         declared = KERNEL_ATTRIBUTES[op]
@@ -112,7 +116,11 @@ class Target:
         if isinstance(builder, str):
             module, name = builder.split(":")
             builder = getattr(importlib.import_module(module), name)
-        return builder(**attrs, **self.kernel_settings(op))
+        if outputs is None:
+            from lsnn.compiler.onnx.schema import LSTM, OPS
+
+            outputs = frozenset(p.name for p in {**OPS, LSTM.name: LSTM}[op].outputs)
+        return builder(**attrs, outputs=frozenset(outputs), **self.kernel_settings(op))
 
     def kernel_settings(self, op: str) -> dict:
         """The target's own keyword arguments for the kernel builder of ``op`` (e.g. ``events``)."""
@@ -144,6 +152,9 @@ class Target:
 
     def prepare_load(self, directory, manifest: dict) -> None:
         """Before a saved artifact's library is loaded (CUDA: hand its fatbins to TVM)."""
+
+    def before_run(self) -> None:
+        """Before each run of an artifact, on the thread that runs it (CPU: size the thread pool)."""
 
     def relax_pipeline(self):
         from tvm import relax

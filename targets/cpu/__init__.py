@@ -4,6 +4,7 @@ from __future__ import annotations
 import platform
 
 from ..base import Option, Target, register
+from . import threadpool
 
 TRIPLES = {"x86_64": "x86_64-unknown-linux-gnu", "aarch64": "aarch64-unknown-linux-gnu",
            "arm64": "aarch64-unknown-linux-gnu"}
@@ -30,6 +31,14 @@ def _check_mcpu(name: str) -> str | None:
     return None if name in known else f"LLVM knows no CPU of that name for {host_cpu()[0]} (e.g. {', '.join(known[:6])})"
 
 
+#: float32 lanes of the kernels' vector loops: one AVX2 register (two SSE or NEON registers)
+LANES = 8
+
+
+def _check_threads(n: int) -> str | None:
+    return "must be 0 (all cores) or a positive number of threads" if n < 0 else None
+
+
 @register
 class CpuTarget(Target):
     name = "cpu"
@@ -40,10 +49,18 @@ class CpuTarget(Target):
     def option_spec(cls) -> dict:
         return {"mcpu": Option("host", "LLVM CPU name, or host: this machine's", check=_check_mcpu),
                 "opt_level": Option(3, "TVM optimisation level", choices=(0, 1, 2, 3)),
-                "events": Option(True, "skip zero inputs and silent neurons in ALIF (false: the dense kernel)")}
+                "events": Option(True, "skip zero inputs and silent neurons in ALIF (false: the dense kernel)"),
+                "threads": Option(0, "threads that share the batch (0: all cores this process may use)",
+                                  check=_check_threads)}
 
     def kernel_settings(self, op: str) -> dict:
-        return {"ALIF": {"events": self.options["events"]}, "LSTM": {"vector": True}}.get(op, {})
+        vector = {"lanes": LANES, "parallel": True}
+        return {"ALIF": {"events": self.options["events"], **vector}, "LI": vector,
+                "LSTM": {"vector": True}}.get(op, {})
+
+    def before_run(self) -> None:
+        """Size the runtime's thread pool (that of the calling thread) to the ``threads`` option."""
+        threadpool.use(self.options["threads"])
 
     def target_dict(self) -> dict:
         triple, cpu = host_cpu()

@@ -1,31 +1,92 @@
 """ai.lsnn::ALIF for CPUs: one TIR kernel with the time loop inside.
 
-Per sequence, the state (v, a, z, r) stays in four H-long buffers that live in
-cache for the whole run. Both products are event-driven: an input or a
-recurrent spike that is zero contributes nothing, so only the weight rows of
-nonzero inputs (``W^T[i, :]``) and of neurons that spiked (``R^T[k, :]``) are
-accumulated, each as a contiguous, vectorisable row. Skipping exact zeros is
-exact for real-valued inputs too, as long as the weights are finite
-(``0 * inf`` is NaN): the importer says so (``finite_weights``, constants
-checked at compile time); weights only known at run time get the dense
-kernel. NaN and Inf inputs count as events (:func:`.floatops.nonzero`), and a
-NaN membrane never spikes (``H(x)`` is 1 only where ``x > 0``). Shapes are
-symbolic: one kernel serves every T, B, I and H.
+Per sequence, the state (v, a, z, r) stays in H-long buffers that live in
+cache for the whole run (on the stack when the sizes are known,
+:func:`.tirtools.size`). Each step first lists its events once
+(:func:`.tirtools.event_list`): the indices of the nonzero inputs and of the
+neurons that spiked. Both products then visit those rows only (``W^T[i, :]``,
+``R^T[k, :]``), each a contiguous row accumulated as vector code, and the
+neuron update runs as vector code with selects, no branches
+(:func:`.tirtools.over`). Skipping exact zeros is exact for real-valued inputs
+too, as long as the weights are finite (``0 * inf`` is NaN): the importer says
+so (``finite_weights``, constants checked at compile time); weights only known
+at run time get the dense kernel. NaN and Inf inputs count as events
+(:func:`.floatops.nonzero`), and a NaN membrane never spikes (``H(x)`` is 1
+only where ``x > 0``).
+
+``outputs`` names the node's outputs the graph reads: ``Z`` is always
+written, ``V``, ``A`` and the final states only when read (the kernel keeps
+its parameters; an unread output's buffer is left as it is). ``parallel``
+splits the batch across the runtime's threads. Shapes are symbolic: one kernel
+serves every T, B, I and H.
 """
 from __future__ import annotations
 
 from tvm.script import tirx as T
 
-from .floatops import at_least, nonzero
+from .floatops import at_least
+from .tirtools import event_list, over, size
 
 
-def alif_kernel(*, thr: float, n_refractory: int, dims: dict, finite_weights: bool, events: bool):
+def alif_kernel(*, thr: float, n_refractory: int, dims: dict, finite_weights: bool, events: bool,
+                outputs: frozenset, lanes: int = 1, parallel: bool = False):
     """The kernel for one node's attributes (``dims``, the static sizes, unused: shapes stay
     symbolic). ``events=False`` gives the dense kernel (every weight row visited every step),
-    kept to measure what events save; so does ``finite_weights=False``, for exactness."""
-    thr_c = float(thr)
-    n_ref_c = float(n_refractory)
+    kept to measure what events save; so does ``finite_weights=False``, for exactness.
+    ``lanes``: the vector width of the row loops (1: scalar, for TVM's C code generator);
+    ``parallel``: the batch loop runs on the runtime's thread pool."""
+    thr_c, n_ref_c = float(thr), float(n_refractory)
     skip = bool(events) and bool(finite_weights)
+    store_v, store_a = "V" in outputs, "A" in outputs
+    final = {name: name in outputs for name in ("final_v", "final_a", "final_z", "final_r")}
+    batch = T.parallel if parallel else T.serial
+
+    @T.macro(hygienic=False)
+    def load_state(h):
+        v[h] = V0[b, h]
+        a[h] = A0[b, h]
+        z[h] = Z0[b, h]
+        r[h] = R0[b, h]
+
+    @T.macro(hygienic=False)
+    def clear_sums(h):
+        cur[h] = T.float32(0)
+        rec[h] = T.float32(0)
+
+    @T.macro(hygienic=False)
+    def add_input_row(h):
+        cur[h] = cur[h] + xi * WT[i, h]
+
+    @T.macro(hygienic=False)
+    def add_recurrent_row(h):
+        rec[h] = rec[h] + zk * RT[k, h]
+
+    @T.macro(hygienic=False)
+    def update(h, thr=T.float32(thr_c), n_ref=T.float32(n_ref_c), store_v=store_v, store_a=store_a):
+        # Each state is overwritten as soon as nothing reads its old value: a variable bound
+        # inside a vector loop would stay scalar (TVM 0.27's VectorizeLoop keeps a Bind's type).
+        a[h] = Rho[h] * a[h] + (T.float32(1) - Rho[h]) * z[h]
+        A_h = T.meta_var(thr + Beta[h] * a[h])
+        v[h] = Alpha[h] * v[h] + (T.float32(1) - Alpha[h]) * (cur[h] + rec[h]) - A_h * z[h]
+        # H(v - A) * (r == 0): both comparisons are false for NaN
+        z[h] = T.Select(v[h] > A_h and r[h] == T.float32(0), T.float32(1), T.float32(0))
+        r[h] = T.Select(z[h] > T.float32(0), n_ref, at_least(r[h] - T.float32(1), T.float32(0)))
+        Z[t, b, h] = z[h]
+        if store_v:
+            V[t, b, h] = v[h]
+        if store_a:
+            A[t, b, h] = A_h
+
+    @T.macro(hygienic=False)
+    def store_state(h, final=final):
+        if final["final_v"]:
+            FV[b, h] = v[h]
+        if final["final_a"]:
+            FA[b, h] = a[h]
+        if final["final_z"]:
+            FZ[b, h] = z[h]
+        if final["final_r"]:
+            FR[b, h] = r[h]
 
     @T.prim_func(private=True)
     def alif(x: T.handle, wt: T.handle, rt: T.handle, beta: T.handle, alpha: T.handle, rho: T.handle,
@@ -34,8 +95,8 @@ def alif_kernel(*, thr: float, n_refractory: int, dims: dict, finite_weights: bo
         T.func_attr({"tirx.noalias": True})
         nT = T.int64()
         nB = T.int64()
-        nI = T.int64()
-        nH = T.int64()
+        nI = T.meta_var(size(dims, "I"))
+        nH = T.meta_var(size(dims, "H"))
         X = T.match_buffer(x, (nT, nB, nI), "float32")
         WT = T.match_buffer(wt, (nI, nH), "float32")
         RT = T.match_buffer(rt, (nH, nH), "float32")
@@ -53,47 +114,31 @@ def alif_kernel(*, thr: float, n_refractory: int, dims: dict, finite_weights: bo
         FA = T.match_buffer(fa, (nB, nH), "float32")
         FZ = T.match_buffer(fz, (nB, nH), "float32")
         FR = T.match_buffer(fr, (nB, nH), "float32")
-        v = T.alloc_buffer((nH,), "float32")
-        a = T.alloc_buffer((nH,), "float32")
-        z = T.alloc_buffer((nH,), "float32")
-        r = T.alloc_buffer((nH,), "float32")
-        cur = T.alloc_buffer((nH,), "float32")
-        rec = T.alloc_buffer((nH,), "float32")
-        for b in range(nB):
-            for h in range(nH):
-                v[h] = V0[b, h]
-                a[h] = A0[b, h]
-                z[h] = Z0[b, h]
-                r[h] = R0[b, h]
+        for b in batch(nB):
+            v = T.alloc_buffer((nH,), "float32")
+            a = T.alloc_buffer((nH,), "float32")
+            z = T.alloc_buffer((nH,), "float32")
+            r = T.alloc_buffer((nH,), "float32")
+            cur = T.alloc_buffer((nH,), "float32")
+            rec = T.alloc_buffer((nH,), "float32")
+            inputs = T.alloc_buffer((nI,), "int32")
+            spikes = T.alloc_buffer((nH,), "int32")
+            n_in = T.alloc_buffer((1,), "int32")
+            n_sp = T.alloc_buffer((1,), "int32")
+            over(nH, lanes, load_state)
             for t in range(nT):
-                for h in range(nH):
-                    cur[h] = T.float32(0)
-                    rec[h] = T.float32(0)
-                for i in range(nI):  # input projection, event-driven
-                    if not skip or nonzero(X[t, b, i]):
-                        for h in range(nH):
-                            cur[h] = cur[h] + X[t, b, i] * WT[i, h]
-                for k in range(nH):  # recurrent input from the previous step's spikes
-                    if not skip or nonzero(z[k]):
-                        for h in range(nH):
-                            rec[h] = rec[h] + z[k] * RT[k, h]
-                for h in range(nH):
-                    a_new = Rho[h] * a[h] + (T.float32(1) - Rho[h]) * z[h]
-                    A_h = T.float32(thr_c) + Beta[h] * a_new
-                    v_new = Alpha[h] * v[h] + (T.float32(1) - Alpha[h]) * (cur[h] + rec[h]) - A_h * z[h]
-                    # H(v - A) * (r == 0): both comparisons are false for NaN
-                    s = T.if_then_else(v_new > A_h and r[h] == T.float32(0), T.float32(1), T.float32(0))
-                    r[h] = T.if_then_else(s > T.float32(0), T.float32(n_ref_c), at_least(r[h] - T.float32(1), T.float32(0)))
-                    a[h] = a_new
-                    v[h] = v_new
-                    z[h] = s
-                    Z[t, b, h] = s
-                    V[t, b, h] = v_new
-                    A[t, b, h] = A_h
-            for h in range(nH):
-                FV[b, h] = v[h]
-                FA[b, h] = a[h]
-                FZ[b, h] = z[h]
-                FR[b, h] = r[h]
+                event_list(inputs, n_in, nI, lambda q: X[t, b, q], skip, lanes)
+                event_list(spikes, n_sp, nH, lambda q: z[q], skip, lanes)
+                over(nH, lanes, clear_sums)
+                for e in range(n_in[0]):  # input projection over the step's nonzero inputs
+                    i = T.Cast("int64", inputs[e])
+                    xi = X[t, b, i]
+                    over(nH, lanes, add_input_row)
+                for e in range(n_sp[0]):  # recurrent input from the previous step's spikes
+                    k = T.Cast("int64", spikes[e])
+                    zk = z[k]
+                    over(nH, lanes, add_recurrent_row)
+                over(nH, lanes, update)
+            over(nH, lanes, store_state)
 
     return alif

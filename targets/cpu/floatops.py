@@ -10,6 +10,8 @@ whose condition is false for NaN, so NaN passes through on every target.
 """
 from __future__ import annotations
 
+import functools
+
 from tvm import tirx
 
 _ABS_BITS = 0x7FFFFFFF
@@ -19,6 +21,14 @@ def nonzero(x):
     """``x`` is not +0 or -0: true for NaN and +-Inf (an integer test of the bits)."""
     bits = tirx.reinterpret("uint32", x)
     return tirx.bitwise_and(bits, tirx.const(_ABS_BITS, "uint32")) != tirx.const(0, "uint32")
+
+
+def any_nonzero(value_at, start, count: int):
+    """Some ``value_at(start + j)``, ``j < count``, is not +0 or -0: one test of the OR of their
+    bits (LLVM makes it one vector load and test when ``count`` values are contiguous)."""
+    bits = [tirx.reinterpret("uint32", value_at(start + j)) for j in range(count)]
+    return tirx.bitwise_and(functools.reduce(tirx.bitwise_or, bits),
+                            tirx.const(_ABS_BITS, "uint32")) != tirx.const(0, "uint32")
 
 
 def at_least(x, low):

@@ -1,27 +1,56 @@
 """ai.lsnn::LI for CPUs: the time loop inside, event-driven input (zeros skipped).
 
-``y = alpha * y + (1 - alpha) * (X[t] @ W^T + bias)``, the weight rows of
-nonzero inputs (NaN and Inf included) accumulated as contiguous rows of
-``W^T``; every row when the weights are not known to be finite (``0 * inf``).
+``y = alpha * y + (1 - alpha) * (X[t] @ W^T + bias)``. Each step lists the
+nonzero inputs once, branch-free (its inputs are usually an ALIF layer's
+spikes: a few per step), and accumulates their rows of ``W^T`` only, as vector
+code (:mod:`.tirtools`); NaN and Inf inputs count as events; every row is
+visited when the weights are not known to be finite (``0 * inf``). ``Y`` is
+always written, ``final_y`` only when the graph reads it (``outputs``);
+``parallel`` splits the batch across the runtime's threads.
 """
 from __future__ import annotations
 
 from tvm.script import tirx as T
 
-from .floatops import nonzero
+from .tirtools import event_list, over, size
 
 
-def li_kernel(*, dims: dict, finite_weights: bool):
-    """``dims`` (the static sizes) is unused: shapes stay symbolic."""
+def li_kernel(*, dims: dict, finite_weights: bool, outputs: frozenset, lanes: int = 1, parallel: bool = False):
+    """``dims`` (the static sizes) is unused: shapes stay symbolic. ``lanes`` and ``parallel``
+    as for :func:`.alif.alif_kernel`."""
     skip = bool(finite_weights)
+    store_final = "final_y" in outputs
+    batch = T.parallel if parallel else T.serial
+
+    @T.macro(hygienic=False)
+    def load_state(h):
+        y[h] = Y0[b, h]
+
+    @T.macro(hygienic=False)
+    def clear_sum(h):
+        acc[h] = T.float32(0)
+
+    @T.macro(hygienic=False)
+    def add_input_row(h):
+        acc[h] = acc[h] + xi * WT[i, h]
+
+    @T.macro(hygienic=False)
+    def update(h):
+        y[h] = Alpha[h] * y[h] + (T.float32(1) - Alpha[h]) * (acc[h] + Bias[h])
+        Y[t, b, h] = y[h]
+
+    @T.macro(hygienic=False)
+    def store_state(h, store_final=store_final):
+        if store_final:
+            FY[b, h] = y[h]
 
     @T.prim_func(private=True)
     def li(x: T.handle, wt: T.handle, alpha: T.handle, bias: T.handle, y0: T.handle, yo: T.handle, fy: T.handle):
         T.func_attr({"tirx.noalias": True})
         nT = T.int64()
         nB = T.int64()
-        nI = T.int64()
-        nO = T.int64()
+        nI = T.meta_var(size(dims, "I"))
+        nO = T.meta_var(size(dims, "O"))
         X = T.match_buffer(x, (nT, nB, nI), "float32")
         WT = T.match_buffer(wt, (nI, nO), "float32")
         Alpha = T.match_buffer(alpha, (nO,), "float32")
@@ -29,22 +58,20 @@ def li_kernel(*, dims: dict, finite_weights: bool):
         Y0 = T.match_buffer(y0, (nB, nO), "float32")
         Y = T.match_buffer(yo, (nT, nB, nO), "float32")
         FY = T.match_buffer(fy, (nB, nO), "float32")
-        y = T.alloc_buffer((nO,), "float32")
-        acc = T.alloc_buffer((nO,), "float32")
-        for b in range(nB):
-            for o in range(nO):
-                y[o] = Y0[b, o]
+        for b in batch(nB):
+            y = T.alloc_buffer((nO,), "float32")
+            acc = T.alloc_buffer((nO,), "float32")
+            inputs = T.alloc_buffer((nI,), "int32")
+            n_in = T.alloc_buffer((1,), "int32")
+            over(nO, lanes, load_state)
             for t in range(nT):
-                for o in range(nO):
-                    acc[o] = T.float32(0)
-                for i in range(nI):
-                    if not skip or nonzero(X[t, b, i]):
-                        for o in range(nO):
-                            acc[o] = acc[o] + X[t, b, i] * WT[i, o]
-                for o in range(nO):
-                    y[o] = Alpha[o] * y[o] + (T.float32(1) - Alpha[o]) * (acc[o] + Bias[o])
-                    Y[t, b, o] = y[o]
-            for o in range(nO):
-                FY[b, o] = y[o]
+                event_list(inputs, n_in, nI, lambda q: X[t, b, q], skip, lanes)
+                over(nO, lanes, clear_sum)
+                for e in range(n_in[0]):
+                    i = T.Cast("int64", inputs[e])
+                    xi = X[t, b, i]
+                    over(nO, lanes, add_input_row)
+                over(nO, lanes, update)
+            over(nO, lanes, store_state)
 
     return li

@@ -32,9 +32,10 @@ def threads_for(n: int) -> int:
 
 
 def alif_kernel(*, thr: float, n_refractory: int, dims: dict, finite_weights: bool, events: bool,
-                shared_bytes: int):
+                outputs: frozenset, shared_bytes: int):
     """``dims``: ``{"I": int, "H": int}``; ``shared_bytes``: the architecture's shared-memory
-    limit per block, which decides between the persistent and the general path."""
+    limit per block, which decides between the persistent and the general path. ``outputs``:
+    the node's outputs the graph reads; ``V``, ``A`` and the final states are stored only then."""
     if not dims or not isinstance(dims.get("H"), int) or not isinstance(dims.get("I"), int):
         raise TargetError("the CUDA ALIF kernel needs the layer's sizes (constant weights)")
     nI, nH = dims["I"], dims["H"]
@@ -42,6 +43,8 @@ def alif_kernel(*, thr: float, n_refractory: int, dims: dict, finite_weights: bo
     J = (nH + NT - 1) // NT
     in_shared = nH * nH * 4 + nH * 4 <= shared_bytes
     thr_c, n_ref_c, skip = float(thr), float(n_refractory), bool(events) and bool(finite_weights)
+    store_v, store_a = "V" in outputs, "A" in outputs
+    store_fv, store_fa, store_fz, store_fr = (n in outputs for n in ("final_v", "final_a", "final_z", "final_r"))
 
     @T.prim_func(private=True)
     def alif(x: T.handle, wt: T.handle, rt: T.handle, beta: T.handle, alpha: T.handle, rho: T.handle,
@@ -116,8 +119,10 @@ def alif_kernel(*, thr: float, n_refractory: int, dims: dict, finite_weights: bo
                             v[j] = v_new
                             zn[j] = s
                             Z[t, b, h] = s
-                            V[t, b, h] = v_new
-                            A[t, b, h] = A_h
+                            if store_v:
+                                V[t, b, h] = v_new
+                            if store_a:
+                                A[t, b, h] = A_h
                     T.tvm_storage_sync("shared")  # every thread has read the previous spikes
                     for j in range(J):
                         if j * NT + tx < nH:
@@ -125,10 +130,14 @@ def alif_kernel(*, thr: float, n_refractory: int, dims: dict, finite_weights: bo
                     T.tvm_storage_sync("shared")  # the new spikes are visible to all
                 for j in range(J):
                     if j * NT + tx < nH:
-                        FV[b, j * NT + tx] = v[j]
-                        FA[b, j * NT + tx] = a[j]
-                        FZ[b, j * NT + tx] = zs[j * NT + tx]
-                        FR[b, j * NT + tx] = r[j]
+                        if store_fv:
+                            FV[b, j * NT + tx] = v[j]
+                        if store_fa:
+                            FA[b, j * NT + tx] = a[j]
+                        if store_fz:
+                            FZ[b, j * NT + tx] = zs[j * NT + tx]
+                        if store_fr:
+                            FR[b, j * NT + tx] = r[j]
 
     return alif
 

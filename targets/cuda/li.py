@@ -13,13 +13,15 @@ from ..cpu.floatops import nonzero
 from .alif import threads_for
 
 
-def li_kernel(*, dims: dict, finite_weights: bool):
+def li_kernel(*, dims: dict, finite_weights: bool, outputs: frozenset):
+    """``outputs``: the node's outputs the graph reads (``final_y`` is stored only then)."""
     if not dims or not isinstance(dims.get("O"), int) or not isinstance(dims.get("I"), int):
         raise TargetError("the CUDA LI kernel needs the layer's sizes (constant weights)")
     nI, nO = dims["I"], dims["O"]
     NT = threads_for(nO)
     J = (nO + NT - 1) // NT
     skip = bool(finite_weights)
+    store_final = "final_y" in outputs
 
     @T.prim_func(private=True)
     def li(x: T.handle, wt: T.handle, alpha: T.handle, bias: T.handle, y0: T.handle, yo: T.handle, fy: T.handle):
@@ -50,8 +52,9 @@ def li_kernel(*, dims: dict, finite_weights: bool):
                                     acc[0] = acc[0] + X[t, b, i] * WT[i, o]
                             y[j] = Alpha[o] * y[j] + (T.float32(1) - Alpha[o]) * (acc[0] + Bias[o])
                             Y[t, b, o] = y[j]
-                for j in range(J):
-                    if j * NT + tx < nO:
-                        FY[b, j * NT + tx] = y[j]
+                if store_final:
+                    for j in range(J):
+                        if j * NT + tx < nO:
+                            FY[b, j * NT + tx] = y[j]
 
     return li

@@ -1,0 +1,71 @@
+"""TIR building blocks shared by the CPU kernels (and their C rendering).
+
+:func:`over` runs a statement macro over ``[0, n)`` as vector code, ``lanes``
+elements at a time, then the remaining ``n % lanes`` one by one: the vector
+form is explicit in the TIR, so it does not hang on LLVM proving that the
+kernel's buffers do not overlap. ``lanes == 1`` gives one scalar loop, the
+form for TVM's C code generator (it prints no vector types).
+:func:`event_list` collects the indices of the nonzero values of a row once
+per step, for the event-driven products to visit.
+"""
+from __future__ import annotations
+
+from tvm import tirx
+from tvm.script import tirx as T
+
+from .floatops import any_nonzero, nonzero
+
+
+def size(dims: dict, name: str):
+    """The layer size ``dims[name]`` as a constant when the importer knows it (the weights'
+    shape), else a symbolic size: constant sizes put the per-sequence buffers on the stack,
+    where LLVM sees that they do not overlap, and fix the loops' trip counts."""
+    n = (dims or {}).get(name)
+    return T.int64(n) if isinstance(n, int) else tirx.Var("n" + name, "int64")
+
+
+@T.macro(hygienic=False)
+def over(n, lanes, body):
+    """``body(h)`` for every ``h < n``; ``body`` is a non-hygienic macro of the calling kernel.
+    (A variable bound inside ``body`` would stay scalar in the vector loop: TVM 0.27's
+    VectorizeLoop keeps a Bind's type. Bodies store to buffers instead.)"""
+    if lanes > 1:
+        for c in range(n // lanes):
+            for j in T.vectorized(lanes):
+                body(c * lanes + j)
+        for h in range(n // lanes * lanes, n):
+            body(h)
+    else:
+        for h in range(n):
+            body(h)
+
+
+@T.macro
+def _append_if_nonzero(index, count, i, value):
+    """``index[count] = i``, and ``count`` advanced only when ``value`` is nonzero: no branch."""
+    index[count[0]] = T.Cast("int32", i)
+    count[0] = count[0] + T.Cast("int32", nonzero(value))
+
+
+@T.macro
+def event_list(index, count, n, value_at, skip, lanes):
+    """``index[:count[0]]``: the ``i < n`` where ``value_at(i)`` is nonzero (NaN and Inf
+    included, :func:`.floatops.nonzero`), in order; every ``i`` when ``skip`` is False.
+    With ``lanes > 1``, blocks of ``lanes`` values are tested at once and only blocks holding
+    an event are scanned (spikes are rare: most blocks are skipped by one test)."""
+    if not skip:
+        for i in range(n):
+            index[i] = T.Cast("int32", i)
+        count[0] = T.Cast("int32", n)
+    elif lanes > 1:
+        count[0] = 0
+        for c in range(n // lanes):
+            if any_nonzero(value_at, c * lanes, lanes):
+                for j in range(lanes):
+                    _append_if_nonzero(index, count, c * lanes + j, value_at(c * lanes + j))
+        for i in range(n // lanes * lanes, n):
+            _append_if_nonzero(index, count, i, value_at(i))
+    else:
+        count[0] = 0
+        for i in range(n):
+            _append_if_nonzero(index, count, i, value_at(i))
