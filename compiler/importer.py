@@ -232,8 +232,8 @@ class LSNNImporter(ONNXGraphImporter):
         h0, c0 = (self.bb.emit(relax.op.reshape(x[s.input], [B, H])) if x[s.input] is not None
                   else self._zeros([B, H]) for s in LSTM.states)
         dims = {"I": int(wt.value.shape[0]), "H": int(rt.value.shape[0])}
-        out = self._call(self.target.kernel("LSTM", dims=dims), "lstm", [x["X"], wt, rt, bias, h0, c0],
-                         [[Tn, B, H], [B, H], [B, H]])
+        kernel = self.target.kernel("LSTM", dims=dims, outputs=self._outputs_read(LSTM, attrs))
+        out = self._call(kernel, "lstm", [x["X"], wt, rt, bias, h0, c0], [[Tn, B, H], [B, H], [B, H]])
         Y = self.bb.emit(relax.op.reshape(relax.TupleGetItem(out, 0), [Tn, 1, B, H]))
         Yh = self.bb.emit(relax.op.reshape(relax.TupleGetItem(out, 1), [1, B, H]))
         Yc = self.bb.emit(relax.op.reshape(relax.TupleGetItem(out, 2), [1, B, H]))

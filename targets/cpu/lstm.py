@@ -24,9 +24,9 @@ importer takes LSTM weights only as finite constants, and NaN and Inf inputs
 are never skipped. ``Y`` and the final states are stored only when the graph
 reads them (``outputs``); the buffer of a dead one is left as it is.
 
-``vector=False`` is the form for targets whose code generator cannot print
-vector types or parallel loops (TVM's C, for Cortex-M): the same loops, serial,
-one sequence and one step per chunk, one row of eight sums per tile.
+``vector=False`` is the form for code generators that print no vector types or
+parallel loops (TVM's C): the same loops, serial, one sequence and one step per
+chunk, tiles of one row of at most eight sums.
 """
 from __future__ import annotations
 
