@@ -18,7 +18,7 @@ from lsnn.reference import build_model, checkpoint
 from lsnn.reference.paths import DEFAULT_DATA_DIR, MODELS_DIR as MODELS
 from lsnn.reference.tasks import make_task
 from lsnn.targets import open_runtime
-from lsnn.targets.cpu.threadpool import cores
+from lsnn.targets.cpu.threadpool import size as pool_size
 
 torch.set_num_threads(1)
 STEPS, INPUTS = 840, 80
@@ -56,7 +56,7 @@ def compiled(model):
 @pytest.mark.parametrize("runtime", ["tvm-cpu", "ort"])
 def test_lstm_latency_per_call(benchmark, model, compiled, runtime, inputs, batch, threads):
     X = _inputs(inputs, batch)
-    n = threads or cores()
+    n = pool_size(threads)
     benchmark.group = f"lstm-128 {inputs} batch {batch} threads {n}"
     benchmark.extra_info.update({"threads": n, "steps": STEPS, "batch": batch, "inputs": inputs})
     feeds = {"X": X}
