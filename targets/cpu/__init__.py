@@ -33,6 +33,9 @@ def _check_mcpu(name: str) -> str | None:
 
 #: float32 lanes of the kernels' vector loops: one AVX2 register (two SSE or NEON registers)
 LANES = 8
+#: steps ahead whose input and output rows the kernels prefetch (a batch's rows of one sequence
+#: lie B rows apart: beyond the hardware prefetcher's reach when B is large)
+AHEAD = 4
 
 
 def _check_threads(n: int) -> str | None:
@@ -54,7 +57,7 @@ class CpuTarget(Target):
                                   check=_check_threads)}
 
     def kernel_settings(self, op: str) -> dict:
-        vector = {"lanes": LANES, "parallel": True}
+        vector = {"lanes": LANES, "parallel": True, "ahead": AHEAD}
         return {"ALIF": {"events": self.options["events"], **vector}, "LI": vector,
                 "LSTM": {"vector": True}}.get(op, {})
 

@@ -25,11 +25,11 @@ from __future__ import annotations
 from tvm.script import tirx as T
 
 from .floatops import at_least
-from .tirtools import event_list, over, size
+from .tirtools import event_list, over, prefetch, size
 
 
 def alif_kernel(*, thr: float, n_refractory: int, dims: dict, finite_weights: bool, events: bool,
-                outputs: frozenset, lanes: int = 1, parallel: bool = False):
+                outputs: frozenset, lanes: int = 1, parallel: bool = False, ahead: int = 0):
     """The kernel for one node's attributes (``dims``, the static sizes, unused: shapes stay
     symbolic). ``events=False`` gives the dense kernel (every weight row visited every step),
     kept to measure what events save; so does ``finite_weights=False``, for exactness.
@@ -127,6 +127,10 @@ def alif_kernel(*, thr: float, n_refractory: int, dims: dict, finite_weights: bo
             n_sp = T.alloc_buffer((1,), "int32")
             over(nH, lanes, load_state)
             for t in range(nT):
+                if ahead > 0:  # rows of later steps, far apart in memory when B is large
+                    if t + ahead < nT:
+                        prefetch(lambda q: X[t + ahead, b, q], nI, 0)
+                        prefetch(lambda q: Z[t + ahead, b, q], nH, 1)
                 event_list(inputs, n_in, nI, lambda q: X[t, b, q], skip, lanes)
                 event_list(spikes, n_sp, nH, lambda q: z[q], skip, lanes)
                 over(nH, lanes, clear_sums)

@@ -12,10 +12,11 @@ from __future__ import annotations
 
 from tvm.script import tirx as T
 
-from .tirtools import event_list, over, size
+from .tirtools import event_list, over, prefetch, size
 
 
-def li_kernel(*, dims: dict, finite_weights: bool, outputs: frozenset, lanes: int = 1, parallel: bool = False):
+def li_kernel(*, dims: dict, finite_weights: bool, outputs: frozenset, lanes: int = 1, parallel: bool = False,
+              ahead: int = 0):
     """``dims`` (the static sizes) is unused: shapes stay symbolic. ``lanes`` and ``parallel``
     as for :func:`.alif.alif_kernel`."""
     skip = bool(finite_weights)
@@ -65,6 +66,9 @@ def li_kernel(*, dims: dict, finite_weights: bool, outputs: frozenset, lanes: in
             n_in = T.alloc_buffer((1,), "int32")
             over(nO, lanes, load_state)
             for t in range(nT):
+                if ahead > 0:
+                    if t + ahead < nT:
+                        prefetch(lambda q: X[t + ahead, b, q], nI, 0)
                 event_list(inputs, n_in, nI, lambda q: X[t, b, q], skip, lanes)
                 over(nO, lanes, clear_sum)
                 for e in range(n_in[0]):

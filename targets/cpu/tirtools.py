@@ -69,3 +69,16 @@ def event_list(index, count, n, value_at, skip, lanes):
         count[0] = 0
         for i in range(n):
             _append_if_nonzero(index, count, i, value_at(i))
+
+
+#: float32 values per 64-byte cache line
+LINE = 16
+
+
+@T.macro
+def prefetch(row_at, n, write):
+    """Ask the cache for the lines holding ``row_at(0)`` to ``row_at(n - 1)`` (a contiguous row)
+    before they are used (``write``: 1 to write them). LLVM only: TVM's C prints no such call."""
+    for q in range((n + LINE - 1) // LINE):
+        T.evaluate(T.call_llvm_intrin("void", "llvm.prefetch.p0", T.address_of(row_at(q * LINE)),
+                                      T.int32(write), T.int32(3), T.int32(1)))
