@@ -19,7 +19,10 @@ Definitions (also written into the report):
   beside the per-episode optimal linear predictor;
 * latency: wall time of one call on a batch after ``warmup`` calls, over
   ``repeats`` calls: median, p10, p90; per sequence = per call / batch, per
-  step = per sequence / T; throughput = sequences per second; threads fixed;
+  step = per sequence / T; throughput = sequences per second; at each of
+  ``threads`` (0: all cores) for onnxruntime and the compiled CPU target, the
+  first count for the others (accuracy and memory too); each row records the
+  thread count and the compiled target's options;
 * memory: weight bytes (the model's initializers), artifact size (the ONNX
   file, or the compiled library), peak working memory (the largest growth of
   the process's resident memory during the runtime's first call, on a batch
@@ -71,7 +74,7 @@ QUICK = {
     "heldout_limit": 64,
     "repeats": 3,
     "warmup": 1,
-    "threads": 1,
+    "threads": [1, 0],  # thread counts timed; 0: all cores
     "data_dir": None,
     "e_ac_pj": E_AC_PJ,
     "e_mac_pj": E_MAC_PJ,
@@ -94,10 +97,24 @@ def load_config(path: str | None, quick: bool) -> dict:
         if unknown:
             raise ConfigError(f"{p}: unknown key(s) {sorted(unknown)}; known: {sorted(base)}")
         base.update(user)
+    base["threads"] = thread_counts(base["threads"])
     bad = set(base["runtimes"]) - set(RUNTIMES)
     if bad:
         raise ConfigError(f"unknown runtime(s) {sorted(bad)}; known: {RUNTIMES}")
     return base
+
+
+#: the runtimes timed at every configured thread count (the others at the first)
+THREADED = ("ort", "cpu")
+
+
+def thread_counts(value) -> list[int]:
+    """The configured thread counts as positive numbers (0: all cores), in order, each once; a bare
+    number is a list of one."""
+    counts = value if isinstance(value, list) else [value]
+    if not counts or not all(isinstance(n, int) and not isinstance(n, bool) and n >= 0 for n in counts):
+        raise ConfigError(f"threads: expected a list of thread counts (0: all cores), got {value!r}")
+    return list(dict.fromkeys(n or os.cpu_count() or 1 for n in counts))
 
 
 #: what ``lsnn bench --model`` runs when no --targets are given (onnxruntime always runs)
@@ -204,7 +221,7 @@ class ModelEntry:
         return self.task_obj.metric if self.task_obj is not None else None
 
 
-def environment(threads: int) -> dict:
+def environment(threads: list[int]) -> dict:
     import onnx
     import onnxruntime
     import torch
@@ -296,7 +313,7 @@ def _reference_stats(entry: ModelEntry, cfg: dict) -> None:
     from lsnn.targets.torch_runtime import TorchRuntime
 
     stats = LayerStats(onnx.load(str(entry.onnx_path)))
-    rt = TorchRuntime(stats.model(), cfg["threads"])
+    rt = TorchRuntime(stats.model(), cfg["threads"][0])
     task = entry.task_obj
     curve, trials = None, 0
     for b in entry.heldout:
@@ -311,13 +328,14 @@ def _reference_stats(entry: ModelEntry, cfg: dict) -> None:
 
 
 def _open(entry: ModelEntry, runtime: str, threads: int, work: Path, model_result: dict):
-    """(callable runtime, artifact bytes); a compile's wall time goes to ``model_result``."""
+    """(callable runtime, artifact bytes, compiled target's options); a compile's wall time goes to
+    ``model_result``."""
     from lsnn.targets import open_runtime
 
     if runtime in ("cpu", "cuda"):
         from lsnn.compiler import compile
 
-        options = {}
+        options = {"threads": threads} if runtime == "cpu" else {}
         if runtime == "cuda":
             from lsnn.targets.cuda.device import device_arch
 
@@ -327,9 +345,9 @@ def _open(entry: ModelEntry, runtime: str, threads: int, work: Path, model_resul
         model_result.setdefault("compile_seconds", {})[runtime] = time.perf_counter() - t0
         d = art.save(work / f"{entry.name}-{runtime}")
         size = sum(p.stat().st_size for p in d.iterdir())
-        return art, size
+        return art, size, art.manifest["target"]["options"]
     rt = open_runtime(entry.onnx_path, runtime, threads)
-    return rt, entry.onnx_path.stat().st_size
+    return rt, entry.onnx_path.stat().st_size, {}
 
 
 def _microcontrollers(entry: ModelEntry, cfg: dict, model_result: dict) -> list[dict]:
@@ -383,8 +401,8 @@ def run_bench(cfg: dict, out: Path, progress: bool = True) -> dict:
     import torch
     from tqdm import tqdm
 
-    torch.set_num_threads(cfg["threads"])
-    os.environ["TVM_NUM_THREADS"] = str(cfg["threads"])
+    first = cfg["threads"][0]
+    torch.set_num_threads(first)
     results = {"schema": SCHEMA, "environment": environment(cfg["threads"]), "config": cfg,
                "energy_source": SOURCE, "models": [], "runs": [], "microcontrollers": [], "unavailable": []}
     runnable = _runnable(cfg, results)
@@ -407,9 +425,11 @@ def run_bench(cfg: dict, out: Path, progress: bool = True) -> dict:
                 if r == "cortex-m":
                     results["microcontrollers"] += _microcontrollers(e, cfg, model_result)
                 else:
-                    rt, size = _open(e, r, cfg["threads"], work, model_result)
-                    _accuracy_and_memory(e, rt, r, model_result)
-                    results["runs"] += _latencies(e, rt, r, size, cfg)
+                    for n in cfg["threads"] if r in THREADED else [first]:
+                        rt, size, options = _open(e, r, n, work, model_result)
+                        if n == first:
+                            _accuracy_and_memory(e, rt, r, model_result)
+                        results["runs"] += _latencies(e, rt, r, size, cfg, n, options)
                 bar.update()
             results["models"].append(model_result)
         bar.close()
@@ -460,8 +480,8 @@ def _accuracy_and_memory(e: ModelEntry, rt, runtime: str, model_result: dict) ->
         model_result["accuracy"][runtime] = acc
 
 
-def _latencies(e: ModelEntry, rt, runtime: str, size: int, cfg: dict) -> list[dict]:
-    """One latency row per configured batch size."""
+def _latencies(e: ModelEntry, rt, runtime: str, size: int, cfg: dict, threads: int, options: dict) -> list[dict]:
+    """One latency row per configured batch size, at ``threads``, with the target's ``options``."""
     whole = concatenate(e.heldout)
     rows = []
     for B in cfg["batch_sizes"]:
@@ -476,7 +496,8 @@ def _latencies(e: ModelEntry, rt, runtime: str, size: int, cfg: dict) -> list[di
         call = _percentiles(ts)
         steps = whole.steps
         per_seq = {k: v / B for k, v in call.items()}
-        rows.append({"model": e.name, "runtime": runtime, "batch": B, "threads": cfg["threads"], "steps": steps,
+        rows.append({"model": e.name, "runtime": runtime, "batch": B, "threads": threads, "steps": steps,
+                     "options": options,
                      "latency_per_call_s": call, "latency_per_sequence_s": per_seq,
                      "latency_per_step_s": {k: v / steps for k, v in per_seq.items()},
                      "throughput_seq_per_s": B / call["median"], "artifact_bytes": size,

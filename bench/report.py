@@ -21,8 +21,10 @@ def _fmt_s(x: float) -> str:
 
 
 def _latency(results, model, runtime, batch):
+    """The run of ``model`` on ``runtime`` at ``batch`` with the first configured thread count."""
+    threads = results["config"]["threads"][0]
     for r in results["runs"]:
-        if r["model"] == model and r["runtime"] == runtime and r["batch"] == batch:
+        if r["model"] == model and r["runtime"] == runtime and r["batch"] == batch and r["threads"] == threads:
             return r
     return None
 
@@ -71,7 +73,8 @@ def markdown(results: dict) -> str:
     runtimes = list(dict.fromkeys(r["runtime"] for r in results["runs"]))
     b1 = min(cfg["batch_sizes"])
     out = ["# lsnn bench report", "",
-           f"Schema `{results['schema']}`. {env['cpu']}, {env['cores']} cores, {env['threads']} thread(s); "
+           f"Schema `{results['schema']}`. {env['cpu']}, {env['cores']} cores, timed at "
+           f"{' and '.join(map(str, cfg['threads']))} thread(s) (summary: {cfg['threads'][0]}); "
            f"torch {env['torch']}, onnxruntime {env['onnxruntime']}, TVM {env['tvm']}; {env['time']}.", "",
            *_summary_heading(cfg),
            f"latency per sequence at batch {b1} (median); energy per inference from synaptic operations.", "",
@@ -110,11 +113,11 @@ def markdown(results: dict) -> str:
     for m in results["models"]:
         out.append(f"| {m['name']} | " + " | ".join(_fmt_acc(m["accuracy"].get(r)) for r in cols) + " |")
     out += ["", "## Latency, throughput and memory", "",
-            "| model | runtime | batch | per sequence median (p10-p90) | per step | throughput (seq/s) | "
-            "artifact |", "|---|---|---|---|---|---|---|"]
+            "| model | runtime | batch | threads | per sequence median (p10-p90) | per step | throughput (seq/s) | "
+            "artifact |", "|---|---|---|---|---|---|---|---|"]
     for r in results["runs"]:
         s = r["latency_per_sequence_s"]
-        out.append(f"| {r['model']} | {r['runtime']} | {r['batch']} | {_fmt_s(s['median'])} "
+        out.append(f"| {r['model']} | {r['runtime']} | {r['batch']} | {r['threads']} | {_fmt_s(s['median'])} "
                    f"({_fmt_s(s['p10'])}-{_fmt_s(s['p90'])}) | {_fmt_s(r['latency_per_step_s']['median'])} | "
                    f"{r['throughput_seq_per_s']:.1f} | {r['artifact_bytes'] / 1024:.0f} KiB |")
     out += ["", "## Peak working memory (first call, MiB)", "",
@@ -173,7 +176,7 @@ def plots(results: dict) -> dict[str, str]:
 
     figs = {}
     b1 = min(results["config"]["batch_sizes"])
-    runs = [r for r in results["runs"] if r["batch"] == b1]
+    runs = [r for r in results["runs"] if r["batch"] == b1 and r["threads"] == results["config"]["threads"][0]]
     models = list(dict.fromkeys(r["model"] for r in runs))
     runtimes = list(dict.fromkeys(r["runtime"] for r in runs))
     fig, ax = plt.subplots(figsize=(8, 3.5))

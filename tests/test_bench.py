@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from lsnn.compiler.cli import main
-from lsnn.bench.harness import FULL, QUICK, RssSampler, load_config
+from lsnn.bench.harness import thread_counts, FULL, QUICK, RssSampler, load_config
 from lsnn.reference.paths import MODELS_DIR
 from lsnn.reference.train import train
 from lsnn.targets.cortex_m import missing_tools
@@ -25,14 +25,18 @@ def test_bench_matrix_and_report(tmp_path, capsys, tiny_store_recall):
     assert main(["bench", "--config", str(tmp_path / "cfg.json"), "--out", str(out)]) == 0
     assert "report.html" in capsys.readouterr().out
     results = json.loads((out / "results.json").read_text())
-    assert results["schema"] == "lsnn-bench/1" and results["environment"]["threads"] == 1
-    assert results["config"] == {**FULL, **cfg}  # the file overrides the full configuration, key by key
+    counts = thread_counts(FULL["threads"])  # one thread and all cores
+    assert counts == list(dict.fromkeys([1, os.cpu_count()]))
+    assert results["schema"] == "lsnn-bench/1" and results["environment"]["threads"] == counts
+    assert results["config"] == {**FULL, **cfg, "threads": counts}  # the file overrides the full configuration
     assert results["environment"]["gpu"] is False  # cuda_device() on this machine (no CUDA device, below)
-    runs = {(r["model"], r["runtime"], r["batch"]) for r in results["runs"]}
-    assert runs == {(m, r, b) for m in ("lsnn", "lstm") for r in ("torch", "ort", "cpu") for b in (1, 2)}
+    runs = {(r["model"], r["runtime"], r["batch"], r["threads"]) for r in results["runs"]}
+    assert runs == {(m, r, b, n) for m in ("lsnn", "lstm") for b in (1, 2)
+                    for r, ns in (("torch", [1]), ("ort", counts), ("cpu", counts)) for n in ns}
     for r in results["runs"]:
         lat = r["latency_per_sequence_s"]
         assert 0 < lat["p10"] <= lat["median"] <= lat["p90"] and r["artifact_bytes"] > 0
+        assert r["options"].get("threads") == (r["threads"] if r["runtime"] == "cpu" else None)  # options recorded
     unavailable = {u.get("runtime") or u.get("model"): u["reason"] for u in results["unavailable"]}
     assert "no CUDA device" in unavailable["cuda"] and "no checkpoint" in unavailable[str(tmp_path / "missing")]
     by = {m["name"]: m for m in results["models"]}
@@ -67,12 +71,15 @@ def test_bench_config_errors(tmp_path, capsys):
     assert main(["bench", "--config", str(tmp_path / "c.json"), "--out", str(tmp_path / "o")]) == 2
     assert "unknown key(s) ['batch']" in capsys.readouterr().err
     assert not (tmp_path / "o").exists()
+    (tmp_path / "t.json").write_text('{"threads": [1, -2]}')
+    assert main(["bench", "--config", str(tmp_path / "t.json"), "--out", str(tmp_path / "o")]) == 2
+    assert "threads: expected a list of thread counts (0: all cores), got [1, -2]" in capsys.readouterr().err
 
 
 def test_quick_and_full_configurations(tmp_path):
     (tmp_path / "empty.json").write_text("{}")
     quick, full = load_config(None, True), load_config(str(tmp_path / "empty.json"), False)
-    assert full == FULL and load_config(None, False) == quick  # no --config: the quick configuration
+    assert full == {**FULL, "threads": thread_counts(FULL["threads"])} and load_config(None, False) == quick  # no --config: the quick configuration
     assert quick["models"] == full["models"] and len(quick["models"]) >= 7
     for m in quick["models"]:  # every committed checkpoint, found wherever lsnn bench runs from
         assert Path(m).is_absolute() and Path(m).parent == MODELS_DIR and (Path(m) / "checkpoint.pt").is_file()
