@@ -66,6 +66,16 @@ class CpuTarget(Target):
         AVX-512 on this machine's CPU, else 8."""
         return 16 if self.options["mcpu"] == "host" and "avx512f" in self.features() else LANES
 
+    def relax_pipeline(self):
+        """TVM's CPU pipeline, after products by constant weight matrices (readouts) are given
+        the vectorised kernel of :mod:`.matmul` (TVM's lowering of them is a scalar loop)."""
+        import tvm
+
+        from .matmul import constant_matmul_pass
+
+        return tvm.transform.Sequential([constant_matmul_pass(self.vector_lanes(), parallel=True),
+                                         super().relax_pipeline()])
+
     def before_run(self) -> None:
         """Size the runtime's thread pool (that of the calling thread) to the ``threads`` option."""
         threadpool.use(self.options["threads"])
