@@ -3,6 +3,7 @@ PyTorch modules, time-major ``[T, B, features]``. Issue 13's four architectures,
 export, compile, verify and bench tests."""
 from __future__ import annotations
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -78,4 +79,4 @@ def build(name: str, seed: int = 0) -> nn.Module:
 
 def inputs(T=40, B=2, seed=1) -> torch.Tensor:
     """Input currents that make every layer spike."""
-    return torch.from_numpy(__import__("numpy").random.default_rng(seed).normal(0.5, 1.0, (T, B, N_IN)).astype("float32"))
+    return torch.from_numpy(np.random.default_rng(seed).normal(0.5, 1.0, (T, B, N_IN)).astype(np.float32))
