@@ -70,15 +70,18 @@ def _kv(items: list[str] | None) -> dict:
 
 
 def cmd_train(args) -> int:
+    from lsnn.reference import distributed
     from lsnn.reference.train import train
 
-    _torch_threads(args.threads)
+    if args.threads or not distributed.under_torchrun():  # torchrun's processes keep its OMP_NUM_THREADS
+        _torch_threads(args.threads or 1)
     metrics = train(args.task, args.model, Path(args.out), steps=args.steps, batch_size=args.batch_size,
                     lr=args.lr, seed=args.seed, data_dir=args.data_dir, resume=args.resume, reg=args.reg,
                     eval_every=args.eval_every, eval_limit=args.eval_limit,
                     model_params=_kv(args.model_param), task_params=_kv(args.task_param),
                     command=["lsnn", *args.argv], progress=not args.quiet)
-    print(json.dumps({"out": args.out, **metrics}, indent=2))
+    if distributed.is_main_process():
+        print(json.dumps({"out": args.out, **metrics}, indent=2))
     return 0
 
 
@@ -284,7 +287,8 @@ def _train_parser(sub) -> None:
     t.add_argument("--eval-limit", type=positive_int, help="held-out examples used by --eval-every")
     t.add_argument("--model-param", action="append", metavar="KEY=VALUE", help="override a model parameter")
     t.add_argument("--task-param", action="append", metavar="KEY=VALUE", help="override a task parameter")
-    t.add_argument("--threads", type=positive_int, default=1)
+    t.add_argument("--threads", type=positive_int,
+                   help="threads of this process (default: 1; under torchrun, its OMP_NUM_THREADS)")
     t.add_argument("--quiet", action="store_true", help="no progress bar")
     t.set_defaults(func=cmd_train)
 

@@ -1,4 +1,6 @@
-"""Training by BPTT with Adam, held-out evaluation, resumable checkpoints."""
+"""Training by BPTT with Adam, held-out evaluation, resumable checkpoints; on one process or
+data-parallel on several under ``torchrun`` (see :mod:`.distributed`): the same global batch,
+the same gradients, the same files (written by rank 0)."""
 from __future__ import annotations
 
 import json
@@ -11,7 +13,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from . import checkpoint
+from . import checkpoint, distributed
 from .errors import ConfigError, MissingFileError, OutputError
 from .files import atomic_write, check_file_destination, read_json
 from .modules import build_model, model_config
@@ -139,14 +141,21 @@ def hyperparameters(task_name: str, steps: int | None = None, batch_size: int | 
 
 
 class Trainer:
-    """BPTT with Adam over ``config["training"]``; checkpoints and the log go to ``out``."""
+    """BPTT with Adam over ``config["training"]``; checkpoints and the log go to ``out``.
+
+    With several processes (``parallel``), each runs the model on its slice of the same global
+    batch and the loss, metric and gradients are those of the global batch; only the main process
+    writes the checkpoint, the log and the metrics."""
 
     def __init__(self, out: Path, task: Task, model, config: dict, state: dict | None, eval_every: int = 0,
-                 eval_limit: int | None = None):
+                 eval_limit: int | None = None, parallel: distributed.Parallel | None = None):
         self.out, self.task, self.model, self.config = out, task, model, config
         self.hp = config["training"]
         self.eval_every, self.eval_limit = eval_every, eval_limit
+        self.parallel = parallel or distributed.OneProcess()
+        self.parallel.check_batch(self.hp["batch_size"])
         self.dt = model.config.dt
+        self.net = self.parallel.wrap(model)  # what runs the training steps; ``model`` is what is saved
         self.opt = torch.optim.Adam(model.parameters(), lr=self.hp["lr"])
         self.rng = np.random.default_rng(self.hp["seed"])
         self.log = TrainLog(out / LOG)
@@ -167,6 +176,8 @@ class Trainer:
         return self.seconds_before + time.monotonic() - self.began
 
     def save(self, step: int, rngs: tuple | None = None) -> None:
+        if not self.parallel.is_main:
+            return
         np_state, torch_state = rngs or self.rngs()
         checkpoint.save(self.out, self.model, self.opt, step, self.config,
                         {"rng": np_state, "torch_rng": torch_state, "train_seconds": self.seconds()})
@@ -181,25 +192,28 @@ class Trainer:
             group["lr"] = hp["lr"] * scale
 
     def step(self, step: int) -> dict:
-        """One update; returns its log record."""
-        hp, task = self.hp, self.task
+        """One update on the global batch (this process runs its slice); returns its log record."""
+        hp, task, parallel = self.hp, self.task, self.parallel
         self.set_lr(step)
-        X, target = task.batch(hp["batch_size"], self.rng)
-        out = self.model(X)
-        loss = task.loss(out.Y, target)
-        total = loss
-        if out.Z is not None and hp["reg"]:
-            total = total + hp["reg"] * firing_rate_loss(out.Z, hp["target_rate_hz"], self.dt)
+        X, target = task.batch(hp["batch_size"], self.rng)  # the same global batch on every process
+        out = self.net(parallel.shard(X))
+        Y = parallel.gather(out.Y)  # the global readout
+        loss = task.loss(Y, target)
+        total, rates = loss, None
+        if out.Z is not None:
+            rates = parallel.all_reduce_mean(out.Z.mean(dim=(0, 1)))  # per neuron, over the global batch
+            if hp["reg"]:  # the regulariser of the rates: of Z [1, 1, H] holding them
+                total = total + hp["reg"] * firing_rate_loss(rates[None, None], hp["target_rate_hz"], self.dt)
         self.opt.zero_grad(set_to_none=True)
-        total.backward()
+        parallel.backward(total)
         if hp["clip"]:
             torch.nn.utils.clip_grad_norm_(self.model.parameters(), hp["clip"])
         self.opt.step()
-        c, n = task.score(out.Y.detach(), target)
+        c, n = task.score(Y.detach(), target)
         rec = {"step": step + 1, "loss": round(loss.item(), 5), task.metric: round(c / max(n, 1), 4)}
-        if out.Z is not None:
-            rec["rate_hz"] = round(float(out.Z.detach().mean()) * 1000 / self.dt, 2)
-        if self.eval_every and (step + 1) % self.eval_every == 0:
+        if rates is not None:
+            rec["rate_hz"] = round(float(rates.detach().mean()) * 1000 / self.dt, 2)
+        if self.eval_every and (step + 1) % self.eval_every == 0 and parallel.is_main:
             self.model.eval()
             rec[f"heldout_{task.metric}"] = evaluate(self.model, task, limit=self.eval_limit)[task.metric]
             self.model.train()
@@ -216,14 +230,15 @@ class Trainer:
         """Train from the checkpoint's step to the last; Ctrl-C saves the steps done so far."""
         steps = self.hp["steps"]
         self.model.train()
-        bar = tqdm(range(self.start, steps), initial=self.start, total=steps, desc=desc, disable=not progress,
-                   dynamic_ncols=True)
+        bar = tqdm(range(self.start, steps), initial=self.start, total=steps, desc=desc,
+                   disable=not (progress and self.parallel.is_main), dynamic_ncols=True)
         last_save, done, redo = time.monotonic(), self.start, None
         try:
             for step in bar:
                 redo = self.rngs()  # to redo this step exactly if it is interrupted
                 rec = self.step(step)
-                self.log.append(rec)
+                if self.parallel.is_main:
+                    self.log.append(rec)
                 done, redo = step + 1, None
                 bar.set_postfix(**self._postfix(rec))
                 if done == steps or time.monotonic() - last_save > SAVE_EVERY_S:
@@ -243,11 +258,19 @@ class Trainer:
                   file=sys.stderr)
 
     def finish(self) -> dict:
-        """Held-out metrics of the trained model, also written to ``metrics.json``."""
+        """Held-out metrics of the trained model and its training budget, also written to
+        ``metrics.json``; evaluated by the main process, returned on every process."""
+        metrics = self._evaluate_and_write() if self.parallel.is_main else None
+        return self.parallel.broadcast(metrics)
+
+    def _evaluate_and_write(self) -> dict:
+        train_seconds = self.seconds()  # the training's, without this evaluation
         self.model.eval()
         metrics = evaluate(self.model, self.task)
-        metrics.update(steps=self.hp["steps"], train_seconds=round(self.seconds(), 1),
-                       threads=torch.get_num_threads())
+        steps, batch_size = self.hp["steps"], self.hp["batch_size"]
+        metrics.update(steps=steps, batch_size=batch_size, samples_seen=steps * batch_size,
+                       train_seconds=round(train_seconds, 1), threads=torch.get_num_threads(),
+                       processes=self.parallel.world_size)
         if not math.isfinite(metrics[self.task.metric]):
             raise RuntimeError(f"evaluation produced a non-finite {self.task.metric}")
         checkpoint.write_json(self.out / checkpoint.METRICS, metrics)
@@ -260,23 +283,27 @@ def train(task_name: str, kind: str, out: Path, *, steps: int | None = None, bat
           eval_limit: int | None = None, model_params: dict | None = None, task_params: dict | None = None,
           command: list[str] | None = None, progress: bool = True) -> dict:
     """Train (or with ``resume`` continue) a ``kind`` model on ``task_name``; the checkpoint, its
-    configuration, the training log and the held-out metrics go to the folder ``out``."""
+    configuration, the training log and the held-out metrics go to the folder ``out``. Under
+    torchrun, data-parallel over its processes (see :mod:`.distributed`)."""
     out = Path(out)
     check_file_destination(out / checkpoint.CHECKPOINT, "checkpoint")
-    run = {"command": command or sys.argv, "git_commit": checkpoint.git_commit()}
-    if resume:
-        task, model, config, state = _resume(out, task_name, kind, steps, data_dir)
-        config.setdefault("resumed", []).append(run)  # keep how the run began; record each continuation
-    else:
-        hp = hyperparameters(task_name, steps, batch_size, lr, seed, reg, target_rate_hz, clip)
-        task, model, config = _new(out, task_name, kind, hp, data_dir, model_params, task_params)
-        config.update(run)
-        state = None
-    trainer = Trainer(out, task, model, config, state, eval_every, eval_limit)
-    out.mkdir(parents=True, exist_ok=True)
-    if resume:
-        trainer.log.keep_until(trainer.start)
-    else:
-        trainer.log.clear()
-    trainer.run(progress, desc=f"{kind} {task_name}")
-    return trainer.finish()
+    with distributed.session() as parallel:
+        run = {"command": command or sys.argv, "git_commit": checkpoint.git_commit(),
+               "processes": parallel.world_size}
+        if resume:
+            task, model, config, state = _resume(out, task_name, kind, steps, data_dir)
+            config.setdefault("resumed", []).append(run)  # keep how the run began; record each continuation
+        else:
+            hp = hyperparameters(task_name, steps, batch_size, lr, seed, reg, target_rate_hz, clip)
+            task, model, config = _new(out, task_name, kind, hp, data_dir, model_params, task_params)
+            config.update(run)
+            state = None
+        trainer = Trainer(out, task, model, config, state, eval_every, eval_limit, parallel)
+        if parallel.is_main:
+            out.mkdir(parents=True, exist_ok=True)
+            if resume:
+                trainer.log.keep_until(trainer.start)
+            else:
+                trainer.log.clear()
+        trainer.run(progress, desc=f"{kind} {task_name}")
+        return trainer.finish()

@@ -1,0 +1,205 @@
+"""Data-parallel training: one process, or several under ``torchrun``.
+
+Every process draws the same global batch ``X [T, B, I]`` from the same seeded
+generator and runs the model on its contiguous slice of the batch dimension,
+``X[:, r*B/W : (r+1)*B/W]`` for rank ``r`` of ``W`` processes. The loss is
+computed from global quantities, so its value is the single-process loss of
+the global batch ``L(Y)``:
+
+* the readout ``Y`` is gathered from every process (:meth:`Parallel.gather`);
+* a mean over the batch, such as the firing rate of each neuron
+  ``f = 1/W * sum_r f_r`` (equal slices), is all-reduced
+  (:meth:`Parallel.all_reduce_mean`).
+
+Both keep the gradient of this process's own part only, so backpropagating
+``L`` on rank ``r`` gives ``g_r = dL/dY_r * dY_r/dtheta``, this slice's share of
+the global gradient ``g = sum_r g_r``. DistributedDataParallel averages the
+gradients over processes, so each process backpropagates ``W * L``
+(:meth:`Parallel.backward`): the averaged gradient is ``1/W * sum_r W g_r = g``,
+the single-process gradient of the global batch (up to float32 summation
+order). Gradient clipping and the optimiser step then run identically on every
+process.
+
+:class:`OneProcess` and :class:`ProcessGroup` have the same methods, so the
+trainer runs the same code on one process or many; :func:`session` picks one
+from the environment ``torchrun`` sets (``WORLD_SIZE``, ``RANK``,
+``LOCAL_RANK``): the ``gloo`` backend on the CPU, ``nccl`` for a model on CUDA.
+"""
+from __future__ import annotations
+
+import os
+from contextlib import contextmanager
+from typing import Iterator, Protocol
+
+import torch
+import torch.distributed as dist
+from torch import nn
+
+from .errors import ConfigError
+
+#: what torchrun sets in each process it starts
+TORCHRUN_VARIABLES = ("WORLD_SIZE", "RANK", "LOCAL_RANK")
+
+
+class Parallel(Protocol):
+    """The processes training one model together."""
+
+    rank: int
+    world_size: int
+
+    @property
+    def is_main(self) -> bool:
+        """The process that writes files and shows progress (rank 0)."""
+
+    def check_batch(self, batch_size: int) -> None:
+        """Raise :class:`ConfigError` unless ``batch_size`` divides among the processes."""
+
+    def shard(self, batch: torch.Tensor) -> torch.Tensor:
+        """This process's contiguous slice of dimension 1 (the batch of ``[T, B, ...]``)."""
+
+    def gather(self, part: torch.Tensor) -> torch.Tensor:
+        """The slices of every process joined along dimension 1; the gradient flows into ``part`` only."""
+
+    def all_reduce_mean(self, value: torch.Tensor) -> torch.Tensor:
+        """The mean of ``value`` over processes; the gradient flows into this process's share ``value / W``."""
+
+    def backward(self, loss: torch.Tensor) -> None:
+        """Backpropagate the global ``loss`` so the gradients averaged over processes are its gradients."""
+
+    def wrap(self, model: nn.Module) -> nn.Module:
+        """The module to train (the model itself, or its DistributedDataParallel wrapper)."""
+
+    def broadcast(self, obj):
+        """Rank 0's ``obj`` on every process."""
+
+    def barrier(self) -> None:
+        """Wait until every process gets here."""
+
+
+class OneProcess:
+    """Training in this process alone: every method is the identity."""
+
+    rank, world_size = 0, 1
+    is_main = True
+
+    def check_batch(self, batch_size: int) -> None:
+        pass
+
+    def shard(self, batch: torch.Tensor) -> torch.Tensor:
+        return batch
+
+    def gather(self, part: torch.Tensor) -> torch.Tensor:
+        return part
+
+    def all_reduce_mean(self, value: torch.Tensor) -> torch.Tensor:
+        return value
+
+    def backward(self, loss: torch.Tensor) -> None:
+        loss.backward()
+
+    def wrap(self, model: nn.Module) -> nn.Module:
+        return model
+
+    def broadcast(self, obj):
+        return obj
+
+    def barrier(self) -> None:
+        pass
+
+
+class ProcessGroup:
+    """Rank ``rank`` of ``world_size`` processes of an initialised ``torch.distributed`` group."""
+
+    def __init__(self, device: torch.device, local_rank: int):
+        self.rank, self.world_size = dist.get_rank(), dist.get_world_size()
+        self.device, self.local_rank = device, local_rank
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    def check_batch(self, batch_size: int) -> None:
+        if batch_size % self.world_size:
+            raise ConfigError(f"batch size {batch_size} does not divide among the {self.world_size} processes of "
+                              f"torchrun (every process takes an equal slice of the global batch); choose a multiple "
+                              f"of {self.world_size}")
+
+    def shard(self, batch: torch.Tensor) -> torch.Tensor:
+        self.check_batch(batch.shape[1])
+        n = batch.shape[1] // self.world_size
+        return batch[:, self.rank * n:(self.rank + 1) * n]
+
+    def gather(self, part: torch.Tensor) -> torch.Tensor:
+        parts = [torch.empty_like(part) for _ in range(self.world_size)]
+        dist.all_gather(parts, part.detach().contiguous())
+        parts[self.rank] = part
+        return torch.cat(parts, dim=1)
+
+    def all_reduce_mean(self, value: torch.Tensor) -> torch.Tensor:
+        share = value / self.world_size
+        total = share.detach().clone()
+        dist.all_reduce(total)
+        return total + (share - share.detach())  # the value of the mean; the gradient of the share
+
+    def backward(self, loss: torch.Tensor) -> None:
+        (loss * self.world_size).backward()
+
+    def wrap(self, model: nn.Module) -> nn.Module:
+        ids = [self.local_rank] if self.device.type == "cuda" else None
+        # the buffers (masks, decay factors) are constants: no need to broadcast them at every step
+        return nn.parallel.DistributedDataParallel(model, device_ids=ids, forward_sync_buffers=False)
+
+    def broadcast(self, obj):
+        box = [obj]
+        dist.broadcast_object_list(box, src=0)
+        return box[0]
+
+    def barrier(self) -> None:
+        dist.barrier()
+
+
+def under_torchrun() -> bool:
+    """Whether this process was started by ``torchrun`` (its environment names a world size)."""
+    return "WORLD_SIZE" in os.environ
+
+
+def is_main_process() -> bool:
+    """Whether this process is the one that reports (rank 0, or not under torchrun)."""
+    return int(os.environ.get("RANK", "0")) == 0
+
+
+def backend(device: torch.device) -> str:
+    """The ``torch.distributed`` backend for a model on ``device``: nccl on CUDA, gloo on the CPU."""
+    return "nccl" if device.type == "cuda" else "gloo"
+
+
+def _local_rank() -> int:
+    missing = [v for v in TORCHRUN_VARIABLES if v not in os.environ]
+    if missing:
+        raise ConfigError(f"torch.distributed environment incomplete: {', '.join(missing)} not set "
+                          f"(start the processes with torchrun)")
+    try:
+        return int(os.environ["LOCAL_RANK"])
+    except ValueError:
+        raise ConfigError(f"LOCAL_RANK={os.environ['LOCAL_RANK']!r} is not an integer") from None
+
+
+@contextmanager
+def session(device: torch.device = torch.device("cpu")) -> Iterator[Parallel]:
+    """The processes of this run: :class:`OneProcess` unless started by torchrun, else this
+    process's :class:`ProcessGroup` (initialised here from the environment unless the caller did,
+    and then also closed here)."""
+    if not under_torchrun():
+        yield OneProcess()
+        return
+    local_rank = _local_rank()
+    if device.type == "cuda":
+        torch.cuda.set_device(local_rank)
+    owned = not dist.is_initialized()
+    if owned:
+        dist.init_process_group(backend(device))
+    try:
+        yield ProcessGroup(device, local_rank)
+    finally:
+        if owned:
+            dist.destroy_process_group()
