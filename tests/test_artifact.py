@@ -63,3 +63,21 @@ def test_the_target_in_the_manifest_loads_it(tiny_artifact, tmp_path):
 def test_empty_time_or_batch_is_a_clean_error(tiny_artifact, shape, named):
     with pytest.raises(ArtifactError, match=re.escape(f"input 'X' has shape {list(shape)}: {named}")):
         load(tiny_artifact).run({"X": np.zeros(shape, np.float32)})
+
+
+def test_outputs_of_a_run_survive_later_runs(tiny_artifact):
+    """Outputs are handed out without a copy on the CPU: a later run (same shapes, so the same
+    staging tensor and a recycled memory pool) must not overwrite what an earlier one returned,
+    and changing an input array after a run must not change its outputs either."""
+    art = load(tiny_artifact)
+    rng = np.random.default_rng(0)
+    X1 = (rng.random((50, 3, 4)) < 0.5).astype(np.float32) * 3
+    first = art.run({"X": X1})
+    kept = {k: v.copy() for k, v in first.items()}
+    X1[:] = 0
+    for _ in range(3):
+        art.run({"X": (rng.random((50, 3, 4)) < 0.5).astype(np.float32) * 3})
+    assert kept["Y"].any()
+    for name, value in kept.items():
+        np.testing.assert_array_equal(first[name], value)
+    np.testing.assert_array_equal(art.run({"X": np.zeros((50, 3, 4), np.float32)})["Y"], 0 * kept["Y"])
