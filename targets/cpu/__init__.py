@@ -31,7 +31,8 @@ def _check_mcpu(name: str) -> str | None:
     return None if name in known else f"LLVM knows no CPU of that name for {host_cpu()[0]} (e.g. {', '.join(known[:6])})"
 
 
-#: float32 lanes of the kernels' vector loops: one AVX2 register (two SSE or NEON registers)
+#: float32 lanes of the kernels' vector loops without AVX-512: one AVX2 register (two SSE or
+#: NEON registers)
 LANES = 8
 #: steps ahead whose input and output rows the kernels prefetch (a batch's rows of one sequence
 #: lie B rows apart: beyond the hardware prefetcher's reach when B is large)
@@ -57,12 +58,12 @@ class CpuTarget(Target):
                                   check=_check_threads)}
 
     def kernel_settings(self, op: str) -> dict:
-        vector = {"lanes": LANES, "parallel": True, "ahead": AHEAD}
+        vector = {"lanes": self.vector_lanes(), "parallel": True, "ahead": AHEAD}
         return {"ALIF": {"events": self.options["events"], **vector}, "LI": vector,
                 "LSTM": {"vector": True, "lanes": self.vector_lanes()}}.get(op, {})
 
     def vector_lanes(self) -> int:
-        """float32 lanes of the vector registers the LSTM's register tiles are sized for: 16 with
+        """float32 lanes of the kernels' vector loops (and of the LSTM's register tiles): 16 with
         AVX-512 on this machine's CPU, else 8."""
         return 16 if self.options["mcpu"] == "host" and "avx512f" in self.features() else LANES
 
