@@ -9,7 +9,8 @@ import pytest
 import torch
 
 from lsnn.compiler.cli import main
-from lsnn.reference import checkpoint
+from lsnn.reference import checkpoint, distributed
+from lsnn.reference.errors import ConfigError
 
 from test_train import TINY_MODEL, TINY_TASK
 
@@ -83,3 +84,19 @@ def test_an_indivisible_batch_is_refused_before_anything_is_written(tmp_path):
     assert r.returncode != 0
     assert "batch size 5 does not divide among the 2 processes of torchrun" in r.stderr
     assert not out.exists()
+
+
+def test_the_backend_follows_the_device():
+    assert distributed.backend(torch.device("cpu")) == "gloo"
+    assert distributed.backend(torch.device("cuda", 1)) == "nccl"
+
+
+def test_one_process_without_torchrun_and_an_incomplete_environment_is_named(monkeypatch):
+    for name in distributed.TORCHRUN_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+    with distributed.session() as parallel:
+        assert (parallel.rank, parallel.world_size, parallel.is_main) == (0, 1, True)
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    with pytest.raises(ConfigError, match="RANK, LOCAL_RANK not set"):
+        with distributed.session():
+            pass
