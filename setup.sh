@@ -29,6 +29,8 @@ if [ ! -x .venv/bin/python ]; then
 fi
 echo "==> installing lsnn and its pinned dependencies into .venv"
 .venv/bin/python -m pip install -q --disable-pip-version-check -e ".[test]"
+echo "==> building the fused ALIF/LI training kernels (C++; training falls back to the eager reference without them)"
+.venv/bin/python -c "from lsnn.reference import fused; fused.build()"
 
 if [ "${1:-}" = "--install-only" ]; then
   exit 0

@@ -10,8 +10,11 @@ the op's parameters and hyperparameters and calls the functional reference
   spikes, ``H = n_lif + n_alif``.
 * ``LI(n_in, n_out, ...)``: leaky-integrator readout, ``[T, B, n_in] -> [T, B, n_out]``.
 
-While training (gradients on), the layers step the functional reference
-with the paper's pseudo-derivative, so BPTT sees every step. Otherwise, and
+While training (gradients on), the layers back-propagate through every step
+(``ALIF`` with the paper's pseudo-derivative): through the fused C++ kernels
+of :mod:`.fused` (forward and backward each one call over the sequence), or,
+with ``fused=False`` or where those cannot be built, through the eager
+functional reference, a PyTorch loop over the steps. Otherwise, and
 always under ``torch.export``, both call the custom ops of :mod:`.ops`, which
 ``lsnn.compiler.export`` turns into ``ai.lsnn::ALIF`` / ``ai.lsnn::LI`` nodes.
 """
@@ -23,12 +26,11 @@ from dataclasses import asdict, dataclass
 import torch
 from torch import nn
 
+from . import fused as fused_kernel
 from . import ops
 from .errors import ConfigError
 from .functional import ALIFOutput, ALIFState, LIOutput
-from .functional import alif as alif_reference
 from .functional import li as li_reference
-from .surrogate import spike
 
 
 @dataclass(frozen=True)
@@ -72,12 +74,17 @@ class ALIF(nn.Module):
     Parameters: ``W [H, n_in]`` (input weights), ``R_raw [H, H]`` (recurrent weights, used as
     ``R = R_raw * no_self``: no self-connections). Buffers: ``beta``, ``alpha = exp(-dt/tau_m)``,
     ``rho = exp(-dt/tau_a)``, each ``[H]``.
+
+    ``fused`` (default True) trains through the fused kernel of :mod:`.fused`; False through the
+    eager reference. Both give the same spikes and gradients (to float32 rounding); it is not part
+    of the layer's configuration, checkpoints or exported graphs.
     """
 
     def __init__(self, n_in: int, n_lif: int, n_alif: int, *, tau_m: float = 20.0, tau_a: float = 700.0,
                  beta: float = 1.8, thr: float = 0.01, n_refractory: int = 5, dt: float = 1.0,
-                 w_in_scale: float = 1.0, w_rec_scale: float = 1.0):
+                 w_in_scale: float = 1.0, w_rec_scale: float = 1.0, fused: bool = True):
         super().__init__()
+        self.fused = bool(fused)
         c = ALIFConfig(n_in, n_lif, n_alif, tau_m, tau_a, beta, thr, n_refractory, dt, w_in_scale, w_rec_scale)
         _check("n_in", "ALIF", c.n_in, integer=True)
         for name in ("n_lif", "n_alif", "n_refractory"):
@@ -114,7 +121,8 @@ class ALIF(nn.Module):
         c = self.config
         args = (X, self.W, self.R, self.beta, self.alpha, self.rho)
         if torch.is_grad_enabled() and not torch.compiler.is_exporting():
-            return alif_reference(*args, c.thr, c.n_refractory, state=state, spike_fn=spike)
+            train = fused_kernel.alif if self.fused else fused_kernel.eager_alif
+            return train(*args, c.thr, c.n_refractory, state=state)
         slots = tuple(state) if state is not None else (None,) * 4
         Z, V, A, *final = ops.alif(*args, *slots, thr=float(c.thr), n_refractory=int(c.n_refractory))
         return ALIFOutput(Z, V, A, ALIFState(*final))
@@ -131,10 +139,12 @@ class ALIF(nn.Module):
 
 class LI(nn.Module):
     """A leaky-integrator readout: ``ai.lsnn::LI``. Parameters ``W [n_out, n_in]`` and, unless
-    ``bias=False``, ``bias [n_out]``; buffer ``alpha = exp(-dt/tau)``."""
+    ``bias=False``, ``bias [n_out]``; buffer ``alpha = exp(-dt/tau)``. ``fused`` as in :class:`ALIF`."""
 
-    def __init__(self, n_in: int, n_out: int, *, tau: float = 20.0, dt: float = 1.0, bias: bool = True):
+    def __init__(self, n_in: int, n_out: int, *, tau: float = 20.0, dt: float = 1.0, bias: bool = True,
+                 fused: bool = True):
         super().__init__()
+        self.fused = bool(fused)
         c = LIConfig(n_in, n_out, tau, dt, bool(bias))
         for name in ("n_in", "n_out"):
             _check(name, "LI", getattr(c, name), integer=True)
@@ -147,7 +157,8 @@ class LI(nn.Module):
 
     def sequence(self, X: torch.Tensor, y0: torch.Tensor | None = None) -> LIOutput:
         if torch.is_grad_enabled() and not torch.compiler.is_exporting():
-            return li_reference(X, self.W, self.alpha, self.bias, y0)
+            train = fused_kernel.li if self.fused else li_reference
+            return train(X, self.W, self.alpha, self.bias, y0)
         return LIOutput(*ops.li(X, self.W, self.alpha, self.bias, y0))
 
     def forward(self, X: torch.Tensor, y0: torch.Tensor | None = None, return_state: bool = False):
