@@ -1,4 +1,5 @@
-"""The fused ALIF layer for training: forward and backward (BPTT) each one C++ call over the sequence.
+"""The fused ALIF and LI layers for training: forward and backward (BPTT) each one C++ call over
+the sequence.
 
 The eager reference (:func:`.functional.alif` with :func:`.surrogate.spike`) runs about a dozen
 tiny PyTorch operations per step and as many again backwards, so an 840-step sMNIST batch spends
@@ -14,6 +15,9 @@ that file's header; they are the spec's, ``shared/spec/ops.md``, and the pseudo-
   gradient reaching the previous spikes); the weight gradients ``gW``, ``gR`` accumulate over the
   nonzero inputs and spikes only, after the loop.
 
+:class:`FusedLI` does the same for the linear readout (its backward is a scan back in time and
+two products), so that the 840-step readout loop does not dominate a step once ALIF is fused.
+
 Why a C++/ATen extension and not the suite's TVM kernels: training needs the backward pass, which
 the TVM kernels do not have (they implement the forward operator for inference), and its state is
 torch's (autograd, optimisers, ``torch.distributed``); an ATen extension takes and returns torch
@@ -22,9 +26,13 @@ tensors without copies, uses torch's own BLAS for the one dense product, and is 
 once by ``setup.sh`` (:func:`build`) into the virtual environment (``<venv>/var/lsnn/torch_extensions``;
 outside one, torch's default cache) and otherwise on first use.
 
-Where it cannot be built (no compiler), :func:`alif` warns once (:class:`FusedKernelWarning`) and
-runs the eager reference; so it does for tensors not on the CPU. ``ALIF(..., fused=False)`` asks
-for the eager reference outright.
+Where it cannot be built (no compiler), :func:`alif` and :func:`li` warn once
+(:class:`FusedKernelWarning`) and run the eager reference; so they do for tensors not on the CPU.
+``ALIF(..., fused=False)`` and ``LI(..., fused=False)`` ask for the eager reference outright.
+
+The forward values equal the eager reference's bit for bit wherever torch's matmul sums a product
+in the order of its inner index (MKL here does for batches above 1 and up to a few hundred
+neurons; the tests check it); otherwise they differ by the rounding of that order.
 """
 from __future__ import annotations
 
