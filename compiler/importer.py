@@ -23,6 +23,7 @@ from tvm.relax.frontend.onnx.onnx_frontend import ONNXGraphImporter
 
 from lsnn.compiler.onnx.schema import ALIF, DOMAIN, LI, LSTM, ONNX_DOMAINS, OPS, sequence_op
 from lsnn.reference.errors import LsnnError
+from lsnn.targets.base import FUSED_READOUT
 
 _CONST = tvm.ir.expr.Constant
 F32 = "float32"
@@ -52,16 +53,78 @@ def names_read(graph: onnx.GraphProto) -> set[str]:
     return read
 
 
+#: On an ALIF node whose spikes an LI readout reads: the names of that LI node's other inputs
+#: (``""`` where omitted), each known before any node runs (initializers, graph inputs), so a
+#: target may compute the readout in the ALIF's kernel (:meth:`~lsnn.targets.base.Target.kernel`
+#: of ``ALIF+LI``); with the LI's :data:`OUTPUTS_READ` mask and whether anything else reads
+#: the spikes. Both nodes carry the pair's key (the ALIF node's index).
+READOUT_INPUTS = "lsnn_readout_inputs"
+READOUT_READ = "lsnn_readout_outputs_read"
+Z_READ_ELSEWHERE = "lsnn_z_read_elsewhere"
+PAIR = "lsnn_readout_pair"
+
+
+def _mask(node: onnx.NodeProto, read: set[str]) -> int:
+    return sum(1 << k for k, name in enumerate(node.output) if name and name in read)
+
+
+def _zeros_made_by_nodes(graph: onnx.GraphProto) -> set[str]:
+    """Values that are zeros of a shape computed at run time (``ConstantOfShape`` without a value
+    or with 0): the exporter's default initial states, which a kernel may take as omitted."""
+    zeros = set()
+    for node in graph.node:
+        if node.op_type == "ConstantOfShape" and node.domain in ONNX_DOMAINS:
+            value = next((a.t for a in node.attribute if a.name == "value"), None)
+            if value is None or not onnx.numpy_helper.to_array(value).any():
+                zeros.add(node.output[0])
+    return zeros
+
+
+def _reads_shape_only(node: onnx.NodeProto) -> bool:
+    return node.op_type in ("Shape", "Size") and node.domain in ONNX_DOMAINS
+
+
+def readout_pairs(graph: onnx.GraphProto) -> dict[int, tuple[int, list[str]]]:
+    """ALIF node index -> (index, other inputs) of the first LI node that reads its spikes and
+    whose other inputs are known when the ALIF node is converted: initializers, graph inputs,
+    outputs of nodes before it (the importer takes the nodes in order), or zeros made by a node
+    (an initial state that is all zeros: given as ``""``, omitted)."""
+    known = [{i.name for i in graph.initializer} | {i.name for i in graph.input} | {""}]
+    for node in graph.node:  # known[k]: the values there are before node k
+        known.append(known[-1] | set(node.output))
+    zeros = _zeros_made_by_nodes(graph)
+    spikes = {node.output[0]: k for k, node in enumerate(graph.node)
+              if sequence_op(node) is ALIF and node.output and node.output[0]}
+    pairs = {}
+    for k, node in enumerate(graph.node):
+        alif = spikes.get(node.input[0]) if sequence_op(node) is LI and node.input else None
+        others = ["" if name in zeros else name for name in node.input[1:]]
+        if alif is not None and alif not in pairs and set(others) <= known[alif]:
+            pairs[alif] = k, others
+    return pairs
+
+
 def with_outputs_read(graph: onnx.GraphProto) -> onnx.GraphProto:
-    """The nodes of ``graph``, each sequence node carrying :data:`OUTPUTS_READ`."""
+    """The nodes of ``graph``, each sequence node carrying :data:`OUTPUTS_READ`, and each ALIF
+    with an LI readout (:func:`readout_pairs`) and that readout the pair's attributes."""
     read = names_read(graph)
+    pairs = readout_pairs(graph)
     marked = onnx.GraphProto()
     for node in graph.node:
         copy = marked.node.add()
         copy.CopyFrom(node)
         if sequence_op(node) is not None:
-            mask = sum(1 << k for k, name in enumerate(node.output) if name and name in read)
-            copy.attribute.append(onnx.helper.make_attribute(OUTPUTS_READ, mask))
+            copy.attribute.append(onnx.helper.make_attribute(OUTPUTS_READ, _mask(node, read)))
+    for a, (li, inputs) in pairs.items():  # Shape and Size read no values: the exporter's zeros use them
+        others = onnx.GraphProto(node=[n for k, n in enumerate(graph.node) if k != li and not _reads_shape_only(n)],
+                                 output=graph.output)
+        readout = graph.node[li]
+        marked.node[a].attribute.extend([
+            onnx.helper.make_attribute(PAIR, a),
+            onnx.helper.make_attribute(READOUT_INPUTS, [n.encode() for n in inputs]),
+            onnx.helper.make_attribute(READOUT_READ, _mask(readout, read)),
+            onnx.helper.make_attribute(Z_READ_ELSEWHERE, int(graph.node[a].output[0] in names_read(others)))])
+        marked.node[li].attribute.append(onnx.helper.make_attribute(PAIR, a))
     return marked
 
 
@@ -98,6 +161,7 @@ class LSNNImporter(ONNXGraphImporter):
     def __init__(self, target, shape_dict=None, dtype_dict="float32"):
         super().__init__(shape_dict or {}, dtype_dict, keep_params_in_input=False, sanitize=True)
         self.target = target
+        self._readouts: dict[int, relax.Expr] = {}  # pair key -> (Y, final_y) of an ALIF+LI kernel
 
     # -- which ops are ours ------------------------------------------------
     def _check_for_unsupported_ops(self, graph: onnx.GraphProto):
@@ -182,15 +246,50 @@ class LSNNImporter(ONNXGraphImporter):
         Tn, B, _ = _shape(x["X"])
         H = _shape(x["W"])[0]
         a = ALIF.attribute_values(attrs)
-        kernel = self.target.kernel("ALIF", thr=float(a["thr"]), n_refractory=int(a["n_refractory"]),
-                                    dims={"I": _static(_shape(x["W"])[1]), "H": _static(H)},
-                                    finite_weights=self._finite_constants(label, {"W": x["W"], "R": x["R"]}),
-                                    outputs=self._outputs_read(ALIF, attrs))
+        node = dict(thr=float(a["thr"]), n_refractory=int(a["n_refractory"]),
+                    dims={"I": _static(_shape(x["W"])[1]), "H": _static(H)},
+                    finite_weights=self._finite_constants(label, {"W": x["W"], "R": x["R"]}))
         args = [x["X"], self._transposed(x["W"]), self._transposed(x["R"]), x["beta"], x["alpha"], x["rho"]]
-        return self._call(kernel, "alif", args + self._state(x, ALIF, [B, H]),
-                          [[Tn, B, H]] * 3 + [[B, H]] * len(ALIF.states))
+        args += self._state(x, ALIF, [B, H])
+        outs = [[Tn, B, H]] * 3 + [[B, H]] * len(ALIF.states)
+        readout = self._readout(attrs)
+        if readout is not None and node["finite_weights"]:
+            return self._alif_with_readout(readout, node, args, outs, attrs)
+        kernel = self.target.kernel("ALIF", **node, outputs=self._outputs_read(ALIF, attrs))
+        return self._call(kernel, "alif", args, outs)
+
+    def _readout(self, attrs) -> dict | None:
+        """The LI readout the ALIF node's kernel may compute (:func:`readout_pairs`), its inputs by
+        name; None when there is none, the target has no such kernel, or its weights are not
+        constants (a skipped silent neuron is exact only for finite weights)."""
+        if PAIR not in attrs or not self.target.fuses_readout():
+            return None
+        names = [n.decode() for n in attrs[READOUT_INPUTS]]
+        x = LI.bind([None] + [self._nodes[n] if n else None for n in names])
+        weights = {"W": x["W"], **({"bias": x["bias"]} if x["bias"] is not None else {})}
+        return x if self._finite_constants("LI readout", weights) else None
+
+    def _alif_with_readout(self, x, node, args, outs, attrs):
+        """One ``ALIF+LI`` kernel for the ALIF node and its readout; the LI node takes its
+        results (:meth:`_li`). ``Z`` is stored only if something besides the readout reads it."""
+        Tn, B, H = outs[0]
+        O = _shape(x["W"])[0]
+        read = self._outputs_read(ALIF, attrs)
+        if not attrs[Z_READ_ELSEWHERE]:
+            read -= {"Z"}
+        li_read = frozenset(p.name for k, p in enumerate(LI.outputs) if attrs[READOUT_READ] >> k & 1)
+        kernel = self.target.kernel(FUSED_READOUT, **{**node, "dims": {**node["dims"], "O": _static(O)}},
+                                    readout=li_read, outputs=read)
+        bias = x["bias"] if x["bias"] is not None else self._zeros([O])
+        call = self._call(kernel, "alif_li", args + [self._transposed(x["W"]), x["alpha"], bias,
+                                                     *self._state(x, LI, [B, O])],
+                          outs + [[Tn, B, O], [B, O]])
+        self._readouts[attrs[PAIR]] = relax.Tuple([relax.TupleGetItem(call, k) for k in (7, 8)])
+        return relax.Tuple([relax.TupleGetItem(call, k) for k in range(7)])
 
     def _li(self, inputs, attrs):
+        if attrs.get(PAIR) in self._readouts:  # computed by its ALIF's kernel
+            return self._readouts.pop(attrs[PAIR])
         x = self._bind(LI, inputs, attrs)
         label = self._label("LI", attrs)
         Tn, B, _ = _shape(x["X"])

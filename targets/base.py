@@ -25,6 +25,11 @@ class TargetError(LsnnError):
 #: gets ``outputs`` (:meth:`Target.kernel`).
 KERNEL_ATTRIBUTES = {"ALIF": ("thr", "n_refractory", "dims", "finite_weights"),
                      "LI": ("dims", "finite_weights"), "LSTM": ("dims",)}
+#: An ALIF layer and the LI readout of its spikes in one kernel, for targets that have it: the
+#: ALIF's attributes, ``dims`` with the readout's ``O``, and ``readout``, the LI's outputs read
+#: (``outputs`` are the ALIF's, ``Z`` only if something besides the readout reads it)
+FUSED_READOUT = "ALIF+LI"
+KERNEL_ATTRIBUTES[FUSED_READOUT] = KERNEL_ATTRIBUTES["ALIF"] + ("readout",)
 
 
 _TRUE, _FALSE = ("true", "1", "yes", "on"), ("false", "0", "no", "off")
@@ -117,10 +122,14 @@ class Target:
             module, name = builder.split(":")
             builder = getattr(importlib.import_module(module), name)
         if outputs is None:
-            from lsnn.compiler.onnx.schema import LSTM, OPS
+            from lsnn.compiler.onnx.schema import ALIF, LSTM, OPS
 
-            outputs = frozenset(p.name for p in {**OPS, LSTM.name: LSTM}[op].outputs)
+            outputs = frozenset(p.name for p in {**OPS, LSTM.name: LSTM, FUSED_READOUT: ALIF}[op].outputs)
         return builder(**attrs, outputs=frozenset(outputs), **self.kernel_settings(op))
+
+    def fuses_readout(self) -> bool:
+        """Whether this target computes an ALIF layer's LI readout in the ALIF's kernel."""
+        return FUSED_READOUT in self.kernels
 
     def kernel_settings(self, op: str) -> dict:
         """The target's own keyword arguments for the kernel builder of ``op`` (e.g. ``events``)."""

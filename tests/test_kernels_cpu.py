@@ -40,26 +40,81 @@ def test_alif_kernel_stores_only_the_outputs_read():
 
 
 class Recording(CpuTarget):
-    """The CPU target, noting the ``outputs`` each kernel is built for."""
+    """The CPU target, noting the ``outputs`` (and a fused readout's) each kernel is built for."""
 
     def __init__(self, **options):
         super().__init__(**options)
         self.seen = []
 
     def kernel(self, op, *, outputs=None, **attrs):
-        self.seen.append((op, outputs))
+        self.seen.append((op, outputs) + ((attrs["readout"],) if "readout" in attrs else ()))
         return super().kernel(op, outputs=outputs, **attrs)
+
+
+class Separate(Recording):
+    """The CPU target without the ALIF+LI kernel: each layer its own kernel."""
+
+    def fuses_readout(self) -> bool:
+        return False
+
+
+def _without_output(model, name):
+    kept = [o for o in model.graph.output if o.name != name]
+    del model.graph.output[:]
+    model.graph.output.extend(kept)
+    return model
 
 
 def test_importer_tells_each_kernel_the_outputs_the_graph_reads():
     model = export(small("lsnn"))
-    target = Recording()
+    target = Separate()
     to_relax(model, target)
     assert target.seen == [("ALIF", frozenset({"Z"})), ("LI", frozenset({"Y"}))]
     probed, _ = add_probes(model)
-    target = Recording()
+    target = Separate()
     to_relax(probed, target)
     assert target.seen == [("ALIF", frozenset({"Z", "V", "A"})), ("LI", frozenset({"Y"}))]
+
+
+def test_an_alif_layer_and_its_readout_become_one_kernel_that_stores_z_only_when_read_elsewhere():
+    model = export(small("lsnn"))
+    for graph, seen in ((model, ("ALIF+LI", frozenset({"Z"}), frozenset({"Y"}))),
+                        (add_probes(model)[0], ("ALIF+LI", frozenset({"Z", "V", "A"}), frozenset({"Y"}))),
+                        (_without_output(export(small("lsnn")), "Z"), ("ALIF+LI", frozenset(), frozenset({"Y"}))),
+                        (export(small("lsnn"), streaming=True),
+                         ("ALIF+LI", frozenset(n for n in ALIF_OUTPUTS if n[0] in "Zf"), frozenset({"Y", "final_y"})))):
+        target = Recording()
+        to_relax(graph, target)
+        assert target.seen == [seen]
+    assert "Z" not in stored_buffers(alif_kernel(outputs=frozenset(), readout=frozenset({"Y"}), thr=0.1, n_refractory=2,
+                                                 dims={"I": 5, "H": 11, "O": 3}, finite_weights=True, events=True))
+
+
+def _without_bias(model):
+    readout = model.graph.node[-1]
+    assert readout.op_type == "LI"
+    del readout.input[3:]
+    return model
+
+
+@pytest.mark.parametrize("variant", ["outputs", "streaming", "z unread", "hand-built", "lif"])
+def test_fused_readout_gives_what_separate_kernels_give_bit_for_bit(variant):
+    """Z a graph output or not, initial states as inputs and final states read, an LI without
+    bias written from the spec, a LIF-only layer."""
+    model = {"outputs": lambda: export(small("lsnn")), "streaming": lambda: export(small("lsnn"), streaming=True),
+             "z unread": lambda: _without_output(export(small("lsnn")), "Z"),
+             "hand-built": lambda: _without_bias(hand_built()[0]), "lif": lambda: export(small("lif"))}[variant]()
+    rng = np.random.default_rng(2)
+    feeds = {i.name: rng.normal(0, 0.3, [d.dim_value or 5 for d in i.type.tensor_type.shape.dim]).astype(np.float32)
+             for i in model.graph.input[1:]}  # initial states, batch 5
+    I = model.graph.input[0].type.tensor_type.shape.dim[2].dim_value
+    feeds[model.graph.input[0].name] = spikes(T=90, B=5, I=I, p=0.3)
+    fused, separate = Recording(), Separate()
+    got = [compiler.compile(model, t).run(feeds) for t in (fused, separate)]
+    assert [s[0] for s in fused.seen] == ["ALIF+LI"] and [s[0] for s in separate.seen] == ["ALIF", "LI"]
+    assert got[0]["Y"].any() and set(got[0]) == set(got[1])
+    for name in got[0]:
+        np.testing.assert_array_equal(got[0][name], got[1][name], err_msg=name)
 
 
 def test_outputs_read_by_a_node_or_a_subgraph_count_and_unnamed_or_unused_ones_do_not():

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import platform
 
-from ..base import Option, Target, register
+from ..base import FUSED_READOUT, Option, Target, register
 from . import threadpool
 
 TRIPLES = {"x86_64": "x86_64-unknown-linux-gnu", "aarch64": "aarch64-unknown-linux-gnu",
@@ -47,7 +47,7 @@ def _check_threads(n: int) -> str | None:
 class CpuTarget(Target):
     name = "cpu"
     kernels = {"ALIF": "lsnn.targets.cpu.alif:alif_kernel", "LI": "lsnn.targets.cpu.li:li_kernel",
-               "LSTM": "lsnn.targets.cpu.lstm:lstm_kernel"}
+               "LSTM": "lsnn.targets.cpu.lstm:lstm_kernel", FUSED_READOUT: "lsnn.targets.cpu.alif:alif_kernel"}
 
     @classmethod
     def option_spec(cls) -> dict:
@@ -59,7 +59,8 @@ class CpuTarget(Target):
 
     def kernel_settings(self, op: str) -> dict:
         vector = {"lanes": self.vector_lanes(), "parallel": True, "ahead": AHEAD}
-        return {"ALIF": {"events": self.options["events"], **vector}, "LI": vector,
+        alif = {"events": self.options["events"], **vector}
+        return {"ALIF": alif, FUSED_READOUT: alif, "LI": vector,
                 "LSTM": {"vector": True, "lanes": self.vector_lanes()}}.get(op, {})
 
     def vector_lanes(self) -> int:
