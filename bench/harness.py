@@ -60,6 +60,8 @@ from lsnn.reference.errors import ConfigError, MissingFileError
 from lsnn.reference.files import read_json
 from lsnn.reference.paths import MODELS_DIR, committed_models
 
+from lsnn.targets.artifact import aligned
+
 from .data import Batch, concatenate, npz_data, split, take, task_data
 from .energy import E_AC_PJ, E_MAC_PJ, SOURCE
 from .layer_stats import LayerStats
@@ -484,8 +486,8 @@ def _latencies(e: ModelEntry, rt, runtime: str, size: int, cfg: dict, threads: i
     """One latency row per configured batch size, at ``threads``, with the target's ``options``."""
     whole = concatenate(e.heldout)
     rows = []
-    for B in cfg["batch_sizes"]:
-        feeds = take(whole.feeds, np.arange(B) % whole.sequences)
+    for B in cfg["batch_sizes"]:  # in 64-byte aligned memory, as a deployment's input buffers
+        feeds = {k: aligned(v) for k, v in take(whole.feeds, np.arange(B) % whole.sequences).items()}
         for _ in range(cfg["warmup"]):
             rt.run(feeds, [e.output])
         ts = []

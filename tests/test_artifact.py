@@ -81,3 +81,27 @@ def test_outputs_of_a_run_survive_later_runs(tiny_artifact):
     for name, value in kept.items():
         np.testing.assert_array_equal(first[name], value)
     np.testing.assert_array_equal(art.run({"X": np.zeros((50, 3, 4), np.float32)})["Y"], 0 * kept["Y"])
+
+
+def test_aligned_inputs_are_read_in_place_and_others_copied(tiny_artifact):
+    """An aligned, contiguous input is given to the kernels as it is (no copy); a misaligned,
+    strided or read-only one is copied; all give the same outputs."""
+    from lsnn.targets.artifact import ALIGNMENT, aligned
+
+    art = load(tiny_artifact)
+    X = (np.random.default_rng(1).random((40, 3, 4)) < 0.4).astype(np.float32)
+    inplace = aligned(X)
+    assert inplace.ctypes.data % ALIGNMENT == 0 and np.array_equal(inplace, X)
+    buffer = np.empty(X.size + 1, np.float32)
+    shifted = buffer[1:].reshape(X.shape)  # 4 bytes off the alignment of the buffer
+    shifted[...] = X
+    strided = np.repeat(X, 2, axis=2)[:, :, ::2]
+    readonly = aligned(X)
+    readonly.flags.writeable = False
+    want = art.run({"X": X})["Y"].copy()
+    for variant in (inplace, shifted, strided, readonly):
+        np.testing.assert_array_equal(art.run({"X": variant})["Y"], want)
+    import tvm
+
+    assert art._staged(tvm, "X", inplace).data_ptr() == inplace.ctypes.data  # noqa: SLF001 - the in-place path
+    assert art._staged(tvm, "X", shifted).data_ptr() != shifted.ctypes.data  # noqa: SLF001
