@@ -14,7 +14,12 @@ def firing_rate_loss(Z: torch.Tensor, target_hz: float = 10.0, dt_ms: float = 1.
 
     Pulls every neuron toward the target rate; scale it with a coefficient.
     """
-    per_step = Z.mean(dim=(0, 1))
+    return rate_loss(Z.mean(dim=(0, 1)), target_hz, dt_ms)
+
+
+def rate_loss(per_step: torch.Tensor, target_hz: float = 10.0, dt_ms: float = 1.0) -> torch.Tensor:
+    """:func:`firing_rate_loss` of rates already averaged (spikes per step of each neuron, ``[H]``),
+    e.g. over the processes of data-parallel training."""
     return ((per_step - target_hz * dt_ms / 1000.0) ** 2).sum()
 
 

@@ -17,7 +17,7 @@ from . import checkpoint, distributed
 from .errors import ConfigError, MissingFileError, OutputError
 from .files import atomic_write, check_file_destination, read_json
 from .modules import build_model, model_config
-from .regularizers import firing_rate_loss, firing_rates_hz, population_rates_hz
+from .regularizers import firing_rates_hz, population_rates_hz, rate_loss
 from .tasks import Task, make_task, task_from_config
 
 LOG = "train_log.jsonl"
@@ -202,8 +202,8 @@ class Trainer:
         total, rates = loss, None
         if out.Z is not None:
             rates = parallel.all_reduce_mean(out.Z.mean(dim=(0, 1)))  # per neuron, over the global batch
-            if hp["reg"]:  # the regulariser of the rates: of Z [1, 1, H] holding them
-                total = total + hp["reg"] * firing_rate_loss(rates[None, None], hp["target_rate_hz"], self.dt)
+            if hp["reg"]:
+                total = total + hp["reg"] * rate_loss(rates, hp["target_rate_hz"], self.dt)
         self.opt.zero_grad(set_to_none=True)
         parallel.backward(total)
         if hp["clip"]:
