@@ -60,6 +60,8 @@ class Artifact(Runtime):
         self.executable = executable  # kept for save(); None when loaded from disk
         self.inputs = [i["name"] for i in manifest["inputs"]]
         self.outputs = [o["name"] for o in manifest["outputs"]]
+        self._output_index = {name: k for k, name in enumerate(self.outputs)}
+        self._dtypes = {i["name"]: np.dtype(i["dtype"]) for i in manifest["inputs"]}
         self.target = manifest["target"]["name"]
         self._module = module
         self._vm = None
@@ -120,7 +122,7 @@ class Artifact(Runtime):
             if name not in inputs:
                 raise ArtifactError(f"missing input '{name}'")
             arr = inputs[name]
-            if str(arr.dtype) != spec["dtype"]:
+            if arr.dtype != self._dtypes[name]:
                 raise ArtifactError(f"input '{name}' is {arr.dtype}, the model takes {spec['dtype']}")
             if spec["shape"] is not None:
                 _check_shape(name, arr.shape, spec["shape"], env)
@@ -138,8 +140,9 @@ class Artifact(Runtime):
         args = [self._staged(tvm, n, inputs[n]) for n in self.inputs]
         self._run_target.before_run()
         result = self._main(*args)
-        values = dict(zip(self.outputs, [result] if len(self.outputs) == 1 else list(result)))
-        return {n: self._fetched(values[n]) for n in (outputs or self.outputs)}  # only those asked for
+        index = self._output_index
+        return {n: self._fetched(result if len(index) == 1 else result[index[n]])  # only those asked for
+                for n in (outputs or self.outputs)}
 
     def save(self, directory: str | Path) -> Path:
         if self.executable is None:
