@@ -11,17 +11,24 @@ that file's header; they are the spec's, ``shared/spec/ops.md``, and the pseudo-
 * forward: the recurrent product ``z R^T`` is summed over the spikes of ``z`` only, and so is the
   input product ``X W^T`` when ``X`` holds sparse 0/1 spikes (else it is one matmul); every
   elementwise operation is the reference's, in its order, so the spikes are the reference's;
-* backward: time runs backwards in one loop; the only dense work per step is ``gI R`` (the
-  gradient reaching the previous spikes); the weight gradients ``gW``, ``gR`` accumulate over the
-  nonzero inputs and spikes only, after the loop.
+* backward: time runs backwards in one loop; the dense work per step is ``gI R`` (the gradient
+  reaching the previous spikes), and only where that step's pseudo-derivative is not zero (the
+  spikes reach the loss through it alone: about a fifth of the neurons in sMNIST training), as dot
+  products (one matmul where more are needed); the weight gradients ``gW``, ``gR`` accumulate over
+  the nonzero inputs and spikes only, after the loop;
+* the firing-rate regulariser's mean ``Z.mean(dim=(0, 1))`` is an output of the call
+  (:func:`spike_rates`, which :func:`.regularizers.firing_rates` takes): its gradient, the same at
+  every step and row, is added in the backward loop rather than expanded to ``Z``'s shape and
+  summed with the readout's gradient (two passes over ``[T, B, H]``).
 
-:class:`FusedLI` does the same for the linear readout (its backward is a scan back in time and
-two products), so that the 840-step readout loop does not dominate a step once ALIF is fused.
+:class:`FusedLI` does the same for the linear readout: one matmul for the drive over the whole
+sequence (the reference's own), the leaky scan, and in its backward a scan back in time and two
+matmuls (with 10 outputs a spike's share of the product is too small for events to pay).
 
 Why a C++/ATen extension and not the suite's TVM kernels: training needs the backward pass, which
 the TVM kernels do not have (they implement the forward operator for inference), and its state is
 torch's (autograd, optimisers, ``torch.distributed``); an ATen extension takes and returns torch
-tensors without copies, uses torch's own BLAS for the one dense product, and is built by
+tensors without copies, uses torch's own BLAS for the dense products, and is built by
 ``torch.utils.cpp_extension`` with the compiler that builds everything else here. It is built
 once by ``setup.sh`` (:func:`build`) into the virtual environment (``<venv>/var/lsnn/torch_extensions``;
 outside one, torch's default cache) and otherwise on first use.
@@ -42,6 +49,7 @@ import warnings
 from pathlib import Path
 
 import torch
+from torch.utils.weak import WeakTensorKeyDictionary
 
 from .errors import ConfigError
 from .functional import ALIFOutput, ALIFState, LIOutput, zero_state
@@ -54,6 +62,11 @@ NAME = "lsnn_alif_bptt"
 CFLAGS = ["-O3", "-march=native", "-ffp-contract=off"]  # no FMA: the reference rounds each product
 
 _kernel = None  # the loaded extension, False once its build failed
+
+# The backward pass sums the gradient reaching a step's spikes, gI R, as one matmul where more than
+# this fraction of them reach the loss (a nonzero pseudo-derivative), else as dot products of those
+# only: the two cost the same at about 40% in sMNIST training (a fifth is typical).
+DENSE_SPIKE_GRAD = 0.4
 
 
 class FusedKernelWarning(UserWarning):
@@ -89,9 +102,11 @@ def build(verbose: bool = False):
 
 
 class FusedALIF(torch.autograd.Function):
-    """``(Z, V, A, final_v, final_a, final_z, final_r)`` of ``ai.lsnn::ALIF`` with BPTT through
-    the pseudo-derivative; gradients reach ``X``, ``W``, ``R`` and the initial ``v, a, z``
-    (``beta``, ``alpha``, ``rho`` are constants: :func:`alif` refuses them with gradients)."""
+    """``(Z, V, A, final_v, final_a, final_z, final_r, rates)`` of ``ai.lsnn::ALIF`` with BPTT
+    through the pseudo-derivative; gradients reach ``X``, ``W``, ``R`` and the initial ``v, a, z``
+    (``beta``, ``alpha``, ``rho`` are constants: :func:`alif` refuses them with gradients).
+    ``rates = Z.mean(dim=(0, 1))`` (:func:`spike_rates`): its gradient ``g`` is ``g / (T B)`` at every
+    step and row of ``Z``, which the kernel adds as it goes instead of reading ``T B`` copies."""
 
     @staticmethod
     def forward(ctx, X, W, R, beta, alpha, rho, v0, a0, z0, r0, thr, n_refractory):
@@ -102,17 +117,29 @@ class FusedALIF(torch.autograd.Function):
         ctx.event = event
         ctx.mark_non_differentiable(r)
         ctx.set_materialize_grads(False)
-        return Z, V, A, v, a, z, r
+        return Z, V, A, v, a, z, r, Z.mean(dim=(0, 1))
 
     @staticmethod
-    def backward(ctx, gZ, gV, gA, gv, ga, gz, _gr):
+    def backward(ctx, gZ, gV, gA, gv, ga, gz, _gr, g_rates):
         X, W, R, beta, alpha, rho, z0, Z, V, A, M = ctx.saved_tensors
         need = ctx.needs_input_grad
-        c = lambda g: None if g is None else g.contiguous()  # noqa: E731
+        c = lambda g: None if g is None else g.contiguous()
+        gc = None if g_rates is None else g_rates / (Z.shape[0] * Z.shape[1])  # Z.mean's own backward
         gX, gW, gR, gv0, ga0, gz0 = build().backward(
-            c(gZ), c(gV), c(gA), c(gv), c(ga), c(gz), X, W, R, beta, alpha, rho, z0, Z, V, A, M,
-            ctx.event, need[0], need[1], need[2], any(need[6:9]))
+            c(gZ), c(gV), c(gA), c(gc), c(gv), c(ga), c(gz), X, W, R, beta, alpha, rho, z0, Z, V, A, M,
+            ctx.event, DENSE_SPIKE_GRAD, need[0], need[1], need[2], any(need[6:9]))
         return gX, gW, gR, None, None, None, gv0, ga0, gz0, None, None, None
+
+
+# The spikes Z of each fused call still alive -> (Z's version then, its differentiable mean rates)
+_RATES = WeakTensorKeyDictionary()
+
+
+def spike_rates(Z: torch.Tensor) -> torch.Tensor | None:
+    """``Z.mean(dim=(0, 1))`` as the fused ALIF call that made ``Z`` computed it, whose backward
+    costs nothing per step; None where ``Z`` is not (or no longer: changed in place) such spikes."""
+    made = _RATES.get(Z)
+    return made[1] if made is not None and made[0] == Z._version else None
 
 
 def eager_alif(X, W, R, beta, alpha, rho, thr: float = 0.01, n_refractory: int = 0,
@@ -142,8 +169,9 @@ def alif(X, W, R, beta, alpha, rho, thr: float = 0.01, n_refractory: int = 0,
                               f"gradient; train it with ALIF(..., fused=False)")
     state = zero_state(X.shape[1], W.shape[0], X) if state is None else state
     args = [t.contiguous() for t in (X, W, R, beta, alpha, rho, *state)]
-    Z, V, A, *final = FusedALIF.apply(*args, float(thr), int(n_refractory))
-    return ALIFOutput(Z, V, A, ALIFState(*final))
+    Z, V, A, v, a, z, r, rates = FusedALIF.apply(*args, float(thr), int(n_refractory))
+    _RATES[Z] = (Z._version, rates)
+    return ALIFOutput(Z, V, A, ALIFState(v, a, z, r))
 
 
 class FusedLI(torch.autograd.Function):
@@ -152,11 +180,8 @@ class FusedLI(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, X, W, alpha, bias, y0, has_bias):
-        k = build()
-        event = k.event_driven_inputs(X)
-        Y, y = k.li_forward(X, W, alpha, bias if has_bias else None, y0, event)
+        Y, y = build().li_forward(X, W, alpha, bias if has_bias else None, y0)
         ctx.save_for_backward(X, W, alpha)
-        ctx.event = event
         ctx.set_materialize_grads(False)
         return Y, y
 
@@ -164,9 +189,8 @@ class FusedLI(torch.autograd.Function):
     def backward(ctx, gY, gy):
         X, W, alpha = ctx.saved_tensors
         need = ctx.needs_input_grad
-        c = lambda g: None if g is None else g.contiguous()  # noqa: E731
-        gX, gW, gb, gy0 = build().li_backward(c(gY), c(gy), X, W, alpha, ctx.event, need[0], need[1], need[3],
-                                              need[4])
+        c = lambda g: None if g is None else g.contiguous()
+        gX, gW, gb, gy0 = build().li_backward(c(gY), c(gy), X, W, alpha, need[0], need[1], need[3], need[4])
         return gX, gW, None, gb, gy0, None
 
 

@@ -17,7 +17,7 @@ from . import checkpoint, distributed
 from .errors import ConfigError, MissingFileError, OutputError
 from .files import atomic_write, check_file_destination, read_json
 from .modules import build_model, model_config
-from .regularizers import firing_rates_hz, population_rates_hz, rate_loss
+from .regularizers import firing_rates, firing_rates_hz, population_rates_hz, rate_loss
 from .tasks import Task, make_task, task_from_config
 
 LOG = "train_log.jsonl"
@@ -201,7 +201,7 @@ class Trainer:
         loss = task.loss(Y, target)
         total, rates = loss, None
         if out.Z is not None:
-            rates = parallel.all_reduce_mean(out.Z.mean(dim=(0, 1)))  # per neuron, over the global batch
+            rates = parallel.all_reduce_mean(firing_rates(out.Z))  # per neuron, over the global batch
             if hp["reg"]:
                 total = total + hp["reg"] * rate_loss(rates, hp["target_rate_hz"], self.dt)
         self.opt.zero_grad(set_to_none=True)

@@ -7,12 +7,12 @@ import warnings
 import numpy as np
 import pytest
 import torch
-
 from lsnn.reference import fused
 from lsnn.reference.errors import ConfigError
 from lsnn.reference.functional import ALIFState
 from lsnn.reference.layers import ALIF, LI
 from lsnn.reference.modules import LSNN
+from lsnn.reference.regularizers import firing_rate_loss, firing_rates
 
 RTOL = 1e-5
 
@@ -102,6 +102,47 @@ def test_alif_matches_eager(case):
     if T == 1:  # one step must spike from the state alone
         state = state._replace(v=state.v + 0.5 * torch.rand(B, eager.n_hidden))
     _assert_same(_grads(eager, X, state, chunks), _grads(fast, X, state, chunks))
+
+
+@pytest.mark.parametrize("dense_above", [0.4, 0.0, 1.0], ids=["default", "matmul", "dots"])
+def test_rate_regulariser_gradients_match_eager(monkeypatch, dense_above):
+    """The firing-rate loss through the mean the fused call outputs (its gradient added per step in
+    the kernel), with a layer wide enough for the vectorised dot products of gI R and their tails
+    (45 = 16 + 16 + 13 neurons), gI R summed as dot products or matmul at every step or as chosen
+    by default (20-30% of the spikes reach the loss here)."""
+    monkeypatch.setattr(fused, "DENSE_SPIKE_GRAD", dense_above)
+    eager, fast = _twins(ALIF, 10, 20, 25, n_refractory=2)
+    X = _inputs(80, 4, 10) * 3.0
+    state = _state(4, 45)
+    res = []
+    for layer in (eager, fast):
+        x = X.clone().requires_grad_()
+        out = layer.sequence(x, state)
+        assert (fused.spike_rates(out.Z) is not None) == layer.fused
+        loss = 50 * firing_rate_loss(out.Z) + (out.Z * torch.linspace(0, 1, 80)[:, None, None]).sum()
+        res.append((out, torch.autograd.grad(loss, [layer.W, layer.R_raw, x])))
+    (oe, ge), (of, gf) = res
+    assert oe.Z.sum() > 0 and torch.equal(oe.Z, of.Z)
+    assert torch.equal(firing_rates(oe.Z), firing_rates(of.Z))
+    for name, a, b in zip(("W", "R_raw", "X"), ge, gf):
+        err = ((a - b).norm() / a.norm()).item()
+        assert err < RTOL, f"gradient of {name}: relative error {err:.2e}"
+
+
+def test_firing_rates_is_the_mean_with_its_gradient():
+    """firing_rates: Z.mean(dim=(0, 1)) and its gradient bit for bit, for any Z; spikes of a fused
+    call changed in place no longer take the mean the call computed."""
+    Z = (torch.rand(30, 5, 7) < 0.1).float().requires_grad_()
+    c = torch.randn(7)
+    g_mean, = torch.autograd.grad((Z.mean(dim=(0, 1)) * c).sum(), Z)
+    g_rates, = torch.autograd.grad((firing_rates(Z) * c).sum(), Z)
+    assert torch.equal(firing_rates(Z), Z.mean(dim=(0, 1))) and torch.equal(g_rates, g_mean)
+    out = ALIF(4, 3, 3).sequence((torch.rand(20, 2, 4) < 0.3).float())
+    assert fused.spike_rates(out.Z) is not None
+    with torch.no_grad():
+        out.Z.mul_(2)
+    assert fused.spike_rates(out.Z) is None
+    torch.testing.assert_close(firing_rates(out.Z), out.Z.mean(dim=(0, 1)), rtol=0, atol=0)
 
 
 def test_li_matches_eager():
