@@ -25,6 +25,7 @@ from __future__ import annotations
 from tvm.script import tirx as T
 
 from .floatops import at_least
+from .li import leak
 from .tirtools import event_list, over, prefetch, size
 
 
@@ -98,8 +99,8 @@ def alif_kernel(*, thr: float, n_refractory: int, dims: dict, finite_weights: bo
         if final["final_r"]:
             FR[b, h] = r[h]
 
-    # the LI readout of the fused kernel: y = alpha * y + (1 - alpha) * (z @ W^T + bias), as
-    # lsnn.targets.cpu.li computes it (the same sums in the same order: bit for bit)
+    # the LI readout of the fused kernel, with lsnn.targets.cpu.li's update (the same sums in the
+    # same order: bit for bit)
     @T.macro(hygienic=False)
     def load_y(o):
         y[o] = Y0[b, o]
@@ -114,7 +115,7 @@ def alif_kernel(*, thr: float, n_refractory: int, dims: dict, finite_weights: bo
 
     @T.macro(hygienic=False)
     def update_y(o):
-        y[o] = AlphaO[o] * y[o] + (T.float32(1) - AlphaO[o]) * (acc[o] + BiasO[o])
+        leak(y, o, acc, AlphaO, BiasO)
         Y[t, b, o] = y[o]
 
     @T.macro(hygienic=False)

@@ -15,6 +15,13 @@ from tvm.script import tirx as T
 from .tirtools import event_list, over, prefetch, size
 
 
+@T.macro
+def leak(y, o, drive, alpha, bias):
+    """``y[o] = alpha * y[o] + (1 - alpha) * (drive[o] + bias)``: the LI update of output ``o``,
+    for this kernel and the readout of :func:`.alif.alif_kernel` alike."""
+    y[o] = alpha[o] * y[o] + (T.float32(1) - alpha[o]) * (drive[o] + bias[o])
+
+
 def li_kernel(*, dims: dict, finite_weights: bool, outputs: frozenset, lanes: int = 1, parallel: bool = False,
               ahead: int = 0):
     """``dims`` (the static sizes) is unused: shapes stay symbolic. ``lanes`` and ``parallel``
@@ -37,7 +44,7 @@ def li_kernel(*, dims: dict, finite_weights: bool, outputs: frozenset, lanes: in
 
     @T.macro(hygienic=False)
     def update(h):
-        y[h] = Alpha[h] * y[h] + (T.float32(1) - Alpha[h]) * (acc[h] + Bias[h])
+        leak(y, h, acc, Alpha, Bias)
         Y[t, b, h] = y[h]
 
     @T.macro(hygienic=False)
