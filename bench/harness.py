@@ -65,6 +65,7 @@ from lsnn.targets.artifact import aligned
 from .data import Batch, concatenate, npz_data, split, take, task_data
 from .energy import E_AC_PJ, E_MAC_PJ, SOURCE
 from .layer_stats import LayerStats
+from .provenance import provenance, training_budget
 
 SCHEMA = "lsnn-bench/1"
 RUNTIMES = ["torch", "ort", "cpu", "cuda", "cortex-m"]
@@ -256,7 +257,7 @@ def environment(threads: list[int]) -> dict:
     return {"cpu": cpu, "cores": os.cpu_count(), "machine": platform.machine(), "python": platform.python_version(),
             "threads": threads, "torch": torch.__version__, "onnxruntime": onnxruntime.__version__,
             "onnx": onnx.__version__, "tvm": tvm.__version__, "numpy": np.__version__,
-            "gpu": cuda_device()[0], "time": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+            "gpu": cuda_device()[0], "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"), **provenance()}
 
 
 class CheckpointSource:
@@ -279,7 +280,8 @@ class CheckpointSource:
         heldout = [Batch({"X": X.numpy()}, target.numpy())
                    for X, target in task.heldout(max(cfg["batch_sizes"]), cfg["heldout_limit"])]
         return ModelEntry(self.path.name, self.path, config["model"]["kind"], task.name, onnx_path,
-                          _weight_bytes(proto), "Y", heldout, task_obj=task, has_alif=_has_alif(proto))
+                          _weight_bytes(proto), "Y", heldout, stats={"training": training_budget(self.path)},
+                          task_obj=task, has_alif=_has_alif(proto))
 
 
 class OnnxSource:
