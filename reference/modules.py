@@ -18,6 +18,7 @@ from typing import NamedTuple
 import torch
 from torch import nn
 
+from . import fused_lstm
 from .errors import ConfigError
 from .functional import ALIFState
 from .layers import ALIF, LI
@@ -115,21 +116,26 @@ class LIFNet(LSNN):
 
 
 class LSTMNet(nn.Module):
-    """``torch.nn.LSTM`` followed by a linear readout at every step."""
+    """``torch.nn.LSTM`` followed by a linear readout at every step. Where a gradient is needed it
+    trains through :mod:`.fused_lstm` (the same parameters), unless built with ``fused=False``."""
 
     kind = "lstm"
 
-    def __init__(self, config: LSTMConfig | None = None, **overrides):
+    def __init__(self, config: LSTMConfig | None = None, fused: bool = True, **overrides):
         super().__init__()
         c = config or LSTMConfig()
         if overrides:
             c = LSTMConfig(**{**asdict(c), **overrides})
         self.config = c
+        self.fused = bool(fused)
         self.lstm = nn.LSTM(c.n_in, c.n_hidden)
         self.readout = nn.Linear(c.n_hidden, c.n_out)
 
     def forward(self, X: torch.Tensor, state=None) -> NetOutput:
-        H, final = self.lstm(X, state)
+        if self.fused and torch.is_grad_enabled() and not torch.compiler.is_exporting():
+            H, final = fused_lstm.lstm(self.lstm, X, state)
+        else:
+            H, final = self.lstm(X, state)
         return NetOutput(self.readout(H), state=final)
 
 

@@ -1,7 +1,8 @@
 """Time of one Adam training step of the default sMNIST LSNN (batch 64 of the task's 840-step
 Fashion-MNIST sequences, readout, loss and firing-rate regulariser as in ``Trainer.step``), on one
 thread: through the fused kernels (``lsnn.reference.fused``, the default) and through the eager
-reference (``fused=False``), side by side.
+reference (``fused=False``), side by side; and the same for the LSTM-128 baseline
+(``lsnn.reference.fused_lstm`` against ``nn.LSTM``'s own backward).
 
 Run: ``.venv/bin/python -m pytest bench/benchmarks/test_train_step.py
 --benchmark-columns=median,iqr,rounds`` (not part of the test suite).
@@ -10,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from lsnn.reference.modules import LSNN
+from lsnn.reference.modules import LSNN, LSTMNet
 from lsnn.reference.regularizers import firing_rate_loss
 from lsnn.reference.tasks.smnist import SMNIST
 
@@ -29,16 +30,33 @@ def test_train_step(benchmark, batch, fused):
     torch.manual_seed(0)
     model = LSNN(n_in=task.n_in, n_out=task.n_out)
     model.alif.fused = model.readout.fused = fused
+    loss = benchmark.pedantic(_step(task, model, X, target), rounds=5, warmup_rounds=1)
+    assert np.isfinite(loss)
+
+
+@pytest.mark.parametrize("fused", [False, True], ids=["eager", "fused"])
+def test_lstm_train_step(benchmark, batch, fused):
+    task, X, target = batch
+    torch.manual_seed(0)
+    model = LSTMNet(n_in=task.n_in, n_out=task.n_out, n_hidden=128, fused=fused)
+    loss = benchmark.pedantic(_step(task, model, X, target), rounds=5, warmup_rounds=1)
+    assert np.isfinite(loss)
+
+
+def _step(task, model, X, target):
+    """One ``Trainer.step``: loss (with the firing-rate regulariser of a spiking model), backward,
+    clipping, Adam."""
     opt = torch.optim.Adam(model.parameters(), lr=0.005)
 
     def step():
         out = model(X)
-        loss = task.loss(out.Y, target) + firing_rate_loss(out.Z, 10.0, model.config.dt)
+        loss = task.loss(out.Y, target)
+        if out.Z is not None:
+            loss = loss + firing_rate_loss(out.Z, 10.0, model.config.dt)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
         return loss.item()
 
-    loss = benchmark.pedantic(step, rounds=5, warmup_rounds=1)
-    assert np.isfinite(loss)
+    return step
