@@ -215,6 +215,7 @@ def _verify_module(args) -> int:
 
 def cmd_bench(args) -> int:
     from lsnn.bench.harness import load_config, models_config, run_bench
+    from lsnn.bench.baseline import load as load_baseline
     from lsnn.bench.report import write
 
     cfg = load_config(args.config, args.quick)
@@ -227,10 +228,11 @@ def cmd_bench(args) -> int:
         cfg["batch_sizes"] = args.batch_sizes
     if args.data_dir:
         cfg["data_dir"] = args.data_dir
+    baseline = (Path(args.baseline), load_baseline(args.baseline)) if args.baseline else None  # before the bench
     check_destination(args.out, "bench report")  # before the bench, not after it
     _threads(cfg["threads"])
     results = run_bench(cfg, Path(args.out), progress=True)
-    out = write(results, Path(args.out))
+    out = write(results, Path(args.out), baseline)
     print(f"report: {out / 'report.html'} (and report.md, results.json)")
     return 0
 
@@ -351,6 +353,8 @@ def _bench_parser(sub) -> None:
     b.add_argument("--batch-sizes", type=_positive_ints, help="comma-separated batch sizes timed (e.g. 1,8)")
     b.add_argument("--data-dir", help="folder of MNIST-format IDX files (smnist)")
     b.add_argument("--out", required=True, help="report folder (a new or empty folder, or one lsnn wrote)")
+    b.add_argument("--baseline", metavar="OLD/results.json",
+                   help="an earlier run's results: every figure shown beside it, regressions beyond noise flagged")
     b.set_defaults(func=cmd_bench)
 
 

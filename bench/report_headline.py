@@ -1,0 +1,94 @@
+"""The report's headline: per task, the LSNN against the LSTM on accuracy, latency per target, energy
+and memory, as ratios, with the training budget of each checkpoint; and one sentence saying what was
+found."""
+from __future__ import annotations
+
+from .report_tables import (Cell, Table, accuracy_cell, exact, first_run, label, latency_cell,
+                            reference_accuracy, runtimes)
+
+
+def pairs(results: dict) -> list[tuple[str, dict, dict]]:
+    """(task, LSNN, LSTM) for every task that has a model of each kind, in task order."""
+    out = []
+    for task in sorted({m["task"] for m in results["models"]}):
+        of = {kind: next((m for m in results["models"] if m["task"] == task and m["kind"] == kind), None)
+              for kind in ("lsnn", "lstm")}
+        if of["lsnn"] and of["lstm"]:
+            out.append((task, of["lsnn"], of["lstm"]))
+    return out
+
+
+def _ratio(a: Cell, b: Cell) -> Cell:
+    if a.value is None or b.value is None or b.value == 0:
+        return label("-")
+    r = a.value / b.value
+    return Cell(f"{r:.3g}x", r)
+
+
+def _figures(results: dict, m: dict) -> list[tuple[str, Cell]]:
+    """(figure, cell) of one model, in the headline's order."""
+    b1 = min(results["config"]["batch_sizes"])
+    threads = results["config"]["threads"][0]
+    metric = "MSE" if m.get("metric") == "mse" else "accuracy"
+    rows = [(f"{metric} (reference runtime)", accuracy_cell(m, reference_accuracy(m)))]
+    for rt in runtimes(results):
+        run = first_run(results, m["name"], rt, b1)
+        rows.append((f"latency {rt}, batch {b1}, {threads} thread(s)",
+                     latency_cell(run["latency_per_sequence_s"]) if run else label("-")))
+    for r in results.get("microcontrollers") or []:
+        if r["model"] == m["name"]:
+            rows.append((f"instructions/step {r['core']}", exact(r["instructions_per_step"],
+                                                                 f"{r['instructions_per_step']:,.0f}")))
+    rows.append(("energy per inference (uJ)", exact(m["energy_uj_per_inference"], f"{m['energy_uj_per_inference']:.3f}")))
+    rows.append(("weights (KiB)", exact(m["weight_bytes"], f"{m['weight_bytes'] / 1024:.1f}")))
+    for r in results.get("microcontrollers") or []:
+        if r["model"] == m["name"]:
+            rows.append((f"RAM {r['core']} (KiB)", exact(r["ram_bytes"], f"{r['ram_bytes'] / 1024:.1f}")))
+    pw = m.get("peak_working_memory_bytes", {}).get("cpu")
+    if pw:
+        rows.append((f"peak working memory cpu, batch {pw['batch']} (MiB)", Cell(f"{pw['bytes'] / 2**20:.1f}",
+                                                                                 pw["bytes"] / 2**20)))
+    return rows + (_budget_rows(m) if "training" in m else [])
+
+
+def _budget_rows(m: dict) -> list[tuple[str, Cell]]:
+    """The checkpoint's training budget, one figure a row ('-' where metrics.json lacks it)."""
+    b = m.get("training", {})
+    t = b.get("train_seconds")
+    def count(key: str) -> Cell:
+        return label("-") if b.get(key) is None else Cell(f"{b[key]:,}", b[key])
+    return [("training steps", count("steps")), ("training batch size", count("batch_size")),
+            ("training samples seen", count("samples_seen")),
+            ("training time (min)", label("-") if t is None else Cell(f"{t / 60:.1f}", t / 60)),
+            ("training processes x threads", label(f"{b.get('processes', '-')} x {b.get('threads', '-')}"))]
+
+
+#: the figures (by first word) the headline's sentence gives the ratio of
+SAID = ("latency", "energy", "weights")
+
+
+def _sentence(task: str, lsnn: dict, lstm: dict, rows: list[list[Cell]]) -> str:
+    """What the table says, in words: the metric, then each ratio."""
+    acc = rows[0]
+    said = [f"On {task}, the LSNN {lsnn['name']} scores {acc[1].text} against the LSTM {lstm['name']}'s "
+            f"{acc[2].text} ({acc[0].text.split(' ')[0]})"]
+    for row in rows[1:]:
+        if row[3].value is not None and row[0].text.split(" ")[0] in SAID:
+            said.append(f"{row[0].text}: {row[3].text}")
+    return said[0] + "; LSNN / LSTM: " + ", ".join(said[1:]) + "."
+
+
+def headline(results: dict) -> list[Table]:
+    """One table per task that has an LSNN and an LSTM: figure | LSNN | LSTM | LSNN / LSTM."""
+    out = []
+    for task, lsnn, lstm in pairs(results):
+        a, b = dict(_figures(results, lsnn)), dict(_figures(results, lstm))
+        dash = label("-")
+        rows = [[label(f), a.get(f, dash), b.get(f, dash), _ratio(a.get(f, dash), b.get(f, dash))]
+                for f in dict.fromkeys([*a, *b])]
+        t = Table(f"headline-{task}", f"Headline: {task}", _sentence(task, lsnn, lstm, rows),
+                  ["figure", f"LSNN {lsnn['name']}", f"LSTM {lstm['name']}", "LSNN / LSTM"],
+                  rows, defines=("accuracy", "latency", "energy", "memory", "microcontrollers", "training budget"))
+        out.append(t)
+    return out
+
