@@ -1,12 +1,13 @@
 """Data-parallel training: one process, or several under ``torchrun``.
 
-Every process draws the same global batch ``X [T, B, I]`` from the same seeded
-generator and runs the model on its contiguous slice of the batch dimension,
-``X[:, r*B/W : (r+1)*B/W]`` for rank ``r`` of ``W`` processes. The loss is
-computed from global quantities, so its value is the single-process loss of
-the global batch ``L(Y)``:
+Every process draws from the same seeded generator, advancing it as for the
+whole global batch ``X [T, B, I]``, but builds and runs only its contiguous rows
+``r*B/W .. (r+1)*B/W`` (rank ``r`` of ``W`` processes; :meth:`Parallel.rows`,
+:meth:`~lsnn.reference.tasks.base.Task.batch`). The loss is computed from
+global quantities, so its value is the single-process loss of the global batch
+``L(Y)``:
 
-* the readout ``Y`` is gathered from every process (:meth:`Parallel.gather`);
+* the readout ``Y`` and the targets are gathered from every process (:meth:`Parallel.gather`);
 * a mean over the batch, such as the firing rate of each neuron
   ``f = 1/W * sum_r f_r`` (equal slices), is all-reduced
   (:meth:`Parallel.all_reduce_mean`).
@@ -54,8 +55,8 @@ class Parallel(Protocol):
     def check_batch(self, batch_size: int) -> None:
         """Raise :class:`ConfigError` unless ``batch_size`` divides among the processes."""
 
-    def shard(self, batch: torch.Tensor) -> torch.Tensor:
-        """This process's contiguous slice of dimension 1 (the batch of ``[T, B, ...]``)."""
+    def rows(self, batch_size: int) -> slice:
+        """This process's contiguous rows of a global batch of ``batch_size`` sequences."""
 
     def gather(self, part: torch.Tensor) -> torch.Tensor:
         """The slices of every process joined along dimension 1; the gradient flows into ``part`` only."""
@@ -85,8 +86,8 @@ class OneProcess:
     def check_batch(self, batch_size: int) -> None:
         pass
 
-    def shard(self, batch: torch.Tensor) -> torch.Tensor:
-        return batch
+    def rows(self, batch_size: int) -> slice:
+        return slice(0, batch_size)
 
     def gather(self, part: torch.Tensor) -> torch.Tensor:
         return part
@@ -124,10 +125,10 @@ class ProcessGroup:
                               f"torchrun (every process takes an equal slice of the global batch); choose a multiple "
                               f"of {self.world_size}")
 
-    def shard(self, batch: torch.Tensor) -> torch.Tensor:
-        self.check_batch(batch.shape[1])
-        n = batch.shape[1] // self.world_size
-        return batch[:, self.rank * n:(self.rank + 1) * n]
+    def rows(self, batch_size: int) -> slice:
+        self.check_batch(batch_size)
+        n = batch_size // self.world_size
+        return slice(self.rank * n, (self.rank + 1) * n)
 
     def gather(self, part: torch.Tensor) -> torch.Tensor:
         parts = [torch.empty_like(part) for _ in range(self.world_size)]

@@ -195,9 +195,9 @@ class Trainer:
         """One update on the global batch (this process runs its slice); returns its log record."""
         hp, task, parallel = self.hp, self.task, self.parallel
         self.set_lr(step)
-        X, target = task.batch(hp["batch_size"], self.rng)  # the same global batch on every process
-        out = self.net(parallel.shard(X))
-        Y = parallel.gather(out.Y)  # the global readout
+        X, target = task.batch(hp["batch_size"], self.rng, parallel.rows(hp["batch_size"]))  # this process's rows
+        out = self.net(X)
+        Y, target = parallel.gather(out.Y), parallel.gather(target)  # the global readout and targets
         loss = task.loss(Y, target)
         total, rates = loss, None
         if out.Z is not None:

@@ -114,3 +114,17 @@ def test_decisions_average_each_window():
     pred, labels = decisions(Y, target)
     assert labels.tolist() == [1, 0, 2] and pred.tolist() == [1, 2, 2]
     assert accuracy(Y, target) == (2, 3)
+
+
+@pytest.mark.parametrize("name", ["store-recall", "smnist", "l2l-regression"])
+def test_rows_of_a_batch_are_that_batch_s_rows(name, tiny_mnist):
+    """What each of several processes draws (its rows) joins up to the one-process batch, and the
+    generator ends where the whole batch leaves it (the next batch is the same too)."""
+    task = make_task(name, **({"data_dir": tiny_mnist} if name == "smnist" else {}))
+    whole_rng, part_rngs = np.random.default_rng(3), [np.random.default_rng(3) for _ in range(2)]
+    for _ in range(2):
+        X, target = task.batch(6, whole_rng)
+        parts = [task.batch(6, rng, slice(3 * r, 3 * r + 3)) for r, rng in enumerate(part_rngs)]
+        assert all(p[0].shape[1] == 3 for p in parts)
+        torch.testing.assert_close(torch.cat([p[0] for p in parts], 1), X, rtol=0, atol=0)
+        torch.testing.assert_close(torch.cat([p[1] for p in parts], 1), target, rtol=0, atol=0, equal_nan=True)

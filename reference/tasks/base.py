@@ -14,6 +14,10 @@ import numpy as np
 import torch
 
 
+#: every row of a batch (see :meth:`Task.batch`)
+ALL_ROWS = slice(None)
+
+
 class Task:
     name: str
     n_in: int
@@ -27,7 +31,12 @@ class Task:
         """(sum, count): the metric is sum / count; correct decisions for classification."""
         return accuracy(Y, target)
 
-    def batch(self, batch_size: int, rng: np.random.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    def batch(self, batch_size: int, rng: np.random.Generator, rows: slice = ALL_ROWS
+              ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The ``rows`` of a training batch of ``batch_size`` sequences drawn from ``rng``. The
+        generator advances as for the whole batch, whatever ``rows`` is, so the rows that several
+        processes take of one seeded draw make up the batch that one process draws; a task may
+        build only the rows asked for (where building is what costs)."""
         raise NotImplementedError
 
     def heldout(self, batch_size: int, limit: int | None = None) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:

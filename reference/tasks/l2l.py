@@ -27,7 +27,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import torch
 
-from .base import Task
+from .base import ALL_ROWS, Task
 from ..errors import ConfigError
 
 
@@ -97,9 +97,9 @@ class L2LRegression(Task):
         target[:, S - self.score_steps:, :] = y.T[:, None, :]
         return torch.from_numpy(X), torch.from_numpy(target.reshape(K * S, B)), x, y
 
-    def batch(self, batch_size: int, rng: np.random.Generator):
+    def batch(self, batch_size: int, rng: np.random.Generator, rows: slice = ALL_ROWS):
         X, target, _, _ = self.episodes(batch_size, rng)
-        return X, target
+        return X[:, rows], target[:, rows]
 
     def heldout(self, batch_size: int, limit: int | None = None):
         """Held-out episodes: functions never drawn in training (their own seed), the same ones

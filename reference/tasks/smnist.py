@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .base import Task
+from .base import ALL_ROWS, Task
 from .idx import find_split
 from ..errors import ConfigError, MissingFileError
 from ..paths import DEFAULT_DATA_DIR
@@ -82,9 +82,9 @@ class SMNIST(Task):
         target[-self.cue_steps:] = labels.astype(np.int64)
         return torch.from_numpy(X), torch.from_numpy(target)
 
-    def batch(self, batch_size: int, rng: np.random.Generator):
+    def batch(self, batch_size: int, rng: np.random.Generator, rows: slice = ALL_ROWS):
         images, labels = self._split("train")
-        idx = rng.integers(0, len(labels), size=batch_size)
+        idx = rng.integers(0, len(labels), size=batch_size)[rows]  # encoding is the cost: only these
         return self._make(images[idx], labels[idx])
 
     def heldout(self, batch_size: int, limit: int | None = None):

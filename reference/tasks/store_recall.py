@@ -20,7 +20,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import torch
 
-from .base import Task
+from .base import ALL_ROWS, Task
 from ..errors import ConfigError
 
 
@@ -61,7 +61,7 @@ class StoreRecall(Task):
     def config(self) -> dict:
         return {"name": self.name, **asdict(self)}
 
-    def batch(self, batch_size: int, rng: np.random.Generator):
+    def batch(self, batch_size: int, rng: np.random.Generator, rows: slice = ALL_ROWS):
         B, P, S, G = batch_size, self.n_periods, self.steps_per_period, self.n_per_group
         store = rng.integers(0, P - self.min_gap, size=B)
         recall = store + self.min_gap + (rng.random(B) * (P - self.min_gap - store)).astype(int)
@@ -79,7 +79,7 @@ class StoreRecall(Task):
         X = (active & (rng.random(active.shape) < p)).astype(np.float32)
         target = np.full((P, B), -1, np.int64)
         target[recall, b] = values[b, store]
-        return torch.from_numpy(X), torch.from_numpy(np.repeat(target, S, axis=0))
+        return torch.from_numpy(X[:, rows]), torch.from_numpy(np.repeat(target[:, rows], S, axis=0))
 
     def heldout(self, batch_size: int, limit: int | None = None):
         n = self.heldout_size if limit is None else min(limit, self.heldout_size)
