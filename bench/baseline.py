@@ -2,7 +2,8 @@
 earlier run, with its change; a change for the worse beyond the run-to-run noise is a regression.
 
 The noise of a timing is measured from its repeats: the relative p10-p90 range of its median, the
-wider of the two runs'. A latency is a regression when its median grew by more than that. Counts that
+wider of the two runs' (a timing of one repeat has no measured noise and is not judged). A latency
+is a regression when its median grew by more than that. Counts that
 the same model gives every run (accuracy on the same examples, instructions, bytes, synaptic
 operations) have no noise: any change for the worse is a regression. A change below a figure's printed
 precision is none. Figures measured once (peak

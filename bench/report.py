@@ -9,8 +9,7 @@ from pathlib import Path
 
 from lsnn.reference.files import write_folder
 
-from . import baseline as baseline_mod
-from .baseline import Comparison
+from .baseline import DEFINITION as REGRESSION, Comparison
 from .report_headline import headline
 from .report_html import page
 from .report_plots import plots
@@ -25,7 +24,7 @@ def compare(results: dict, path: str | Path, old: dict) -> Comparison:
 def _definitions(results: dict, comparison: Comparison | None) -> dict[str, str]:
     defs = definitions(results)
     if comparison is not None:
-        defs["regression"] = ": " + baseline_mod.DEFINITION
+        defs["regression"] = ": " + REGRESSION
     return defs
 
 

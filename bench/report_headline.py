@@ -34,12 +34,13 @@ def _figures(results: dict, m: dict) -> list[tuple[str, Cell]]:
     for rt in runtimes(results):
         run = first_run(results, m["name"], rt, b1)
         rows.append((f"latency {rt}, batch {b1}, {threads} thread(s)",
-                     latency_cell(run["latency_per_sequence_s"]) if run else label("-")))
+                     latency_cell(run) if run else label("-")))
     for r in results.get("microcontrollers") or []:
         if r["model"] == m["name"]:
             rows.append((f"instructions/step {r['core']}", exact(r["instructions_per_step"],
                                                                  f"{r['instructions_per_step']:,.0f}")))
-    rows.append(("energy per inference (uJ)", exact(m["energy_uj_per_inference"], f"{m['energy_uj_per_inference']:.3f}")))
+    energy = m["energy_uj_per_inference"]
+    rows.append(("energy per inference (uJ)", exact(energy, f"{energy:.3f}")))
     rows.append(("weights (KiB)", exact(m["weight_bytes"], f"{m['weight_bytes'] / 1024:.1f}")))
     for r in results.get("microcontrollers") or []:
         if r["model"] == m["name"]:

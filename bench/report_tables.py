@@ -4,7 +4,7 @@ and a browser sorts on). ``report.md`` and ``report.html`` render the same table
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from .harness import __doc__ as HARNESS_DOC
@@ -89,8 +89,12 @@ def spread(stats: dict) -> float:
     return (stats["p90"] - stats["p10"]) / stats["median"] if stats["median"] else 0.0
 
 
-def latency_cell(stats: dict, text: str | None = None, better: str | None = LOWER) -> Cell:
-    return Cell(text or fmt_s(stats["median"]), stats["median"], better, spread(stats))
+def latency_cell(run: dict, key: str = "latency_per_sequence_s", text: str | None = None,
+                 better: str | None = LOWER) -> Cell:
+    """A run's timing ``key`` (median), its noise the spread of its repeats (none measured from one)."""
+    stats = run[key]
+    noise = spread(stats) if run.get("repeats", 2) >= 2 else None
+    return Cell(text or fmt_s(stats["median"]), stats["median"], better, noise)
 
 
 def reference_accuracy(m: dict) -> float | None:
@@ -153,8 +157,8 @@ def summary(results: dict) -> Table:
         acc = accuracy_cell(m, reference_accuracy(m))
         rate = m.get("firing_rate_hz", {}).get("all")
         t.rows.append([label(m["task"]), label(f"{m['name']} ({m['kind']})"),
-                       Cell(acc.text + metric, acc.value, acc.better, acc.noise), *budget(m),
-                       *(latency_cell(run["latency_per_sequence_s"]) if run else label("-") for run in runs),
+                       replace(acc, text=acc.text + metric), *budget(m),
+                       *(latency_cell(run) if run else label("-") for run in runs),
                        exact(m["acs_per_inference"], f"{m['acs_per_inference']:.3g}"),
                        exact(m["macs_per_inference"], f"{m['macs_per_inference']:.3g}"),
                        exact(m["energy_uj_per_inference"], f"{m['energy_uj_per_inference']:.3f}"),
@@ -198,8 +202,8 @@ def latency(results: dict) -> Table:
     for r in results["runs"]:
         s = r["latency_per_sequence_s"]
         t.rows.append([label(r["model"]), label(r["runtime"]), label(r["batch"]), label(r["threads"]),
-                       latency_cell(s, f"{fmt_s(s['median'])} ({fmt_s(s['p10'])}-{fmt_s(s['p90'])})"),
-                       latency_cell(r["latency_per_step_s"], better=None),
+                       latency_cell(r, text=f"{fmt_s(s['median'])} ({fmt_s(s['p10'])}-{fmt_s(s['p90'])})"),
+                       latency_cell(r, "latency_per_step_s", better=None),
                        Cell(f"{r['throughput_seq_per_s']:.1f}", r["throughput_seq_per_s"]),
                        exact(r["artifact_bytes"], f"{r['artifact_bytes'] / 1024:.0f} KiB")])
     return t
