@@ -19,9 +19,11 @@ import numpy as np
 import onnx
 import tvm
 from tvm import relax
-from tvm.relax.frontend.onnx.onnx_frontend import ONNXGraphImporter
+from tvm.relax.frontend.onnx.onnx_frontend import ONNXGraphImporter, _get_convert_map
 
+from lsnn.compiler.errors import CompileError
 from lsnn.compiler.onnx.schema import ALIF, DOMAIN, LI, LSTM, ONNX_DOMAINS, OPS, sequence_op
+from lsnn.compiler.onnx.standard_ops import OVERRIDES, check_constant_inputs
 from lsnn.reference.errors import LsnnError
 from lsnn.targets.base import FUSED_READOUT
 
@@ -31,10 +33,6 @@ F32 = "float32"
 #: What TVM raises: tvm_ffi maps C++ error kinds to these builtins (tvm_ffi/error.py), the
 #: classes of tvm.error derive from RuntimeError, and the Python frontend raises the others.
 TVM_ERRORS = (RuntimeError, ValueError, TypeError, AttributeError, KeyError, IndexError, AssertionError)
-
-
-class CompileError(LsnnError):
-    """A model the compiler cannot take, with the node and the reason."""
 
 
 #: The attribute the importer puts on each sequence node it converts: a bit mask of the node's
@@ -140,19 +138,24 @@ def _shape(expr) -> list:
     return list(ty.shape.values)
 
 
-def node_label(node: onnx.NodeProto) -> str:
-    return f"node '{node.name}' ({node.domain or 'ai.onnx'}::{node.op_type})" if node.name else \
-        f"a node {node.domain or 'ai.onnx'}::{node.op_type}"
+def node_label(node: onnx.NodeProto, index: int | None = None) -> str:
+    """How errors name a node: by its name, else by its index in the graph (``node #3
+    (ai.onnx::Gemm)``), else (index unknown) by its op."""
+    op = f"{node.domain or 'ai.onnx'}::{node.op_type}"
+    if node.name:
+        return f"node '{node.name}' ({op})"
+    return f"node #{index} ({op})" if index is not None else f"a node {op}"
 
 
-def check_domain(node: onnx.NodeProto) -> None:
+def check_domain(node: onnx.NodeProto, index: int | None = None) -> None:
     """Only ONNX's standard ops and the ``ai.lsnn`` ops are compiled (an ALIF of ONNX's domain is
     rejected by the validator, for every runtime)."""
+    label = node_label(node, index)
     if node.domain == DOMAIN and node.op_type not in OPS:
-        raise CompileError(f"{node_label(node)}: unknown op {DOMAIN}::{node.op_type} (the domain has "
+        raise CompileError(f"{label}: unknown op {DOMAIN}::{node.op_type} (the domain has "
                            f"{', '.join(sorted(OPS))})")
     if node.domain not in ONNX_DOMAINS + (DOMAIN,):
-        raise CompileError(f"{node_label(node)}: op {node.op_type} of domain '{node.domain}' is not supported; "
+        raise CompileError(f"{label}: op {node.op_type} of domain '{node.domain}' is not supported; "
                            f"the compiler takes ONNX's standard ops and the {DOMAIN} ops "
                            f"{', '.join(sorted(OPS))}")
 
@@ -162,36 +165,45 @@ class LSNNImporter(ONNXGraphImporter):
         super().__init__(shape_dict or {}, dtype_dict, keep_params_in_input=False, sanitize=True)
         self.target = target
         self._readouts: dict[int, relax.Expr] = {}  # pair key -> (Y, final_y) of an ALIF+LI kernel
+        self._node_label = "a node"  # of the node being converted (node_label)
 
     # -- which ops are ours ------------------------------------------------
     def _check_for_unsupported_ops(self, graph: onnx.GraphProto):
-        rest = onnx.GraphProto()
-        for node in graph.node:
-            check_domain(node)
-            if sequence_op(node) is None:
-                rest.node.append(node)
-        try:
-            super()._check_for_unsupported_ops(rest)
-        except tvm.error.OpNotImplemented as e:
-            raise CompileError(f"{e} (TVM's ONNX frontend cannot take them)") from e
+        """The first node that neither TVM's frontend nor this importer converts is refused."""
+        known = set(_get_convert_map()) | set(OVERRIDES) | {"If", "Constant"}
+        for k, node in enumerate(graph.node):
+            check_domain(node, k)
+            if sequence_op(node) is None and node.op_type not in known:
+                raise CompileError(f"{node_label(node, k)}: op {node.op_type} is not supported (neither TVM's "
+                                   f"ONNX frontend nor this compiler converts it)")
 
     def _construct_nodes(self, graph: onnx.GraphProto):
-        super()._construct_nodes(with_outputs_read(graph))
+        """Node by node, so that an error of TVM's converters names the node it failed on."""
+        for k, node in enumerate(with_outputs_read(graph).node):
+            self._node_label = node_label(node, k)
+            try:
+                super()._construct_nodes(onnx.GraphProto(node=[node]))
+            except LsnnError:
+                raise
+            except (*TVM_ERRORS, NotImplementedError) as e:
+                lines = [line for line in str(e).strip().splitlines() if line.strip()]
+                raise CompileError(f"{self._node_label}: TVM's converter of {node.op_type} failed: "
+                                   f"{type(e).__name__}: {lines[-1] if lines else ''}") from e
 
     def _convert_operator(self, op_name, inputs, attrs, opset):
         # only ai.lsnn nodes are named ALIF or LI here, only ONNX's is LSTM (check_domain)
         converter = {ALIF.name: self._alif, LI.name: self._li, LSTM.name: self._lstm}.get(op_name)
         if converter is not None:
             return converter(inputs, attrs)
-        if op_name == "Relu":
-            return self._relu(inputs[0])
-        return super()._convert_operator(op_name, inputs, attrs, opset)
+        check_constant_inputs(op_name, inputs, self._node_label)
+        override = OVERRIDES.get(op_name)
+        if override is None:
+            return super()._convert_operator(op_name, inputs, attrs, opset)
 
-    def _relu(self, x):
-        """ONNX's Relu keeps NaN (as onnxruntime and the reference do); TVM's lowers to
-        ``max(x, 0)``, which LLVM's maxnum turns into 0 for NaN."""
-        zero = relax.const(0, x.ty.dtype)
-        return self.bb.emit(relax.op.where(relax.op.less(x, zero), zero, x))
+        def tvm_convert(ins, ats):
+            return super(LSNNImporter, self)._convert_operator(op_name, ins, ats, opset)
+
+        return self.bb.normalize(override(self.bb, inputs, attrs, self._node_label, tvm_convert))
 
     # -- helpers -----------------------------------------------------------
     def _transposed(self, w):
@@ -209,7 +221,8 @@ class LSNNImporter(ONNXGraphImporter):
         return self.bb.emit(relax.call_tir(gvar, args, out))
 
     def _label(self, op, attrs):
-        return f"{op} node '{attrs.get('tvm_custom', {}).get('name') or '?'}'"
+        """The node being converted, as errors name it (:func:`node_label`)."""
+        return self._node_label
 
     def _bind(self, schema, inputs, attrs) -> dict:
         """The node's inputs by the schema's names; a missing required one is an error."""
