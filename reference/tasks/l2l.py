@@ -1,34 +1,39 @@
 """Learning-to-learn nonlinear functions, the supervised L2L task of Bellec et al. (2018).
 
-A family of target functions, each a random two-layer network
-``f(x) = w2 . sigmoid(W1 x + b1) + b2`` with ``x`` in ``[-1, 1]^2``, ``n_hidden_fn``
-hidden units and every weight and bias drawn uniformly from ``[-1, 1]``. An
-episode samples one ``f`` and ``n_trials`` inputs; trial ``k`` lasts ``trial_ms``
+A family of target functions, each a random two-layer network of ``n_hidden_fn`` sigmoid units
+``f(x) = w2 . sigmoid(W1 x + b1) + b2`` with ``x`` in ``[-1, 1]^2`` (the families are in
+:mod:`.l2l_families`: ``sigmoid-windows`` by default, ``sigmoid-net`` for the first checkpoints).
+An episode samples one ``f`` and ``n_trials`` inputs; trial ``k`` lasts ``trial_ms``
 and shows ``x_k`` together with ``f(x_{k-1})``, the answer to the previous trial
 (nothing on the first). The network must predict ``f(x_k)`` during the last
 ``score_ms`` of trial ``k``. Its weights are fixed within an episode, so it can
 only improve from trial to trial by what its own dynamics store: outer loop
 BPTT over many functions, inner loop the network's state.
 
-Encoding: each of ``x1``, ``x2`` and the previous answer has ``n_per_var``
-input neurons with Gaussian tuning curves (centres evenly over ``[-1, 1]``, or
-``[-y_range, y_range]`` for the answer), firing Poisson spikes at up to
-``rate_hz``. The target is float ``[T, B]``: ``f(x_k)`` on scored steps, NaN
-elsewhere; the prediction of a trial is the readout averaged over its scored
-steps. The baseline is the optimal linear predictor per episode: least squares
-on the trials seen so far (with a bias) once they outnumber its three
-parameters, the mean of the past answers before (an exact fit through three
-points extrapolates wildly when they are nearly collinear).
+Encoding: each of ``x1``, ``x2`` and the previous answer has ``n_per_var`` input neurons with
+Gaussian tuning curves (centres evenly over ``[-1, 1]``, or ``[-y_range, y_range]`` for the answer,
+``tuning_width`` centre spacings wide), firing Poisson spikes at up to ``rate_hz``. The target is
+float ``[T, B]``: ``f(x_k)`` on scored steps, NaN elsewhere; the prediction of a trial is the
+readout averaged over its scored steps. The held-out learning curve is reported beside two
+per-episode predictors fit on the trials seen so far (:mod:`.l2l_baselines`): least squares (a
+plane) and the posterior mean under the family's own prior (the nonlinear ceiling), with the
+family's variance over the domain for scale.
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 
 import numpy as np
 import torch
 
 from .base import ALL_ROWS, Task
+from .l2l_baselines import family_kriging_baseline, family_variance, linear_baseline
+from .l2l_families import FunctionFamily, function_family
 from ..errors import ConfigError
+
+#: the parameters added after the first checkpoints, with the values their configurations (which
+#: name every parameter of that time and none of these) meant
+FIRST_VERSION = {"family": "sigmoid-net", "tuning_width": 1.0}
 
 
 @dataclass
@@ -37,12 +42,14 @@ class L2LRegression(Task):
     trial_ms: int = 20
     score_ms: int = 10
     n_per_var: int = 40
-    n_hidden_fn: int = 10
+    n_hidden_fn: int = 6
     rate_hz: float = 200.0
-    y_range: float = 3.0
+    y_range: float = 2.0
     dt: float = 1.0
     heldout_seed: int = 2018
     heldout_size: int = 256
+    family: str = "sigmoid-windows"
+    tuning_width: float = 3.0  # of an input neuron's Gaussian tuning curve, in centre spacings
 
     name = "l2l-regression"
     n_out = 1
@@ -53,6 +60,18 @@ class L2LRegression(Task):
         self.score_steps = int(round(self.score_ms / self.dt))
         if not 0 < self.score_steps <= self.S:
             raise ConfigError(f"l2l-regression: score_ms must be within a trial of {self.trial_ms} ms")
+        if not self.tuning_width > 0:
+            raise ConfigError(f"l2l-regression: tuning_width must be positive, not {self.tuning_width}")
+        self.function_family: FunctionFamily = function_family(self.family, self.n_hidden_fn)
+        self._baselines: dict = {}  # per held-out limit: the baselines' curves, computed once
+
+    @classmethod
+    def from_config(cls, params: dict, data_dir: str | None = None) -> "L2LRegression":
+        """A configuration saved before ``FIRST_VERSION``'s parameters existed means their values."""
+        first = {f.name for f in fields(cls)} - set(FIRST_VERSION)
+        if first <= set(params) and not set(FIRST_VERSION) & set(params):
+            params = {**FIRST_VERSION, **params}
+        return cls(**params)
 
     @property
     def n_in(self) -> int:
@@ -66,19 +85,15 @@ class L2LRegression(Task):
         return {"name": self.name, **asdict(self)}
 
     def functions(self, B: int, rng: np.random.Generator) -> dict:
-        H = self.n_hidden_fn
-        return {"W1": rng.uniform(-1, 1, (B, H, 2)), "b1": rng.uniform(-1, 1, (B, H)),
-                "w2": rng.uniform(-1, 1, (B, H)), "b2": rng.uniform(-1, 1, B)}
+        return self.function_family.draw(B, rng)
 
-    @staticmethod
-    def apply(fn: dict, x: np.ndarray) -> np.ndarray:
+    def apply(self, fn: dict, x: np.ndarray) -> np.ndarray:
         """``f(x)`` for ``x`` ``[B, K, 2]`` -> ``[B, K]``."""
-        h = 1 / (1 + np.exp(-(np.einsum("bhi,bki->bkh", fn["W1"], x) + fn["b1"][:, None, :])))
-        return np.einsum("bkh,bh->bk", h, fn["w2"]) + fn["b2"][:, None]
+        return self.function_family.apply(fn, x)
 
     def _rates(self, v: np.ndarray, lo: float, hi: float) -> np.ndarray:
         centres = np.linspace(lo, hi, self.n_per_var)
-        width = (hi - lo) / (self.n_per_var - 1)
+        width = self.tuning_width * (hi - lo) / (self.n_per_var - 1)
         return np.exp(-0.5 * ((v[..., None] - centres) / width) ** 2)
 
     def episodes(self, batch_size: int, rng: np.random.Generator):
@@ -137,28 +152,21 @@ class L2LRegression(Task):
         return ((pred - y) ** 2).sum(0)
 
     def curve_metrics(self, curve: np.ndarray, trials: int, limit: int | None) -> dict:
-        """Mean squared error per trial of the held-out episodes, beside the per-episode optimal
-        linear predictor on the same episodes."""
+        """Mean squared error per trial of the held-out episodes, beside the per-episode predictors
+        on the same episodes (linear, and the nonlinear fit of the family) and the family's variance."""
         episodes = trials // self.n_trials
-        _, _, x, y = self.heldout_episodes(limit)
-        return {"mse_per_trial": [round(float(v), 5) for v in curve / max(episodes, 1)],
-                "linear_baseline_mse_per_trial": [round(float(v), 5) for v in linear_baseline(x, y).mean(0)],
-                "episodes": episodes}
+        return {"mse_per_trial": _rounded(curve / max(episodes, 1)), **self.baselines(limit), "episodes": episodes}
+
+    def baselines(self, limit: int | None) -> dict:
+        """The baselines' per-trial MSE on the held-out episodes (``limit`` of them), computed once."""
+        if limit not in self._baselines:
+            _, _, x, y = self.heldout_episodes(limit)
+            self._baselines[limit] = {
+                "linear_baseline_mse_per_trial": _rounded(linear_baseline(x, y).mean(0)),
+                "nonlinear_fit_mse_per_trial": _rounded(family_kriging_baseline(self.function_family, x, y).mean(0)),
+                "function_variance": round(family_variance(self.function_family), 5)}
+        return self._baselines[limit]
 
 
-def linear_baseline(x: np.ndarray, y: np.ndarray) -> np.ndarray:
-    """Squared error per trial ``[B, K]`` of the optimal linear predictor fit on the trials before
-    (least squares from four trials on; the mean of the answers so far until then)."""
-    B, K, _ = x.shape
-    err = np.zeros((B, K))
-    A = np.concatenate([x, np.ones((B, K, 1))], axis=2)
-    for k in range(K):
-        if k == 0:
-            pred = np.zeros(B)
-        elif k <= 3:
-            pred = y[:, :k].mean(1)
-        else:
-            w = np.stack([np.linalg.lstsq(A[b, :k], y[b, :k], rcond=None)[0] for b in range(B)])
-            pred = np.einsum("bi,bi->b", A[:, k], w)
-        err[:, k] = (pred - y[:, k]) ** 2
-    return err
+def _rounded(values) -> list[float]:
+    return [round(float(v), 5) for v in values]
