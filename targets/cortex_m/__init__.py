@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import shutil
 
-from ..base import Option, Target, TargetError, register
+from ..base import FUSED_READOUT, Option, Target, TargetError, register
 
 TOOLCHAIN = ("arm-none-eabi-gcc", "arm-none-eabi-size", "make")
 QEMU = "qemu-system-arm"
@@ -31,7 +31,7 @@ class CortexMTarget(Target):
     #: the core has Helium (MVE) vector units: the ALIF neuron update is a loop GCC vectorises
     helium: bool = False
     kernels = {"ALIF": "lsnn.targets.cortex_m.alif:alif_kernel", "LI": "lsnn.targets.cortex_m.li:li_kernel",
-               "LSTM": "lsnn.targets.cortex_m.lstm:lstm_kernel"}
+               "LSTM": "lsnn.targets.cortex_m.lstm:lstm_kernel", FUSED_READOUT: "lsnn.targets.cortex_m.alif:alif_kernel"}
 
     @classmethod
     def option_spec(cls) -> dict:
@@ -39,7 +39,8 @@ class CortexMTarget(Target):
                 "opt": Option("-O2", "arm-none-eabi-gcc optimisation flag", choices=GCC_OPT)}
 
     def kernel_settings(self, op: str) -> dict:
-        return {"ALIF": {"events": self.options["events"], "vector": self.helium}}.get(op, {})
+        alif = {"events": self.options["events"], "vector": self.helium}
+        return {"ALIF": alif, FUSED_READOUT: alif}.get(op, {})
 
     def target_dict(self) -> dict:
         return {"kind": "c", "mcpu": self.name}

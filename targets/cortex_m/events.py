@@ -16,7 +16,11 @@ from ..cpu.floatops import nonzero
 #: neurons whose currents a kernel keeps in registers while it adds the events' weight rows
 BLOCK = 8
 #: entries tested together for a nonzero one
-GROUP = 4
+GROUP = 8
+#: the widths of the blocks after the full ones: ``n % BLOCK`` entries as at most one block of each
+#: (one entry at a time, a 4-neuron tail cost a pass over the step's events per neuron)
+TAIL = (BLOCK // 2, BLOCK // 4, BLOCK // 8)
+assert TAIL == (4, 2, 1), "blocks() writes out one tail block per bit of n % BLOCK"
 
 
 def any_nonzero(values) -> tirx.PrimExpr:
@@ -25,6 +29,21 @@ def any_nonzero(values) -> tirx.PrimExpr:
     for v in values[1:]:
         bits = tirx.bitwise_or(bits, tirx.reinterpret("uint32", v))
     return tirx.bitwise_and(bits, tirx.const(0x7FFFFFFF, "uint32")) != tirx.const(0, "uint32")
+
+
+@T.macro(hygienic=False)
+def blocks(n, body, arg, block=BLOCK, tail=TAIL):
+    """``body(first, width, arg)`` over ``0 .. n``: :data:`BLOCK` entries at a time, then the rest
+    in blocks of :data:`TAIL` widths (each where ``n % BLOCK`` has its bit). Not hygienic:
+    ``body`` sees the caller's names (this macro's own come in as defaults)."""
+    for k in range(n // block):
+        body(k * block, block, arg)
+    if n % (2 * tail[0]) >= tail[0]:  # TVMScript loops are TIR loops: the tail's blocks written out
+        body(n // (2 * tail[0]) * (2 * tail[0]), tail[0], arg)
+    if n % (2 * tail[1]) >= tail[1]:
+        body(n // (2 * tail[1]) * (2 * tail[1]), tail[1], arg)
+    if n % (2 * tail[2]) >= tail[2]:
+        body(n // (2 * tail[2]) * (2 * tail[2]), tail[2], arg)
 
 
 @T.macro

@@ -10,29 +10,55 @@ finite (``0 * inf``). Run with ``T = 1`` per call: the state is read from
 """
 from __future__ import annotations
 
+import functools
+from dataclasses import dataclass
+from typing import Callable
+
 from tvm.script import tirx as T
 
-from .events import BLOCK, gather
+from .events import BLOCK, blocks, gather
+
+
+@dataclass(frozen=True)
+class Events:
+    """What a readout sums: ``n`` events (a TIR count), ``term(e, o)`` the one of event ``e`` for
+    output ``o``."""
+    n: object
+    term: Callable
+
+
+@T.macro(hygienic=False)
+def integrate(o0, width, events):
+    """Outputs ``o0 .. o0 + width - 1`` of step ``t`` of sequence ``b``: the ``events``' terms
+    summed in registers, then the leak; written to ``Y`` and the state ``FY``."""
+    for j in T.unroll(width):
+        acc[j] = T.float32(0)
+    for e in range(events.n):
+        for j in T.unroll(width):
+            acc[j] = acc[j] + events.term(e, o0 + j)
+    for j in T.unroll(width):
+        y = T.bind(AlphaO[o0 + j] * T.if_then_else(t == 0, Y0[b, o0 + j], FY[b, o0 + j])
+                   + (T.float32(1) - AlphaO[o0 + j]) * (acc[j] + BiasO[o0 + j]))
+        Y[t, b, o0 + j] = y
+        FY[b, o0 + j] = y
+
+
+@T.macro(hygienic=False)
+def readout(nO, events, integrate=integrate):
+    """All ``nO`` outputs of step ``t`` (:func:`integrate`), :data:`BLOCK` at a time: this kernel's
+    and the readout of an ALIF layer's kernel (:func:`.alif.alif_kernel`) alike."""
+    blocks(nO, integrate, events)
 
 
 def li_kernel(*, dims: dict, finite_weights: bool, outputs: frozenset | None = None):
     """``dims`` is unused (shapes stay symbolic); ``Y`` and ``final_y`` are always written (the
     state lives in ``final_y``), so ``outputs`` changes nothing."""
-    skip = bool(finite_weights)
+    return _kernel(bool(finite_weights))
 
-    @T.macro(hygienic=False)
-    def integrate(o0, width):
-        """Outputs ``o0 .. o0 + width - 1`` of step ``t``."""
-        for j in T.unroll(width):
-            acc[j] = T.float32(0)
-        for e in range(n_ev[0]):
-            for j in T.unroll(width):
-                acc[j] = acc[j] + X[t, b, ev[e]] * WT[ev[e], o0 + j]
-        for j in T.unroll(width):
-            y = T.bind(Alpha[o0 + j] * T.if_then_else(t == 0, Y0[b, o0 + j], FY[b, o0 + j])
-                       + (T.float32(1) - Alpha[o0 + j]) * (acc[j] + Bias[o0 + j]))
-            Y[t, b, o0 + j] = y
-            FY[b, o0 + j] = y
+
+@functools.cache
+def _kernel(skip: bool):
+    """The kernel, built once per process for each ``skip`` (every row visited when False)."""
 
     @T.prim_func(private=True)
     def li(x: T.handle, wt: T.handle, alpha: T.handle, bias: T.handle, y0: T.handle, yo: T.handle, fy: T.handle):
@@ -42,9 +68,9 @@ def li_kernel(*, dims: dict, finite_weights: bool, outputs: frozenset | None = N
         nI = T.int64()
         nO = T.int64()
         X = T.match_buffer(x, (nT, nB, nI), "float32")
-        WT = T.match_buffer(wt, (nI, nO), "float32")
-        Alpha = T.match_buffer(alpha, (nO,), "float32")
-        Bias = T.match_buffer(bias, (nO,), "float32")
+        WoT = T.match_buffer(wt, (nI, nO), "float32")
+        AlphaO = T.match_buffer(alpha, (nO,), "float32")
+        BiasO = T.match_buffer(bias, (nO,), "float32")
         Y0 = T.match_buffer(y0, (nB, nO), "float32")
         Y = T.match_buffer(yo, (nT, nB, nO), "float32")
         FY = T.match_buffer(fy, (nB, nO), "float32")
@@ -54,9 +80,6 @@ def li_kernel(*, dims: dict, finite_weights: bool, outputs: frozenset | None = N
         for b in range(nB):
             for t in range(nT):
                 gather(X, (t, b), nI, skip, ev, n_ev)
-                for ob in range(nO // BLOCK):
-                    integrate(ob * BLOCK, BLOCK)
-                for o in range(nO % BLOCK):
-                    integrate(nO // BLOCK * BLOCK + o, 1)
+                readout(nO, Events(n_ev[0], lambda e, o: X[t, b, ev[e]] * WoT[ev[e], o]))
 
     return li
