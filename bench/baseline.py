@@ -84,8 +84,9 @@ class Comparison:
 
     def __init__(self, path: str | Path, baseline: dict, new: list[Table], old: list[Table]):
         self.path, self.baseline = Path(path), baseline
-        self._changes: dict[tuple, Change] = {}
-        self.compared = self.unmatched = 0
+        self._changes: dict[tuple, Change] = {}  # by (table, row, column)
+        self._measured: dict[tuple, tuple] = {}  # by measurement (one shown in several tables counts once)
+        self.unmatched = 0
         old_by_id = {t.id: t for t in old}
         for t in new:
             self._match(t, old_by_id.get(t.id))
@@ -101,25 +102,32 @@ class Comparison:
                 if was is None or was.value is None:
                     self.unmatched += 1
                     continue
-                self._changes[(t.id, t.row_key(row), col)] = Change(cell, was)
-                self.compared += 1
+                where = (t.id, t.row_key(row), col)
+                self._changes[where] = Change(cell, was)
+                self._measured.setdefault(cell.of or where, (where, self._changes[where]))
 
     def of(self, t: Table, row: list[Cell], column: str) -> Change | None:
         return self._changes.get((t.id, t.row_key(row), column))
 
+    @property
+    def compared(self) -> int:
+        """Measurements compared (one shown in several tables counted once)."""
+        return len(self._measured)
+
     def regressions(self) -> list[tuple[tuple, Change]]:
-        return [(k, c) for k, c in self._changes.items() if c.regression]
+        """((table, row, column), change) of every measurement that regressed, where it is first shown."""
+        return [(k, c) for k, c in self._measured.values() if c.regression]
 
     def changed(self) -> int:
-        return sum(c.visible for c in self._changes.values())
+        return sum(c.visible for _, c in self._measured.values())
 
     def summary(self, titles: dict[str, str]) -> Table:
         """The regressions as a table: where, the old and new figure, the change, the noise allowed."""
         env = self.baseline["environment"]
         t = Table("regressions", "Changes since the baseline",
                   f"Baseline {self.path} (commit {env.get('git_commit') or '-'}, {env.get('time', '-')}): "
-                  f"{self.compared} figures compared, {self.changed()} changed, {len(self.regressions())} "
-                  f"regression(s) beyond the run-to-run noise (listed); {self.unmatched} figure(s) without a "
+                  f"{self.compared} measurements compared, {self.changed()} changed, {len(self.regressions())} "
+                  f"regression(s) beyond the run-to-run noise (listed where first shown); {self.unmatched} figure(s) without a "
                   "counterpart in the baseline. Every figure of the tables below is shown beside its baseline "
                   "value.", ["table", "row", "figure", "baseline", "now", "change", "noise allowed"], keys=3,
                   defines=("regression",))

@@ -3,8 +3,8 @@ and memory, as ratios, with the training budget of each checkpoint; and one sent
 found."""
 from __future__ import annotations
 
-from .report_tables import (Cell, Table, accuracy_cell, exact, first_run, label, latency_cell,
-                            reference_accuracy, runtimes)
+from .report_tables import (Cell, Table, exact, first_run, instructions_cell, label, latency_cell,
+                            reference_accuracy_cell, runtimes)
 
 
 def pairs(results: dict) -> list[tuple[str, dict, dict]]:
@@ -30,15 +30,14 @@ def _figures(results: dict, m: dict) -> list[tuple[str, Cell]]:
     b1 = min(results["config"]["batch_sizes"])
     threads = results["config"]["threads"][0]
     metric = "MSE" if m.get("metric") == "mse" else "accuracy"
-    rows = [(f"{metric} (reference runtime)", accuracy_cell(m, reference_accuracy(m)))]
+    rows = [(f"{metric} (reference runtime)", reference_accuracy_cell(m))]
     for rt in runtimes(results):
         run = first_run(results, m["name"], rt, b1)
         rows.append((f"latency {rt}, batch {b1}, {threads} thread(s)",
                      latency_cell(run) if run else label("-")))
     for r in results.get("microcontrollers") or []:
         if r["model"] == m["name"]:
-            rows.append((f"instructions/step {r['core']}", exact(r["instructions_per_step"],
-                                                                 f"{r['instructions_per_step']:,.0f}")))
+            rows.append((f"instructions/step {r['core']}", instructions_cell(r)))
     energy = m["energy_uj_per_inference"]
     rows.append(("energy per inference (uJ)", exact(energy, f"{energy:.3f}")))
     rows.append(("weights (KiB)", exact(m["weight_bytes"], f"{m['weight_bytes'] / 1024:.1f}")))

@@ -16,11 +16,13 @@ LOWER, HIGHER = "lower", "higher"  # which way a figure is better
 class Cell:
     """``text`` as shown; ``value`` the figure (None: a label); ``better`` LOWER or HIGHER when a change
     the other way is a regression (None: not judged); ``noise`` the figure's relative run-to-run noise
-    (0: an exact count; None: not measured, so never flagged)."""
+    (0: an exact count; None: not measured, so never flagged); ``of`` names the measurement when several
+    tables show it (a baseline comparison counts it once)."""
     text: str
     value: float | None = None
     better: str | None = None
     noise: float | None = None
+    of: tuple | None = None
 
 
 def label(x) -> Cell:
@@ -71,12 +73,18 @@ def _dash(x, fmt: str = "{}") -> str:
     return "-" if x is None else fmt.format(x)
 
 
-def accuracy_cell(m: dict, x: float | None) -> Cell:
-    """A model's metric: accuracy (higher is better) or, for regression, MSE (lower is better); the
-    same examples every run, so exact."""
+def accuracy_cell(m: dict, x: float | None, runtime: str) -> Cell:
+    """A model's metric on ``runtime``: accuracy (higher is better) or, for regression, MSE (lower is
+    better); the same examples every run, so exact."""
     if x is None:
         return label("-")
-    return Cell(f"{x:.4f}", x, LOWER if m.get("metric") == "mse" else HIGHER, 0.0)
+    return Cell(f"{x:.4f}", x, LOWER if m.get("metric") == "mse" else HIGHER, 0.0, ("metric", m["name"], runtime))
+
+
+def reference_accuracy_cell(m: dict) -> Cell:
+    """The model's metric on the reference runtime, else on the first runtime that measured it."""
+    runtime = "torch" if "torch" in m["accuracy"] else next(iter(m["accuracy"]), None)
+    return accuracy_cell(m, m["accuracy"].get(runtime), runtime)
 
 
 def exact(x: float, text: str, better: str | None = LOWER) -> Cell:
@@ -94,7 +102,14 @@ def latency_cell(run: dict, key: str = "latency_per_sequence_s", text: str | Non
     """A run's timing ``key`` (median), its noise the spread of its repeats (none measured from one)."""
     stats = run[key]
     noise = spread(stats) if run.get("repeats", 2) >= 2 else None
-    return Cell(text or fmt_s(stats["median"]), stats["median"], better, noise)
+    of = (key, run["model"], run["runtime"], run["batch"], run["threads"])
+    return Cell(text or fmt_s(stats["median"]), stats["median"], better, noise, of)
+
+
+def instructions_cell(r: dict) -> Cell:
+    """Instructions per step of a model on a Cortex-M core (QEMU counts them exactly)."""
+    return replace(exact(r["instructions_per_step"], f"{r['instructions_per_step']:,.0f}"),
+                   of=("instructions", r["model"], r["core"]))
 
 
 def reference_accuracy(m: dict) -> float | None:
@@ -154,7 +169,7 @@ def summary(results: dict) -> Table:
     for m in sorted(results["models"], key=lambda m: (m["task"], m["kind"])):
         runs = [first_run(results, m["name"], r, b1) for r in rts]
         metric = "" if m.get("metric", "accuracy") in ("accuracy", None) else f" {m['metric']}"
-        acc = accuracy_cell(m, reference_accuracy(m))
+        acc = reference_accuracy_cell(m)
         rate = m.get("firing_rate_hz", {}).get("all")
         t.rows.append([label(m["task"]), label(f"{m['name']} ({m['kind']})"),
                        replace(acc, text=acc.text + metric), *budget(m),
@@ -191,7 +206,7 @@ def accuracy(results: dict) -> Table:
               "fewer sequences (see the microcontrollers).", ["model", *cols, *budget_cols],
               defines=("accuracy", "training budget", "runtimes", "data"))
     for m in results["models"]:
-        t.rows.append([label(m["name"]), *(accuracy_cell(m, m["accuracy"].get(r)) for r in cols), *budget(m)])
+        t.rows.append([label(m["name"]), *(accuracy_cell(m, m["accuracy"].get(r), r) for r in cols), *budget(m)])
     return t
 
 
@@ -237,8 +252,8 @@ def microcontrollers(results: dict) -> Table | None:
     for r in mcu:
         dense, m = r.get("instructions_per_step_dense"), by.get(r["model"], {})
         t.rows.append([label(r["model"]), label(f"{r['core']} ({r['board']})"),
-                       accuracy_cell(m, r["accuracy"]), *budget(m),
-                       exact(r["instructions_per_step"], f"{r['instructions_per_step']:,.0f}"),
+                       accuracy_cell({"name": r["model"], **m}, r["accuracy"], r["core"]), *budget(m),
+                       instructions_cell(r),
                        exact(dense, f"{dense:,.0f}") if dense is not None else label("-"),
                        exact(r["instructions_per_step"] * r["steps"], f"{r['instructions_per_step'] * r['steps']:.3g}",
                              None),
