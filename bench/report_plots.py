@@ -53,9 +53,12 @@ def throughput(plt, results: dict):
     if len({r["batch"] for r in runs}) < 2:
         return None
     fig, ax = plt.subplots(figsize=(8, 4))
+    models = list(dict.fromkeys(r["model"] for r in runs))  # a colour per model, a line style per runtime
+    styles = {rt: ls for rt, ls in zip(dict.fromkeys(r["runtime"] for r in runs), ["-", "--", ":", "-."] * 4)}
     for key in dict.fromkeys((r["model"], r["runtime"]) for r in runs):
         pts = sorted((r["batch"], r["throughput_seq_per_s"]) for r in runs if (r["model"], r["runtime"]) == key)
-        ax.plot(*zip(*pts), marker="o", ms=3, label=f"{key[0]} / {key[1]}")
+        ax.plot(*zip(*pts), marker="o", ms=3, color=f"C{models.index(key[0]) % 10}", linestyle=styles[key[1]],
+                label=f"{key[0]} / {key[1]}")
     ax.set_xscale("log", base=2)
     ax.set_yscale("log")
     ax.set_xlabel("batch size")
