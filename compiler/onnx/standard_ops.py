@@ -53,11 +53,12 @@ def _dtype(expr) -> str:
     return str(expr.ty.dtype)
 
 
-def _static_shape(expr, label: str, what: str) -> list[int]:
+def _spatial_shape(expr, label: str, what: str) -> list[int]:
+    """The sizes after the batch and channel dimensions, which must be known at compile time."""
     shape = getattr(expr.ty, "shape", None)
-    if shape is None or not all(isinstance(d, tvm.tirx.IntImm) for d in shape.values):
-        raise CompileError(f"{label}: {what} must have a shape known at compile time")
-    return [int(d) for d in shape.values]
+    if shape is None or not all(isinstance(d, tvm.tirx.IntImm) for d in shape.values[2:]):
+        raise CompileError(f"{label}: the spatial sizes of {what} must be known at compile time")
+    return [int(d) for d in shape.values[2:]]
 
 
 # -- the overrides ---------------------------------------------------------------------------
@@ -73,7 +74,7 @@ def layer_normalization(bb, inputs, attrs, label, tvm_convert):
     """TVM computes ``Y`` but gives scalars for ``Mean`` and ``InvStdDev``: both are the
     statistics over the normalised axes, of the data's shape with those axes 1."""
     x = inputs[0]
-    rank = len(_static_shape(x, label, "input 'X'"))
+    rank = x.ty.ndim  # the sizes may be symbolic (a batch or time dimension)
     axis = int(attrs.get("axis", -1)) % rank
     if int(attrs.get("stash_type", 1)) != 1:
         raise CompileError(f"{label}: stash_type={attrs['stash_type']} is not supported (only 1: float32)")
@@ -93,9 +94,9 @@ def conv_transpose(bb, inputs, attrs, label, tvm_convert):
     ``output_padding``."""
     if "output_shape" not in attrs:
         return tvm_convert(inputs, attrs)
-    spatial = _static_shape(inputs[0], label, "input 'X'")[2:]
+    spatial = _spatial_shape(inputs[0], label, "input 'X'")
     n = len(spatial)
-    kernel = list(attrs.get("kernel_shape", _static_shape(inputs[1], label, "input 'W'")[2:]))
+    kernel = list(attrs.get("kernel_shape") or _spatial_shape(inputs[1], label, "input 'W'"))
     strides = list(attrs.get("strides", [1] * n))
     dilations = list(attrs.get("dilations", [1] * n))
     out_pad = list(attrs.get("output_padding", [0] * n))
