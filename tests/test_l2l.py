@@ -19,7 +19,7 @@ TINY = {"n_trials": 6, "trial_ms": 10, "score_ms": 5, "n_per_var": 8, "heldout_s
 
 
 def test_episode_layout_and_targets():
-    task = L2LRegression(**TINY)
+    task = L2LRegression(**TINY, answer_with_input=False)
     X, target, x, y = task.episodes(3, np.random.default_rng(0))
     assert X.shape == (60, 3, 24) and target.shape == (60, 3) and x.shape == (3, 6, 2) and y.shape == (3, 6)
     assert set(np.unique(X.numpy())) <= {0.0, 1.0}
@@ -31,6 +31,17 @@ def test_episode_layout_and_targets():
     assert all(np.abs(v).max() <= 1 for v in fn.values())
     by_hand = fn["w2"][0] @ (1 / (1 + np.exp(-(fn["W1"][0] @ [0.3, -0.2] + fn["b1"][0])))) + fn["b2"][0]
     assert np.isclose(task.apply(fn, np.array([[[0.3, -0.2]], [[0.0, 0.0]]]))[0, 0], by_hand)
+
+
+def test_answer_is_shown_beside_its_input():
+    """Trial k codes x_k, then x_{k-1} and f(x_{k-1}) together (silent in the first trial)."""
+    task = L2LRegression(**TINY, answer_with_input=True)
+    assert task.n_in == 5 * 8
+    X, _, x, y = task.episodes(3, np.random.default_rng(0))
+    assert X.shape == (60, 3, 40) and X[:10, :, 16:].sum() == 0 and X[10:, :, 16:32].sum() > 0
+    rates = task._input_rates(x, y)
+    assert np.array_equal(rates[:, 1:, 16:32], rates[:, :-1, :16])  # x_{k-1} coded as x_k was
+    assert np.array_equal(rates[:, 1:, 32:], L2LRegression(**TINY, answer_with_input=False)._input_rates(x, y)[:, 1:, 16:])
 
 
 # the first checkpoints' task configuration (models/l2l-*/config.json), and what it drew before
@@ -55,6 +66,15 @@ def test_first_checkpoints_configuration_draws_the_first_task():
     # a new run names only what it changes: the new family and coding
     assert make_task("l2l-regression", n_trials=25).family == "sigmoid-windows"
     assert task_from_config(task.config()) == task  # and its saved configuration reads back as itself
+
+
+def test_configuration_saved_before_answer_with_input_keeps_its_coding():
+    """A configuration of the sigmoid-windows family saved before ``answer_with_input`` existed
+    codes three variables (120 inputs), as its checkpoint was trained, whatever a new run's default."""
+    saved = {**FIRST_CONFIG, "family": "sigmoid-windows", "n_hidden_fn": 6, "tuning_width": 3.0, "y_range": 2.0}
+    task = task_from_config(saved)
+    assert not task.answer_with_input and task.n_in == 120
+    assert make_task("l2l-regression", answer_with_input=True).n_in == 200
 
 
 def test_windows_family_defeats_a_plane_but_not_a_fit_of_the_class():
@@ -99,7 +119,7 @@ def test_scoring_and_linear_baseline():
 def test_train_evaluate_verify_and_report(tmp_path):
     for kind, params in (("lsnn", {"n_lif": 4, "n_alif": 4}), ("lstm", {"n_hidden": 4})):
         metrics = train("l2l-regression", kind, tmp_path / kind, steps=2, batch_size=2, progress=False,
-                        model_params=params, task_params=TINY)
+                        model_params=params, task_params={**TINY, "answer_with_input": True})
         assert metrics["mse"] > 0 and len(metrics["mse_per_trial"]) == 6
         assert len(metrics["linear_baseline_mse_per_trial"]) == 6 and len(metrics["nonlinear_fit_mse_per_trial"]) == 6
         assert 0 < metrics["function_variance"] < 0.2
@@ -127,7 +147,8 @@ def test_train_evaluate_verify_and_report(tmp_path):
 
 
 def test_make_task_knows_it():
-    assert make_task("l2l-regression", **TINY).n_in == 24
+    assert make_task("l2l-regression", **TINY, answer_with_input=True).n_in == 40
+    assert make_task("l2l-regression", **TINY, answer_with_input=False).n_in == 24
     with pytest.raises(ConfigError, match="score_ms"):
         L2LRegression(trial_ms=10, score_ms=20)
     with pytest.raises(ConfigError, match="unknown function family 'bumps'"):

@@ -5,12 +5,15 @@ A family of target functions, each a random two-layer network of ``n_hidden_fn``
 :mod:`.l2l_families`: ``sigmoid-windows`` by default, ``sigmoid-net`` for the first checkpoints).
 An episode samples one ``f`` and ``n_trials`` inputs; trial ``k`` lasts ``trial_ms``
 and shows ``x_k`` together with ``f(x_{k-1})``, the answer to the previous trial
-(nothing on the first). The network must predict ``f(x_k)`` during the last
+(nothing on the first), and with ``answer_with_input`` also ``x_{k-1}`` beside its answer: the
+pair ``(x, f(x))`` arrives at once, so the network need not hold ``x_{k-1}`` through a trial to
+learn from its answer. The network must predict ``f(x_k)`` during the last
 ``score_ms`` of trial ``k``. Its weights are fixed within an episode, so it can
 only improve from trial to trial by what its own dynamics store: outer loop
 BPTT over many functions, inner loop the network's state.
 
-Encoding: each of ``x1``, ``x2`` and the previous answer has ``n_per_var`` input neurons with
+Encoding: each of ``x1``, ``x2`` (then, with ``answer_with_input``, the previous trial's ``x1``,
+``x2``) and the previous answer has ``n_per_var`` input neurons with
 Gaussian tuning curves (centres evenly over ``[-1, 1]``, or ``[-y_range, y_range]`` for the answer,
 ``tuning_width`` centre spacings wide), firing Poisson spikes at up to ``rate_hz``. The target is
 float ``[T, B]``: ``f(x_k)`` on scored steps, NaN elsewhere; the prediction of a trial is the
@@ -31,9 +34,9 @@ from .l2l_baselines import family_kriging_baseline, family_variance, linear_base
 from .l2l_families import FunctionFamily, function_family
 from ..errors import ConfigError
 
-#: the parameters added after the first checkpoints, with the values their configurations (which
-#: name every parameter of that time and none of these) meant
-FIRST_VERSION = {"family": "sigmoid-net", "tuning_width": 1.0}
+#: the parameters added after the first checkpoints, each with the value a saved configuration that
+#: does not name it meant (what the task did before it existed)
+ADDED_PARAMETERS = {"family": "sigmoid-net", "tuning_width": 1.0, "answer_with_input": False}
 
 
 @dataclass
@@ -50,6 +53,7 @@ class L2LRegression(Task):
     heldout_size: int = 256
     family: str = "sigmoid-windows"
     tuning_width: float = 3.0  # of an input neuron's Gaussian tuning curve, in centre spacings
+    answer_with_input: bool = False  # trial k also shows x_{k-1} beside its answer f(x_{k-1})
 
     name = "l2l-regression"
     n_out = 1
@@ -67,15 +71,20 @@ class L2LRegression(Task):
 
     @classmethod
     def from_config(cls, params: dict, data_dir: str | None = None) -> "L2LRegression":
-        """A configuration saved before ``FIRST_VERSION``'s parameters existed means their values."""
-        first = {f.name for f in fields(cls)} - set(FIRST_VERSION)
-        if first <= set(params) and not set(FIRST_VERSION) & set(params):
-            params = {**FIRST_VERSION, **params}
+        """A saved configuration (it names every parameter of the first checkpoints) that does not
+        name a parameter of ``ADDED_PARAMETERS`` means its value from before it existed."""
+        if {f.name for f in fields(cls)} - set(ADDED_PARAMETERS) <= set(params):
+            params = {**ADDED_PARAMETERS, **params}
         return cls(**params)
 
     @property
+    def n_variables(self) -> int:
+        """Coded variables: ``x_k`` (2), ``x_{k-1}`` (2, with ``answer_with_input``), ``f(x_{k-1})``."""
+        return 5 if self.answer_with_input else 3
+
+    @property
     def n_in(self) -> int:
-        return 3 * self.n_per_var
+        return self.n_variables * self.n_per_var
 
     @property
     def T(self) -> int:
@@ -92,9 +101,18 @@ class L2LRegression(Task):
         return self.function_family.apply(fn, x)
 
     def _rates(self, v: np.ndarray, lo: float, hi: float) -> np.ndarray:
+        """Firing probability of each tuning curve ``[..., n_per_var]`` (silent where ``v`` is NaN)."""
         centres = np.linspace(lo, hi, self.n_per_var)
         width = self.tuning_width * (hi - lo) / (self.n_per_var - 1)
-        return np.exp(-0.5 * ((v[..., None] - centres) / width) ** 2)
+        return np.nan_to_num(np.exp(-0.5 * ((v[..., None] - centres) / width) ** 2), nan=0.0)
+
+    def _input_rates(self, x: np.ndarray, y: np.ndarray) -> np.ndarray:
+        """``[B, K, n_in]``: each trial's coded variables (see :attr:`n_variables`); what belongs to
+        the trial before is NaN, so silent, on the first."""
+        prev_x, prev_y = _shifted(x), _shifted(np.clip(y, -self.y_range, self.y_range))
+        inputs = [x[..., 0], x[..., 1]] + ([prev_x[..., 0], prev_x[..., 1]] if self.answer_with_input else [])
+        return np.concatenate([self._rates(v, -1, 1) for v in inputs]
+                              + [self._rates(prev_y, -self.y_range, self.y_range)], axis=-1)
 
     def episodes(self, batch_size: int, rng: np.random.Generator):
         """``(X, target, x, y)``: spikes, per-step targets, trial inputs ``[B, K, 2]`` and answers ``[B, K]``."""
@@ -102,10 +120,7 @@ class L2LRegression(Task):
         fn = self.functions(B, rng)
         x = rng.uniform(-1, 1, (B, K, 2))
         y = self.apply(fn, x)
-        prev = np.concatenate([np.full((B, 1), np.nan), y[:, :-1]], axis=1)
-        rates = np.concatenate([self._rates(x[..., 0], -1, 1), self._rates(x[..., 1], -1, 1),
-                                np.nan_to_num(self._rates(np.clip(prev, -self.y_range, self.y_range),
-                                                          -self.y_range, self.y_range), nan=0.0)], axis=-1)
+        rates = self._input_rates(x, y)
         p = np.repeat(rates.transpose(1, 0, 2), S, axis=0) * self.rate_hz * self.dt / 1000.0  # [T, B, n_in]
         X = (rng.random(p.shape) < p).astype(np.float32)
         target = np.full((K, S, B), np.nan, np.float32)
@@ -166,6 +181,11 @@ class L2LRegression(Task):
                 "nonlinear_fit_mse_per_trial": _rounded(family_kriging_baseline(self.function_family, x, y).mean(0)),
                 "function_variance": round(family_variance(self.function_family), 5)}
         return self._baselines[limit]
+
+
+def _shifted(values: np.ndarray) -> np.ndarray:
+    """``values`` ``[B, K, ...]`` one trial later: trial ``k`` holds trial ``k-1``'s, the first NaN."""
+    return np.concatenate([np.full_like(values[:, :1], np.nan), values[:, :-1]], axis=1)
 
 
 def _rounded(values) -> list[float]:
