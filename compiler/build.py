@@ -17,10 +17,16 @@ from lsnn.reference.errors import LsnnError
 from .importer import TVM_ERRORS, CompileError, check_domain, to_relax
 
 
-def _io(values, pinned: dict[str, int] | None = None) -> list[dict]:
-    """Name, shape (:func:`~lsnn.compiler.onnx.validate.declared_shape`) and dtype of each value."""
+def _io(values, what: str, pinned: dict[str, int] | None = None) -> list[dict]:
+    """Name, shape (:func:`~lsnn.compiler.onnx.validate.declared_shape`) and dtype of each value
+    (graph inputs or outputs: ``what``); a value that is not a tensor is refused."""
     from onnx import helper
 
+    for vi in values:
+        if not vi.type.HasField("tensor_type"):
+            raise CompileError(f"graph {what} '{vi.name}' is a(n) "
+                               f"{vi.type.WhichOneof('value') or 'untyped'} value, not a tensor; the compiler "
+                               f"takes tensors")
     return [{"name": vi.name, "shape": declared_shape(vi, pinned),
              "dtype": helper.tensor_dtype_to_np_dtype(vi.type.tensor_type.elem_type).name} for vi in values]
 
@@ -32,8 +38,8 @@ def source_manifest(proto: onnx.ModelProto, source: bytes, pinned: dict[str, int
     another size is refused before it starts, and the graph outputs as declared."""
     inits = {i.name for i in proto.graph.initializer}
     return {"source_sha256": hashlib.sha256(source).hexdigest(),
-            "inputs": _io([vi for vi in proto.graph.input if vi.name not in inits], pinned),
-            "outputs": _io(proto.graph.output)}
+            "inputs": _io([vi for vi in proto.graph.input if vi.name not in inits], "input", pinned),
+            "outputs": _io(proto.graph.output, "output")}
 
 
 def _constants(graph: onnx.GraphProto):
@@ -69,8 +75,8 @@ def compile(model, target="cpu", **options) -> Artifact:  # noqa: A001 - the iss
 
     proto = load_onnx(model)
     pinned = validate(proto)
-    for node in proto.graph.node:  # before any target builds: Cortex-M takes its own path
-        check_domain(node)
+    for k, node in enumerate(proto.graph.node):  # before any target builds: Cortex-M takes its own path
+        check_domain(node, k)
     check_finite(proto)
     tgt = get_target(target, **options)
     source = proto.SerializeToString() if isinstance(model, onnx.ModelProto) else Path(model).read_bytes()

@@ -84,9 +84,12 @@ def cases() -> dict:
 
 
 def node_labels(model) -> list[str]:
-    """How the project's errors may name each node of ``model``: ``node 'name'`` or ``node #k``."""
+    """How the project's errors may name each node of ``model`` (``node 'name'`` or ``node #k``)
+    and each graph input and output (``graph input 'name'``)."""
+    g = model.graph
     return [f"node '{n.name}'" if n.name else f"node #{k} ({n.domain or 'ai.onnx'}::{n.op_type})"
-            for k, n in enumerate(model.graph.node)]
+            for k, n in enumerate(g.node)] + \
+        [f"graph {what} '{vi.name}'" for what, values in (("input", g.input), ("output", g.output)) for vi in values]
 
 
 def _compare(case, outputs: dict, expected: list) -> str:

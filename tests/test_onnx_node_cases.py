@@ -36,8 +36,6 @@ def test_no_case_gives_a_wrong_result(outcomes):
     assert {n: o.detail for n, o in outcomes.items() if o.kind == "wrong"} == {}
 
 
-@pytest.mark.xfail(strict=True, reason="compiler/build.py reads the tensor type of an optional or sequence graph "
-                                       "input and raises KeyError (test_identity_opt, test_identity_sequence)")
 def test_no_case_crashes(outcomes):
     assert {n: o.detail for n, o in outcomes.items() if o.kind == "crashed"} == {}
 
