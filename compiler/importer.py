@@ -1,7 +1,8 @@
 """ONNX to Relax: TVM's own ONNX importer, extended by subclassing.
 
 Standard ops go through TVM's converters. ``ai.lsnn::ALIF``, ``ai.lsnn::LI``
-and ONNX ``LSTM`` go to ours, whether or not the model carries function
+and ONNX ``LSTM``, ``GRU`` and ``RNN`` (:mod:`lsnn.compiler.onnx.recurrent`) go to ours,
+whether or not the model carries function
 bodies (the importer never reads them): each becomes one ``call_tir`` of the
 target's kernel, with the time loop inside. A node of any other domain is
 rejected: TVM's converters look at the op name alone, so ``ai.lsnnx::ALIF``
@@ -22,7 +23,8 @@ from tvm import relax
 from tvm.relax.frontend.onnx.onnx_frontend import ONNXGraphImporter, _get_convert_map
 
 from lsnn.compiler.errors import CompileError
-from lsnn.compiler.onnx.schema import ALIF, DOMAIN, LI, LSTM, ONNX_DOMAINS, OPS, sequence_op
+from lsnn.compiler.onnx.recurrent import RecurrentConverters
+from lsnn.compiler.onnx.schema import ALIF, DOMAIN, LI, ONNX_DOMAINS, OPS, RECURRENT, sequence_op
 from lsnn.compiler.onnx.standard_ops import OVERRIDES, check_constant_inputs
 from lsnn.reference.errors import LsnnError
 from lsnn.targets.base import FUSED_READOUT
@@ -160,7 +162,7 @@ def check_domain(node: onnx.NodeProto, index: int | None = None) -> None:
                            f"{', '.join(sorted(OPS))}")
 
 
-class LSNNImporter(ONNXGraphImporter):
+class LSNNImporter(RecurrentConverters, ONNXGraphImporter):
     def __init__(self, target, shape_dict=None, dtype_dict="float32"):
         super().__init__(shape_dict or {}, dtype_dict, keep_params_in_input=False, sanitize=True)
         self.target = target
@@ -191,8 +193,10 @@ class LSNNImporter(ONNXGraphImporter):
                                    f"{type(e).__name__}: {lines[-1] if lines else ''}") from e
 
     def _convert_operator(self, op_name, inputs, attrs, opset):
-        # only ai.lsnn nodes are named ALIF or LI here, only ONNX's is LSTM (check_domain)
-        converter = {ALIF.name: self._alif, LI.name: self._li, LSTM.name: self._lstm}.get(op_name)
+        # only ai.lsnn nodes are named ALIF or LI here, only ONNX's LSTM, GRU, RNN (check_domain)
+        converter = {ALIF.name: self._alif, LI.name: self._li}.get(op_name)
+        if op_name in RECURRENT:
+            return self._recurrent(RECURRENT[op_name], inputs, attrs)
         if converter is not None:
             return converter(inputs, attrs)
         check_constant_inputs(op_name, inputs, self._node_label)
@@ -313,43 +317,6 @@ class LSNNImporter(ONNXGraphImporter):
                                     outputs=self._outputs_read(LI, attrs))
         return self._call(kernel, "li", [x["X"], self._transposed(x["W"]), x["alpha"], bias,
                                          *self._state(x, LI, [B, O])], [[Tn, B, O], [B, O]])
-
-    def _lstm_supported(self, x, attrs, label) -> None:
-        for key, ok in (("direction", b"forward"), ("layout", 0), ("input_forget", 0)):
-            if key in attrs and attrs[key] != ok:
-                raise CompileError(f"{label}: {key}={attrs[key]!r} is not supported (only {ok!r})")
-        for key in ("clip", "activations", "activation_alpha", "activation_beta"):
-            if key in attrs:
-                raise CompileError(f"{label}: attribute '{key}' is not supported")
-        if x["sequence_lens"] is not None:
-            raise CompileError(f"{label}: sequence_lens is not supported")
-        if x["P"] is not None:
-            raise CompileError(f"{label}: peepholes (input P) are not supported")
-        if not all(isinstance(x[k], _CONST) for k in ("W", "R")) or \
-                (x["B"] is not None and not isinstance(x["B"], _CONST)):
-            raise CompileError(f"{label}: W, R and B must be initializers")
-
-    def _lstm(self, inputs, attrs):
-        x = self._bind(LSTM, inputs, attrs)
-        label = self._label("LSTM", attrs)
-        self._lstm_supported(x, attrs, label)
-        self._finite_constants(label, {k: x[k] for k in ("W", "R", "B") if x[k] is not None})
-        Tn, B, _ = _shape(x["X"])
-        H = _shape(x["R"])[2]
-        wt = relax.const(np.ascontiguousarray(x["W"].value.numpy()[0].T))
-        rt = relax.const(np.ascontiguousarray(x["R"].value.numpy()[0].T))
-        h4 = wt.value.shape[1]
-        b = x["B"].value.numpy()[0] if x["B"] is not None else np.zeros(2 * h4, np.float32)
-        bias = relax.const((b[:h4] + b[h4:]).astype(np.float32))
-        h0, c0 = (self.bb.emit(relax.op.reshape(x[s.input], [B, H])) if x[s.input] is not None
-                  else self._zeros([B, H]) for s in LSTM.states)
-        dims = {"I": int(wt.value.shape[0]), "H": int(rt.value.shape[0])}
-        kernel = self.target.kernel("LSTM", dims=dims, outputs=self._outputs_read(LSTM, attrs))
-        out = self._call(kernel, "lstm", [x["X"], wt, rt, bias, h0, c0], [[Tn, B, H], [B, H], [B, H]])
-        Y = self.bb.emit(relax.op.reshape(relax.TupleGetItem(out, 0), [Tn, 1, B, H]))
-        Yh = self.bb.emit(relax.op.reshape(relax.TupleGetItem(out, 1), [1, B, H]))
-        Yc = self.bb.emit(relax.op.reshape(relax.TupleGetItem(out, 2), [1, B, H]))
-        return relax.Tuple([Y, Yh, Yc])
 
 
 def to_relax(model: onnx.ModelProto, target, shape_dict=None):

@@ -25,6 +25,10 @@ class TargetError(LsnnError):
 #: gets ``outputs`` (:meth:`Target.kernel`).
 KERNEL_ATTRIBUTES = {"ALIF": ("thr", "n_refractory", "dims", "finite_weights"),
                      "LI": ("dims", "finite_weights"), "LSTM": ("dims",)}
+#: One direction of an ONNX LSTM, GRU or RNN in general (:class:`lsnn.targets.cells.Cell`, which
+#: lists the kernel's arguments); ``LSTM`` is its plain forward form with constant weights
+RECURRENT = "Recurrent"
+KERNEL_ATTRIBUTES[RECURRENT] = ("dims", "cell")
 #: An ALIF layer and the LI readout of its spikes in one kernel, for targets that have it: the
 #: ALIF's attributes, ``dims`` with the readout's ``O``, and ``readout``, the LI's outputs read
 #: (``outputs`` are the ALIF's, ``Z`` only if something besides the readout reads it)
@@ -124,7 +128,7 @@ class Target:
         if outputs is None:
             from lsnn.compiler.onnx.schema import ALIF, LSTM, OPS
 
-            outputs = frozenset(p.name for p in {**OPS, LSTM.name: LSTM, FUSED_READOUT: ALIF}[op].outputs)
+            outputs = frozenset(p.name for p in {**OPS, LSTM.name: LSTM, RECURRENT: LSTM, FUSED_READOUT: ALIF}[op].outputs)
         return builder(**attrs, outputs=frozenset(outputs), **self.kernel_settings(op))
 
     def fuses_readout(self) -> bool:

@@ -4,9 +4,9 @@ One table per op: its inputs (name, shape in symbols, required), outputs,
 attributes and state slots (which ``initial_*`` input a ``final_*`` output
 continues). The validator, the function bodies, the exporter, the importer,
 the step graph and the runtimes read these tables, so the op names, arities,
-defaults and state pairs live in one place. ONNX's own ``LSTM`` is described
-here too, as far as the suite uses it (a sequence op with state), so that the
-places which treat every sequence op alike read one table.
+defaults and state pairs live in one place. ONNX's own ``LSTM``, ``GRU`` and
+``RNN`` are described here too (sequence ops with state), so that the places
+which treat every sequence op alike read one table.
 """
 from __future__ import annotations
 
@@ -93,29 +93,40 @@ LI = OpSchema(
 
 OPS = {op.name: op for op in (ALIF, LI)}
 
-#: ONNX's LSTM (forward, one direction: D = 1, G = 4H), the ports the suite reads
-LSTM = OpSchema(
-    "LSTM",
-    inputs=(
-        Port("X", ("T", "B", "I")), Port("W", ("D", "G", "I")), Port("R", ("D", "G", "H")),
-        Port("B", ("D", "G2"), False), Port("sequence_lens", ("B",), False),
-        Port("initial_h", ("D", "B", "H"), False), Port("initial_c", ("D", "B", "H"), False),
-        Port("P", ("D", "G3"), False),
-    ),
-    outputs=(Port("Y", ("T", "D", "B", "H"), False), Port("Y_h", ("D", "B", "H"), False),
-             Port("Y_c", ("D", "B", "H"), False)),
-    attributes={},  # the standard's; the importer checks the few it supports
-    states=(StateSlot("h", "initial_h", "Y_h"), StateSlot("c", "initial_c", "Y_c")),
-    domain="",
-)
+#: ONNX's recurrent ops (opset 14+): D directions, G = gates x H; every input and attribute of
+#: the standard, with its default (None: none; hidden_size is read from R)
+_RECURRENT_ATTRIBUTES = {"activation_alpha": ("floats", None), "activation_beta": ("floats", None),
+                         "activations": ("strings", None), "clip": ("float", None),
+                         "direction": ("string", "forward"), "hidden_size": ("int", None), "layout": ("int", 0)}
+
+
+def _recurrent(name: str, cell_state: bool, extra: dict) -> OpSchema:
+    inputs = (Port("X", ("T", "B", "I")), Port("W", ("D", "G", "I")), Port("R", ("D", "G", "H")),
+              Port("B", ("D", "G2"), False), Port("sequence_lens", ("B",), False),
+              Port("initial_h", ("D", "B", "H"), False))
+    outputs = (Port("Y", ("T", "D", "B", "H"), False), Port("Y_h", ("D", "B", "H"), False))
+    states = (StateSlot("h", "initial_h", "Y_h"),)
+    if cell_state:
+        inputs += (Port("initial_c", ("D", "B", "H"), False), Port("P", ("D", "G3"), False))
+        outputs += (Port("Y_c", ("D", "B", "H"), False),)
+        states += (StateSlot("c", "initial_c", "Y_c"),)
+    return OpSchema(name, inputs=inputs, outputs=outputs, attributes={**_RECURRENT_ATTRIBUTES, **extra},
+                    states=states, domain="")
+
+
+LSTM = _recurrent("LSTM", True, {"input_forget": ("int", 0)})
+GRU = _recurrent("GRU", False, {"linear_before_reset": ("int", 0)})
+RNN = _recurrent("RNN", False, {})
+#: ONNX's recurrent ops by name
+RECURRENT = {op.name: op for op in (LSTM, GRU, RNN)}
 
 ONNX_DOMAINS = ("", "ai.onnx")  # both name ONNX's standard domain
 
 
 def sequence_op(node) -> OpSchema | None:
-    """The schema of a sequence op (``ai.lsnn`` ALIF or LI, ONNX LSTM), None for any other node."""
+    """The schema of a sequence op (``ai.lsnn`` ALIF or LI, ONNX LSTM, GRU or RNN), None for any other node."""
     if node.domain == DOMAIN:
         return OPS.get(node.op_type)
-    if node.domain in ONNX_DOMAINS and node.op_type == LSTM.name:
-        return LSTM
+    if node.domain in ONNX_DOMAINS:
+        return RECURRENT.get(node.op_type)
     return None

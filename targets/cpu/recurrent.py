@@ -1,0 +1,215 @@
+"""One direction of an ONNX ``LSTM``, ``GRU`` or ``RNN`` node: the time loop inside.
+
+The general form of the recurrent kernels (:class:`lsnn.targets.cells.Cell` says what it
+computes and lists its arguments): any activations, ``clip``, reverse direction,
+``sequence_lens``, peepholes, coupled input and forget gates, GRU's two forms, weights given
+at run time. The plain forward LSTM with constant weights keeps its blocked kernel
+(:mod:`.lstm`).
+
+Each sequence is one task of the runtime's thread pool (``T.parallel``). Per step: the input
+projection ``Wb + X[t] @ W^T`` (rows of ``W^T`` of the nonzero inputs only when the weights
+are finite constants, so that skipping a zero is exact; every row otherwise, as ``0 * Inf``
+is NaN), the recurrent product ``Rb + h @ R^T`` (every row: ``h`` is rarely sparse), each a
+loop over ``k`` of contiguous vector rows, then the cell. Sequence ``b`` runs steps
+``0 .. lens[b]-1`` (``lens[b]-1 .. 0`` in reverse), as onnxruntime does; ``Y`` is 0 at the
+steps past its length and ``Y_h``/``Y_c`` are the states after its last step. No libm
+calls in the default activations (they would dominate): tanh is the rational one of
+:mod:`.fastmath`, sigmoid that of :mod:`.expmath` (``0.5 tanh(x/2) + 0.5`` saturates short of 1,
+off by more than ONNX's GRU cases allow); the others follow ONNX's definitions. ``Y``, ``Y_h`` and ``Y_c`` are stored only when read
+(``outputs``).
+
+``vector=False`` is the form for code generators that print no vector types or parallel
+loops (TVM's C): the same loops, serial.
+"""
+from __future__ import annotations
+
+from tvm import tirx
+from tvm.script import tirx as T
+
+from ..cells import Cell
+from . import expmath, fastmath
+from .floatops import at_least, at_most, nonzero
+
+#: the recurrent kernels' outputs (ONNX names)
+OUTPUTS = frozenset({"Y", "Y_h", "Y_c"})
+
+
+def _f32(v: float):
+    return tirx.const(float(v), "float32")
+
+
+def activation(a):
+    """The TIR function of activation ``a`` (:class:`lsnn.targets.cells.Activation`), with ONNX's
+    definition; NaN passes through each select."""
+    alpha, beta = _f32(a.alpha if a.alpha is not None else 0.0), _f32(a.beta if a.beta is not None else 0.0)
+    zero, one = _f32(0.0), _f32(1.0)
+    return {
+        "sigmoid": expmath.sigmoid,
+        "tanh": fastmath.tanh,
+        "relu": lambda x: tirx.Select(x < zero, zero, x),
+        "affine": lambda x: alpha * x + beta,
+        "leakyrelu": lambda x: tirx.Select(x < zero, alpha * x, x),
+        "thresholdedrelu": lambda x: tirx.Select(x > alpha, x, zero),
+        "scaledtanh": lambda x: alpha * fastmath.tanh(beta * x),
+        "hardsigmoid": lambda x: at_least(at_most(alpha * x + beta, one), zero),
+        "elu": lambda x: tirx.Select(x < zero, alpha * (tirx.exp(x) - one), x),
+        "softsign": lambda x: x / (one + tirx.abs(x)),
+        "softplus": lambda x: tirx.log(one + tirx.exp(x)),
+    }[a.name]
+
+
+def recurrent_kernel(*, dims: dict, cell: Cell, outputs=OUTPUTS, vector: bool = True):
+    """The kernel of one direction of ``cell`` for ``dims`` (``I``, ``H``: static), storing only
+    ``outputs``."""
+    unknown = set(outputs) - OUTPUTS
+    if unknown:
+        raise ValueError(f"{cell.op} kernel: unknown output(s) {sorted(unknown)} (it has {sorted(OUTPUTS)})")
+    body = {"LSTM": _lstm_step, "GRU": _gru_step, "RNN": _rnn_step}[cell.op]
+    return _kernel(int(dims["I"]), int(dims["H"]), cell, body, bool(vector),
+                   store_y="Y" in outputs, store_h="Y_h" in outputs, store_c="Y_c" in outputs and cell.op == "LSTM")
+
+
+def _clipped(cell: Cell):
+    if cell.clip is None:
+        return lambda x: x
+    bound = _f32(cell.clip)
+    return lambda x: at_least(at_most(x, bound), -bound)
+
+
+def _lstm_step(cell: Cell, nH: int, vec):
+    f, g, h = (activation(a) for a in cell.activations)
+    clip = _clipped(cell)
+    peep = cell.peepholes
+    coupled = cell.input_forget
+
+    def pre(G, P, cprev, k, gate):  # gate: 0 i, 1 o, 2 f, 3 c
+        x = G[gate * nH + k]
+        return clip(x + P[gate * nH + k] * cprev) if peep and gate < 3 else clip(x)
+
+    def forget(G, P, c, k):
+        return _f32(1.0) - f(pre(G, P, c[k], k, 0)) if coupled else f(pre(G, P, c[k], k, 2))
+
+    @T.macro
+    def step(G, Q, Q2, hs, cs, P, RT, Bias):
+        for j in vec(nH * 4):
+            G[j] = G[j] + Q[j]
+        for k in range(nH):
+            cs[k] = forget(G, P, cs, k) * cs[k] + f(pre(G, P, cs[k], k, 0)) * g(clip(G[nH * 3 + k]))
+            hs[k] = f(pre(G, P, cs[k], k, 1)) * h(cs[k])
+
+    return step, 4
+
+
+def _gru_step(cell: Cell, nH: int, vec):
+    f, g = (activation(a) for a in cell.activations)
+    clip = _clipped(cell)
+
+    if cell.linear_before_reset:
+        @T.macro
+        def step(G, Q, Q2, hs, cs, P, RT, Bias):
+            for k in range(nH):  # cs holds r
+                cs[k] = f(clip(G[nH + k] + Q[nH + k]))
+            for k in range(nH):
+                hs[k] = (_f32(1.0) - f(clip(G[k] + Q[k]))) * g(clip(G[nH * 2 + k] + cs[k] * Q[nH * 2 + k])) + \
+                    f(clip(G[k] + Q[k])) * hs[k]
+        return step, 3
+
+    @T.macro
+    def step(G, Q, Q2, hs, cs, P, RT, Bias):
+        for k in range(nH):  # cs holds r * h
+            cs[k] = f(clip(G[nH + k] + Q[nH + k])) * hs[k]
+        for j in vec(nH):
+            Q2[j] = Bias[1, nH * 2 + j]
+        for k in range(nH):
+            for j in vec(nH):
+                Q2[j] = Q2[j] + cs[k] * RT[k, nH * 2 + j]
+        for k in range(nH):
+            hs[k] = (_f32(1.0) - f(clip(G[k] + Q[k]))) * g(clip(G[nH * 2 + k] + Q2[k])) + f(clip(G[k] + Q[k])) * hs[k]
+    return step, 2  # the recurrent product of z and r only; h's comes after r
+
+
+def _rnn_step(cell: Cell, nH: int, vec):
+    f = activation(cell.activations[0])
+    clip = _clipped(cell)
+
+    @T.macro
+    def step(G, Q, Q2, hs, cs, P, RT, Bias):
+        for k in range(nH):
+            hs[k] = f(clip(G[k] + Q[k]))
+    return step, 1
+
+
+def _kernel(nI: int, nH: int, cell: Cell, body, vector: bool, store_y: bool, store_h: bool, store_c: bool):
+    nG = cell.gates * nH
+    par = T.parallel if vector else T.serial
+    vec = T.vectorized if vector else T.serial
+    step, rec_gates = body(cell, nH, vec)
+    nQ = rec_gates * nH  # columns of the recurrent product before the cell
+    events = cell.finite_weights
+    reverse = cell.reverse
+
+    def length(Lens, b, nT):
+        return T.Cast("int64", Lens[b]) if cell.sequence_lens else nT
+
+    def time(n, s):
+        return n - 1 - s if reverse else s
+
+    @T.prim_func(private=True)
+    def recurrent(x: T.handle, wt: T.handle, rt: T.handle, bias: T.handle, lens: T.handle, p: T.handle,
+                  h0: T.handle, c0: T.handle, yo: T.handle, fh: T.handle, fc: T.handle):
+        T.func_attr({"tirx.noalias": True})
+        nT = T.int64()
+        nB = T.int64()
+        X = T.match_buffer(x, (nT, nB, nI), "float32")
+        WT = T.match_buffer(wt, (nI, nG), "float32")
+        RT = T.match_buffer(rt, (nH, nG), "float32")
+        Bias = T.match_buffer(bias, (2, nG), "float32")
+        Lens = T.match_buffer(lens, (nB,), "int32")
+        P = T.match_buffer(p, (nH * 3,), "float32")
+        H0 = T.match_buffer(h0, (nB, nH), "float32")
+        C0 = T.match_buffer(c0, (nB, nH), "float32")
+        Y = T.match_buffer(yo, (nT, nB, nH), "float32")
+        FH = T.match_buffer(fh, (nB, nH), "float32")
+        FC = T.match_buffer(fc, (nB, nH), "float32")
+        for b in par(nB):
+            hs = T.alloc_buffer((nH,), "float32")
+            cs = T.alloc_buffer((nH,), "float32")
+            G = T.alloc_buffer((nG,), "float32")
+            Q = T.alloc_buffer((nG,), "float32")
+            Q2 = T.alloc_buffer((nH,), "float32")
+            n = T.alloc_buffer((1,), "int64", scope="local")
+            n[0] = T.max(T.min(length(Lens, b, nT), nT), T.int64(0))
+            for k in range(nH):
+                hs[k] = H0[b, k]
+                cs[k] = C0[b, k]
+            for s in range(n[0]):
+                for j in vec(nG):
+                    G[j] = Bias[0, j]
+                for i in range(nI):
+                    if events:
+                        if nonzero(X[time(n[0], s), b, i]):
+                            for j in vec(nG):
+                                G[j] = G[j] + X[time(n[0], s), b, i] * WT[i, j]
+                    else:
+                        for j in vec(nG):
+                            G[j] = G[j] + X[time(n[0], s), b, i] * WT[i, j]
+                for j in vec(nQ):
+                    Q[j] = Bias[1, j]
+                for k in range(nH):
+                    for j in vec(nQ):
+                        Q[j] = Q[j] + hs[k] * RT[k, j]
+                step(G, Q, Q2, hs, cs, P, RT, Bias)
+                if store_y:
+                    for k in range(nH):
+                        Y[time(n[0], s), b, k] = hs[k]
+            if store_y:
+                for t in range(n[0], nT):
+                    for k in range(nH):
+                        Y[t, b, k] = T.float32(0)
+            for k in range(nH):
+                if store_h:
+                    FH[b, k] = hs[k]
+                if store_c:
+                    FC[b, k] = cs[k]
+
+    return recurrent

@@ -1,0 +1,158 @@
+"""ONNX LSTM, GRU and RNN on the cpu against onnxruntime: random one-node models covering each
+attribute and input of opset 14+ (layouts, directions, sequence_lens, initial states, peepholes,
+clip, coupled gates, activations with their parameters, weights as graph inputs or constants,
+optional outputs), and the refusals."""
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+from onnx import TensorProto, helper
+
+from lsnn.compiler import compile
+from lsnn.compiler.errors import CompileError
+
+GATES = {"LSTM": 4, "GRU": 3, "RNN": 1}
+T_, B_, I_, H_ = 5, 3, 4, 6
+
+
+def _model(op, *, D=1, layout=0, lens=None, initial=False, peepholes=False, bias=True, constant=False,
+           outputs=("Y", "Y_h", "Y_c"), seed=0, scale=0.5, **attrs):
+    """A one-node model of ``op`` and its feeds: weights as graph inputs (initializers when
+    ``constant``), ``lens`` the sequence lengths, ``outputs`` those read (others named "")."""
+    rng = np.random.default_rng(seed)
+    G = GATES[op] * H_
+    xs = [B_, T_, I_] if layout else [T_, B_, I_]
+    hs = [B_, D, H_] if layout else [D, B_, H_]
+    values = {"X": rng.normal(0, 1, xs), "W": rng.normal(0, scale, (D, G, I_)),
+              "R": rng.normal(0, scale, (D, G, H_))}
+    if bias:
+        values["B"] = rng.normal(0, scale, (D, 2 * G))
+    if lens is not None:
+        values["sequence_lens"] = np.array(lens, np.int32)
+    if initial:
+        values["initial_h"] = rng.normal(0, 1, hs)
+        if op == "LSTM":
+            values["initial_c"] = rng.normal(0, 1, hs)
+    if peepholes:
+        values["P"] = rng.normal(0, scale, (D, 3 * H_))
+    values = {k: v.astype(np.float32) if v.dtype != np.int32 else v for k, v in values.items()}
+    order = ["X", "W", "R", "B", "sequence_lens", "initial_h"] + (["initial_c", "P"] if op == "LSTM" else [])
+    names = [k if k in values else "" for k in order]
+    while names and not names[-1]:
+        names.pop()
+    n_out = 3 if op == "LSTM" else 2
+    outs = [n if n in outputs else "" for n in ("Y", "Y_h", "Y_c")[:n_out]]
+    attrs = {"hidden_size": H_, "layout": layout, **attrs}
+    if D == 2:
+        attrs["direction"] = "bidirectional"
+    node = helper.make_node(op, names, outs, name="rec", **attrs)
+    inits = [onnx.numpy_helper.from_array(values[k], k) for k in ("W", "R", "B", "P") if constant and k in values]
+    feeds = {k: v for k, v in values.items() if not (constant and k in ("W", "R", "B", "P"))}
+    graph = helper.make_graph(
+        [node], "g",
+        [helper.make_tensor_value_info(k, TensorProto.INT32 if k == "sequence_lens" else TensorProto.FLOAT, v.shape)
+         for k, v in feeds.items()],
+        [helper.make_tensor_value_info(n, TensorProto.FLOAT, None) for n in outs if n], initializer=inits)
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 14)]), feeds
+
+
+def _onnxruntime(model, feeds) -> list:
+    """onnxruntime's outputs; for ``layout=1`` (which onnxruntime refuses) those of the node with
+    layout 0 on the time-major inputs, made batch-major."""
+    node = model.graph.node[0]
+    layout = next((a.i for a in node.attribute if a.name == "layout"), 0)
+    if layout:
+        model = onnx.load_from_string(model.SerializeToString())
+        next(a for a in model.graph.node[0].attribute if a.name == "layout").i = 0
+        for vi in model.graph.input:
+            vi.type.tensor_type.ClearField("shape")
+        feeds = {k: v.swapaxes(0, 1) if k in ("X", "initial_h", "initial_c") else v for k, v in feeds.items()}
+    out = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, feeds)
+    return [o.transpose(2, 0, 1, 3) if o.ndim == 4 else o.swapaxes(0, 1) for o in out] if layout else out
+
+
+def _check(model, feeds, rtol=1e-4, atol=1e-5):
+    want = _onnxruntime(model, feeds)
+    got = compile(model, target="cpu").run(feeds)
+    for vi, w in zip(model.graph.output, want):
+        assert got[vi.name].shape == w.shape, vi.name
+        np.testing.assert_allclose(got[vi.name], w, rtol=rtol, atol=atol, err_msg=vi.name)
+
+
+LSTM_CASES = {
+    "plain-constant": dict(constant=True),  # the blocked forward kernel
+    "plain-constant-h-only": dict(constant=True, outputs=("Y_h",)),
+    "weights-as-inputs": dict(),
+    "no-bias": dict(bias=False),
+    "reverse": dict(direction="reverse", constant=True),
+    "bidirectional-initial": dict(D=2, initial=True),
+    "batch-first-bidirectional": dict(D=2, layout=1, initial=True),
+    "sequence-lens-forward": dict(lens=[5, 2, 3], initial=True),
+    "sequence-lens-bidirectional-batch-first": dict(D=2, layout=1, lens=[1, 5, 3], constant=True),
+    "peepholes": dict(peepholes=True, initial=True),
+    "clip": dict(clip=0.4, scale=1.5),
+    "input-forget": dict(input_forget=1, initial=True),
+    "activations": dict(D=2, activations=["HardSigmoid", "LeakyRelu", "ScaledTanh", "Sigmoid", "Softsign", "Affine"],
+                        activation_alpha=[0.3, 0.2, 0.9, 0.7], activation_beta=[0.4, 1.2, 0.1]),
+}
+
+
+@pytest.mark.parametrize("case", LSTM_CASES)
+def test_lstm_matches_onnxruntime(case):
+    _check(*_model("LSTM", **LSTM_CASES[case]))
+
+
+GRU_CASES = {
+    "defaults": dict(),
+    "linear-before-reset": dict(linear_before_reset=1, initial=True),
+    "constant-bidirectional-lens": dict(D=2, constant=True, lens=[3, 5, 1], initial=True),
+    "batch-first-reverse-lbr": dict(layout=1, direction="reverse", linear_before_reset=1, lens=[4, 2, 5]),
+    "clip-activations": dict(clip=0.5, scale=1.5, activations=["Relu", "Elu"], activation_alpha=[0.5]),
+    "h-only": dict(outputs=("Y_h",), constant=True),
+}
+
+
+@pytest.mark.parametrize("case", GRU_CASES)
+def test_gru_matches_onnxruntime(case):
+    _check(*_model("GRU", **GRU_CASES[case]))
+
+
+RNN_ACTIVATIONS = ["Relu", "Tanh", "Sigmoid", "Affine", "LeakyRelu", "ThresholdedRelu", "ScaledTanh",
+                   "HardSigmoid", "Elu", "Softsign", "Softplus"]
+
+
+@pytest.mark.parametrize("act", RNN_ACTIVATIONS)
+def test_rnn_activation_matches_onnxruntime(act):
+    """Each of ONNX's activations, alpha and beta given, on a bidirectional RNN (one per direction:
+    the given one, then the default tanh)."""
+    _check(*_model("RNN", D=2, activations=[act, "Tanh"], activation_alpha=[0.3], activation_beta=[0.2],
+                   lens=[5, 3, 2], initial=True))
+
+
+def test_rnn_batch_first_constant_reverse():
+    _check(*_model("RNN", layout=1, direction="reverse", constant=True, initial=True))
+
+
+def test_weights_given_at_run_time_are_never_skipped():
+    """An infinite weight of an input that is 0: 0 * Inf is NaN (onnxruntime's dense product);
+    a kernel skipping zero inputs would give a finite result."""
+    model, feeds = _model("RNN", constant=False)
+    feeds["X"][:, :, 0] = 0
+    feeds["W"][0, :, 0] = np.inf
+    got = compile(model, target="cpu").run(feeds)
+    assert np.isnan(got["Y"]).all() and np.isnan(got["Y_h"]).all()
+
+
+def test_wrong_number_of_activations_is_refused_naming_the_node():
+    model, _ = _model("GRU", activations=["Sigmoid"])
+    with pytest.raises(CompileError, match=r"^node 'rec' \(ai\.onnx::GRU\): activations has 1 function\(s\); "
+                                           r"GRU with 1 direction\(s\) takes 2$"):
+        compile(model, target="cpu")
+
+
+def test_unknown_activation_is_refused_naming_the_node():
+    model, _ = _model("RNN", activations=["Swish"])
+    with pytest.raises(CompileError, match=r"^node 'rec' \(ai\.onnx::RNN\): activation 'swish' is not one of"):
+        compile(model, target="cpu")
