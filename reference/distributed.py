@@ -3,18 +3,21 @@
 Every process draws from the same seeded generator, advancing it as for the
 whole global batch ``X [T, B, I]``, but builds and runs only its contiguous rows
 ``r*B/W .. (r+1)*B/W`` (rank ``r`` of ``W`` processes; :meth:`Parallel.rows`,
-:meth:`~lsnn.reference.tasks.base.Task.batch`). The loss is computed from
-global quantities, so its value is the single-process loss of the global batch
-``L(Y)``:
+:meth:`~lsnn.reference.tasks.base.Task.batch`). The loss is combined from what
+each process computes on its rows, so its value is the single-process loss of
+the global batch ``L``:
 
-* the readout ``Y`` and the targets are gathered from every process (:meth:`Parallel.gather`);
+* the task loss is a mean over ``n_r`` terms on rank ``r``
+  (:meth:`~lsnn.reference.tasks.base.Task.loss_terms`); its share of the global
+  mean is ``L_r * n_r / N`` with ``N = sum_r n_r`` (:meth:`Parallel.sum`, one
+  collective of a few numbers, which also gives the logged loss and score);
 * a mean over the batch, such as the firing rate of each neuron
   ``f = 1/W * sum_r f_r`` (equal slices), is all-reduced
   (:meth:`Parallel.all_reduce_mean`).
 
-Both keep the gradient of this process's own part only, so backpropagating
-``L`` on rank ``r`` gives ``g_r = dL/dY_r * dY_r/dtheta``, this slice's share of
-the global gradient ``g = sum_r g_r``. DistributedDataParallel averages the
+Both give this process's own part of the gradient only, so backpropagating
+its terms on rank ``r`` gives ``g_r``, this slice's share of the global gradient
+``g = sum_r g_r``. DistributedDataParallel averages the
 gradients over processes, so each process backpropagates ``W * L``
 (:meth:`Parallel.backward`): the averaged gradient is ``1/W * sum_r W g_r = g``,
 the single-process gradient of the global batch (up to float32 summation
@@ -58,8 +61,8 @@ class Parallel(Protocol):
     def rows(self, batch_size: int) -> slice:
         """This process's contiguous rows of a global batch of ``batch_size`` sequences."""
 
-    def gather(self, part: torch.Tensor) -> torch.Tensor:
-        """The slices of every process joined along dimension 1; the gradient flows into ``part`` only."""
+    def sum(self, *values: float) -> tuple[float, ...]:
+        """Each of ``values`` summed over processes (one collective for all of them)."""
 
     def all_reduce_mean(self, value: torch.Tensor) -> torch.Tensor:
         """The mean of ``value`` over processes; the gradient flows into this process's share ``value / W``."""
@@ -89,8 +92,8 @@ class OneProcess:
     def rows(self, batch_size: int) -> slice:
         return slice(0, batch_size)
 
-    def gather(self, part: torch.Tensor) -> torch.Tensor:
-        return part
+    def sum(self, *values: float) -> tuple[float, ...]:
+        return values
 
     def all_reduce_mean(self, value: torch.Tensor) -> torch.Tensor:
         return value
@@ -130,11 +133,10 @@ class ProcessGroup:
         n = batch_size // self.world_size
         return slice(self.rank * n, (self.rank + 1) * n)
 
-    def gather(self, part: torch.Tensor) -> torch.Tensor:
-        parts = [torch.empty_like(part) for _ in range(self.world_size)]
-        dist.all_gather(parts, part.detach().contiguous())
-        parts[self.rank] = part
-        return torch.cat(parts, dim=1)
+    def sum(self, *values: float) -> tuple[float, ...]:
+        total = torch.tensor(values, dtype=torch.float64)
+        dist.all_reduce(total)
+        return tuple(total.tolist())
 
     def all_reduce_mean(self, value: torch.Tensor) -> torch.Tensor:
         share = value / self.world_size

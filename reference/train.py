@@ -197,9 +197,10 @@ class Trainer:
         self.set_lr(step)
         X, target = task.batch(hp["batch_size"], self.rng, parallel.rows(hp["batch_size"]))  # this process's rows
         out = self.net(X)
-        Y, target = parallel.gather(out.Y), parallel.gather(target)  # the global readout and targets
-        loss = task.loss(Y, target)
-        total, rates = loss, None
+        local, n = task.loss(out.Y, target), task.loss_terms(target)
+        c, m = task.score(out.Y.detach(), target)
+        n_all, loss_sum, c, m = parallel.sum(n, local.item() * n, c, m)  # over the global batch
+        total, rates = local * (n / n_all), None  # this process's share of the global mean
         if out.Z is not None:
             rates = parallel.all_reduce_mean(firing_rates(out.Z))  # per neuron, over the global batch
             if hp["reg"]:
@@ -209,8 +210,7 @@ class Trainer:
         if hp["clip"]:
             torch.nn.utils.clip_grad_norm_(self.model.parameters(), hp["clip"])
         self.opt.step()
-        c, n = task.score(Y.detach(), target)
-        rec = {"step": step + 1, "loss": round(loss.item(), 5), task.metric: round(c / max(n, 1), 4)}
+        rec = {"step": step + 1, "loss": round(loss_sum / n_all, 5), task.metric: round(c / max(m, 1), 4)}
         if rates is not None:
             rec["rate_hz"] = round(float(rates.detach().mean()) * 1000 / self.dt, 2)
         if self.eval_every and (step + 1) % self.eval_every == 0 and parallel.is_main:

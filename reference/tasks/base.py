@@ -25,7 +25,13 @@ class Task:
     metric = "accuracy"  # what score() measures; "mse" for regression tasks (lower is better)
 
     def loss(self, Y: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """The mean of the loss over its :meth:`loss_terms` terms."""
         return step_loss(Y, target)
+
+    def loss_terms(self, target: torch.Tensor) -> int:
+        """How many terms :meth:`loss` averages over (the steps that ask for a class), so that the
+        means over several processes' rows combine into the mean over the whole batch."""
+        return int((target >= 0).sum())
 
     def score(self, Y, target) -> tuple[float, int]:
         """(sum, count): the metric is sum / count; correct decisions for classification."""

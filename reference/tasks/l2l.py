@@ -147,6 +147,9 @@ class L2LRegression(Task):
         valid = ~torch.isnan(target)
         return torch.mean((Y[..., 0][valid] - target[valid]) ** 2)
 
+    def loss_terms(self, target: torch.Tensor) -> int:
+        return int((~torch.isnan(target)).sum())
+
     def predictions(self, Y, target) -> tuple[np.ndarray, np.ndarray]:
         """Per trial: the readout averaged over its scored steps, and the answer ``[B, K]``."""
         Y = np.asarray(Y)[..., 0]
