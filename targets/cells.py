@@ -3,8 +3,8 @@
 The importer normalises every node to calls of a time-loop kernel on ``[T, B, I]``, one per
 direction (:mod:`lsnn.compiler.onnx.recurrent`); a :class:`Cell` says what the kernel of that
 call computes. Kernel arguments, in order: ``X [T, B, I]``, ``W^T [I, G]``, ``R^T [H, G]``,
-``bias [2, G]`` (row 0 ``Wb``, row 1 ``Rb``), ``lens [B]`` (int32, read only with
-``sequence_lens``), ``P [3H]`` (peepholes ``i, o, f``, read only with ``peepholes``),
+``bias [2, G]`` (row 0 ``Wb``, row 1 ``Rb``), ``lens [B]`` (read only with
+``sequence_lens``; float32, exact up to 2^24 steps, as Cortex-M's C kernels take float32 only), ``P [3H]`` (peepholes ``i, o, f``, read only with ``peepholes``),
 ``h0 [B, H]``, ``c0 [B, H]`` (read only by LSTM); outputs ``Y [T, B, H]``, ``Y_h [B, H]``,
 ``Y_c [B, H]`` (written only by LSTM). ``G`` is :data:`GATES` times ``H``.
 """

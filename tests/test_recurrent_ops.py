@@ -17,14 +17,14 @@ GATES = {"LSTM": 4, "GRU": 3, "RNN": 1}
 T_, B_, I_, H_ = 5, 3, 4, 6
 
 
-def _model(op, *, D=1, layout=0, lens=None, initial=False, peepholes=False, bias=True, constant=False,
+def _model(op, *, D=1, B=B_, layout=0, lens=None, initial=False, peepholes=False, bias=True, constant=False,
            outputs=("Y", "Y_h", "Y_c"), seed=0, scale=0.5, **attrs):
     """A one-node model of ``op`` and its feeds: weights as graph inputs (initializers when
     ``constant``), ``lens`` the sequence lengths, ``outputs`` those read (others named "")."""
     rng = np.random.default_rng(seed)
     G = GATES[op] * H_
-    xs = [B_, T_, I_] if layout else [T_, B_, I_]
-    hs = [B_, D, H_] if layout else [D, B_, H_]
+    xs = [B, T_, I_] if layout else [T_, B, I_]
+    hs = [B, D, H_] if layout else [D, B, H_]
     values = {"X": rng.normal(0, 1, xs), "W": rng.normal(0, scale, (D, G, I_)),
               "R": rng.normal(0, scale, (D, G, H_))}
     if bias:
@@ -156,3 +156,33 @@ def test_unknown_activation_is_refused_naming_the_node():
     model, _ = _model("RNN", activations=["Swish"])
     with pytest.raises(CompileError, match=r"^node 'rec' \(ai\.onnx::RNN\): activation 'swish' is not one of"):
         compile(model, target="cpu")
+
+
+# -- Cortex-M: one step per call (the forward direction only) --------------------------------
+
+@pytest.mark.usefixtures("arm_toolchain")
+@pytest.mark.parametrize("case", {
+    "lstm-peepholes-clip-coupled": ("LSTM", dict(peepholes=True, clip=0.8, input_forget=1, initial=True)),
+    "lstm-activations": ("LSTM", dict(activations=["HardSigmoid", "Elu", "Softplus"], activation_alpha=[0.3, 0.7],
+                                      activation_beta=[0.4])),
+}.items(), ids=lambda c: c[0])
+def test_forward_recurrent_node_on_cortex_m4_matches_onnxruntime(case):
+    """The general kernel in its C form, one step per call: one sequence (the step graph's Y of
+    [T, 1, B, H] as a graph output takes B = 1)."""
+    op, kw = case[1]
+    model, feeds = _model(op, B=1, constant=True, **kw)
+    want = _onnxruntime(model, feeds)
+    got = compile(model, target="cortex-m4").run(feeds)
+    for vi, w in zip(model.graph.output, want):
+        np.testing.assert_allclose(got[vi.name], w, rtol=1e-4, atol=1e-5, err_msg=vi.name)
+
+
+@pytest.mark.parametrize("cell", [dict(reverse=True), dict(sequence_lens=True)], ids=["reverse", "sequence-lens"])
+def test_cortex_m_refuses_what_needs_the_whole_sequence(cell):
+    from lsnn.targets.base import TargetError, get_target
+    from lsnn.targets.cells import DEFAULT_ACTIVATIONS, Activation, Cell
+
+    c = Cell("GRU", tuple(Activation(n) for n in DEFAULT_ACTIVATIONS["GRU"]), **cell)
+    with pytest.raises(TargetError, match="Cortex-M runs a model one time step per call and never holds the "
+                                          "whole sequence"):
+        get_target("cortex-m4").kernel("Recurrent", dims={"I": 2, "H": 3}, cell=c, outputs=frozenset({"Y"}))

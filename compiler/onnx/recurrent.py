@@ -163,7 +163,8 @@ class RecurrentConverters:
         return self.bb.emit(relax.op.permute_dims(relax.op.squeeze(part, [0])))
 
     def _lens(self, lens, B):
-        """``sequence_lens`` as int32 (a placeholder of zeros when the node has none: unread)."""
+        """``sequence_lens`` as the kernels take it (:class:`lsnn.targets.cells.Cell`: float32), a
+        placeholder of zeros when the node has none (unread)."""
         if lens is None:
-            return self.bb.emit(relax.op.zeros(relax.ShapeExpr([B]), "int32"))
-        return self.bb.emit(relax.op.astype(lens, "int32"))
+            return self._zeros([B])
+        return self.bb.emit(relax.op.astype(lens, "float32"))

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import shutil
 
-from ..base import FUSED_READOUT, Option, Target, TargetError, register
+from ..base import FUSED_READOUT, RECURRENT, Option, Target, TargetError, register
 
 TOOLCHAIN = ("arm-none-eabi-gcc", "arm-none-eabi-size", "make")
 QEMU = "qemu-system-arm"
@@ -31,7 +31,8 @@ class CortexMTarget(Target):
     #: the core has Helium (MVE) vector units: the ALIF neuron update is a loop GCC vectorises
     helium: bool = False
     kernels = {"ALIF": "lsnn.targets.cortex_m.alif:alif_kernel", "LI": "lsnn.targets.cortex_m.li:li_kernel",
-               "LSTM": "lsnn.targets.cortex_m.lstm:lstm_kernel", FUSED_READOUT: "lsnn.targets.cortex_m.alif:alif_kernel"}
+               "LSTM": "lsnn.targets.cortex_m.lstm:lstm_kernel",
+               RECURRENT: "lsnn.targets.cortex_m.recurrent:recurrent_kernel", FUSED_READOUT: "lsnn.targets.cortex_m.alif:alif_kernel"}
 
     @classmethod
     def option_spec(cls) -> dict:

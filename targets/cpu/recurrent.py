@@ -52,9 +52,9 @@ def activation(a):
         "thresholdedrelu": lambda x: tirx.Select(x > alpha, x, zero),
         "scaledtanh": lambda x: alpha * fastmath.tanh(beta * x),
         "hardsigmoid": lambda x: at_least(at_most(alpha * x + beta, one), zero),
-        "elu": lambda x: tirx.Select(x < zero, alpha * (tirx.exp(x) - one), x),
-        "softsign": lambda x: x / (one + tirx.abs(x)),
-        "softplus": lambda x: tirx.log(one + tirx.exp(x)),
+        "elu": lambda x: tirx.Select(x < zero, alpha * (expmath.exp(x) - one), x),
+        "softsign": lambda x: x / (one + tirx.Select(x < zero, -x, x)),
+        "softplus": lambda x: tirx.log(one + expmath.exp(x)),
     }[a.name]
 
 
@@ -147,6 +147,10 @@ def _kernel(nI: int, nH: int, cell: Cell, body, vector: bool, store_y: bool, sto
     nQ = rec_gates * nH  # columns of the recurrent product before the cell
     events = cell.finite_weights
     reverse = cell.reverse
+    # buffer sizes: static for LLVM; each its own variable in the C form, which the Cortex-M
+    # pipeline specialises per call site (it takes only independent variables); loops use the ints
+    dI, dH, dG, dP, d2 = (n if vector else tirx.Var(name, "int64")
+                          for n, name in ((nI, "nI"), (nH, "nH"), (nG, "nG"), (nH * 3, "nP"), (2, "n2")))
 
     def length(Lens, b, nT):
         return T.Cast("int64", Lens[b]) if cell.sequence_lens else nT
@@ -160,17 +164,17 @@ def _kernel(nI: int, nH: int, cell: Cell, body, vector: bool, store_y: bool, sto
         T.func_attr({"tirx.noalias": True})
         nT = T.int64()
         nB = T.int64()
-        X = T.match_buffer(x, (nT, nB, nI), "float32")
-        WT = T.match_buffer(wt, (nI, nG), "float32")
-        RT = T.match_buffer(rt, (nH, nG), "float32")
-        Bias = T.match_buffer(bias, (2, nG), "float32")
-        Lens = T.match_buffer(lens, (nB,), "int32")
-        P = T.match_buffer(p, (nH * 3,), "float32")
-        H0 = T.match_buffer(h0, (nB, nH), "float32")
-        C0 = T.match_buffer(c0, (nB, nH), "float32")
-        Y = T.match_buffer(yo, (nT, nB, nH), "float32")
-        FH = T.match_buffer(fh, (nB, nH), "float32")
-        FC = T.match_buffer(fc, (nB, nH), "float32")
+        X = T.match_buffer(x, (nT, nB, dI), "float32")
+        WT = T.match_buffer(wt, (dI, dG), "float32")
+        RT = T.match_buffer(rt, (dH, dG), "float32")
+        Bias = T.match_buffer(bias, (d2, dG), "float32")
+        Lens = T.match_buffer(lens, (nB,), "float32")
+        P = T.match_buffer(p, (dP,), "float32")
+        H0 = T.match_buffer(h0, (nB, dH), "float32")
+        C0 = T.match_buffer(c0, (nB, dH), "float32")
+        Y = T.match_buffer(yo, (nT, nB, dH), "float32")
+        FH = T.match_buffer(fh, (nB, dH), "float32")
+        FC = T.match_buffer(fc, (nB, dH), "float32")
         for b in par(nB):
             hs = T.alloc_buffer((nH,), "float32")
             cs = T.alloc_buffer((nH,), "float32")
