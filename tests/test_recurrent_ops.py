@@ -186,3 +186,16 @@ def test_cortex_m_refuses_what_needs_the_whole_sequence(cell):
     with pytest.raises(TargetError, match="Cortex-M runs a model one time step per call and never holds the "
                                           "whole sequence"):
         get_target("cortex-m4").kernel("Recurrent", dims={"I": 2, "H": 3}, cell=c, outputs=frozenset({"Y"}))
+
+
+@pytest.mark.parametrize("kind", ["lstm-bidirectional", "gru"])
+def test_torch_exported_layer_matches_pytorch_on_cpu(kind):
+    """``torch.onnx.export`` of ``nn.LSTM(bidirectional=True)`` and ``nn.GRU`` (weights and zero
+    initial states as initializers; GRU with linear_before_reset=1)."""
+    import torch
+    from recurrent_timing import exported
+
+    model, net, x = exported(kind, T=7, B=3, I=5, H=8)
+    with torch.no_grad():
+        want = net(torch.from_numpy(x))[0].numpy()
+    np.testing.assert_allclose(compile(model, target="cpu").run({"x": x})["y"], want, rtol=1e-4, atol=1e-5)

@@ -151,7 +151,7 @@ class RecurrentConverters:
     def _slice(self, v, d: int, shape: list):
         """Direction ``d`` of ``v`` (first axis), reshaped to ``shape``: folded for a constant."""
         if isinstance(v, _CONST):
-            return relax.const(np.ascontiguousarray(v.value.numpy()[d].reshape(shape)))
+            return relax.const(np.ascontiguousarray(v.value.numpy()[d].reshape([int(n) for n in shape])))
         part = relax.op.strided_slice(v, axes=[0], begin=[d], end=[d + 1])
         return self.bb.emit(relax.op.reshape(part, shape))
 
