@@ -69,6 +69,19 @@ def recurrent_kernel(*, dims: dict, cell: Cell, outputs=OUTPUTS, vector: bool = 
                    store_y="Y" in outputs, store_h="Y_h" in outputs, store_c="Y_c" in outputs and cell.op == "LSTM")
 
 
+#: the widest vector loop: 8 AVX2 registers of sums, enough independent FMA chains
+WIDEST = 64
+
+
+def _width(n: int) -> int:
+    """The largest power of two up to :data:`WIDEST` that divides ``n``: each vector loop is cut
+    into loops of that many lanes (LLVM turns a vector of 384 lanes into scalar code)."""
+    w = WIDEST
+    while n % w:
+        w //= 2
+    return w
+
+
 def _clipped(cell: Cell):
     if cell.clip is None:
         return lambda x: x
@@ -89,10 +102,13 @@ def _lstm_step(cell: Cell, nH: int, vec):
     def forget(G, P, c, k):
         return _f32(1.0) - f(pre(G, P, c[k], k, 0)) if coupled else f(pre(G, P, c[k], k, 2))
 
+    w = _width(nH * 4)
+
     @T.macro
     def step(G, Q, Q2, hs, cs, P, RT, Bias):
-        for j in vec(nH * 4):
-            G[j] = G[j] + Q[j]
+        for jo in range(nH * 4 // w):
+            for jj in vec(w):
+                G[jo * w + jj] = G[jo * w + jj] + Q[jo * w + jj]
         for k in range(nH):
             cs[k] = forget(G, P, cs, k) * cs[k] + f(pre(G, P, cs[k], k, 0)) * g(clip(G[nH * 3 + k]))
             hs[k] = f(pre(G, P, cs[k], k, 1)) * h(cs[k])
@@ -114,15 +130,18 @@ def _gru_step(cell: Cell, nH: int, vec):
                     f(clip(G[k] + Q[k])) * hs[k]
         return step, 3
 
+    w = _width(nH)
+
     @T.macro
     def step(G, Q, Q2, hs, cs, P, RT, Bias):
         for k in range(nH):  # cs holds r * h
             cs[k] = f(clip(G[nH + k] + Q[nH + k])) * hs[k]
-        for j in vec(nH):
-            Q2[j] = Bias[1, nH * 2 + j]
-        for k in range(nH):
-            for j in vec(nH):
-                Q2[j] = Q2[j] + cs[k] * RT[k, nH * 2 + j]
+        for jo in range(nH // w):
+            for jj in vec(w):
+                Q2[jo * w + jj] = Bias[1, nH * 2 + jo * w + jj]
+            for k in range(nH):
+                for jj in vec(w):
+                    Q2[jo * w + jj] = Q2[jo * w + jj] + cs[k] * RT[k, nH * 2 + jo * w + jj]
         for k in range(nH):
             hs[k] = (_f32(1.0) - f(clip(G[k] + Q[k]))) * g(clip(G[nH * 2 + k] + Q2[k])) + f(clip(G[k] + Q[k])) * hs[k]
     return step, 2  # the recurrent product of z and r only; h's comes after r
@@ -145,6 +164,7 @@ def _kernel(nI: int, nH: int, cell: Cell, body, vector: bool, store_y: bool, sto
     vec = T.vectorized if vector else T.serial
     step, rec_gates = body(cell, nH, vec)
     nQ = rec_gates * nH  # columns of the recurrent product before the cell
+    wG, wQ = _width(nG), _width(nQ)
     events = cell.finite_weights
     reverse = cell.reverse
     # buffer sizes: static for LLVM; each its own variable in the C form, which the Cortex-M
@@ -187,21 +207,25 @@ def _kernel(nI: int, nH: int, cell: Cell, body, vector: bool, store_y: bool, sto
                 hs[k] = H0[b, k]
                 cs[k] = C0[b, k]
             for s in range(n[0]):
-                for j in vec(nG):
-                    G[j] = Bias[0, j]
+                for jo in range(nG // wG):
+                    for jj in vec(wG):
+                        G[jo * wG + jj] = Bias[0, jo * wG + jj]
                 for i in range(nI):
                     if events:
                         if nonzero(X[time(n[0], s), b, i]):
-                            for j in vec(nG):
-                                G[j] = G[j] + X[time(n[0], s), b, i] * WT[i, j]
+                            for jo in range(nG // wG):
+                                for jj in vec(wG):
+                                    G[jo * wG + jj] = G[jo * wG + jj] + X[time(n[0], s), b, i] * WT[i, jo * wG + jj]
                     else:
-                        for j in vec(nG):
-                            G[j] = G[j] + X[time(n[0], s), b, i] * WT[i, j]
-                for j in vec(nQ):
-                    Q[j] = Bias[1, j]
-                for k in range(nH):
-                    for j in vec(nQ):
-                        Q[j] = Q[j] + hs[k] * RT[k, j]
+                        for jo in range(nG // wG):
+                            for jj in vec(wG):
+                                G[jo * wG + jj] = G[jo * wG + jj] + X[time(n[0], s), b, i] * WT[i, jo * wG + jj]
+                for jo in range(nQ // wQ):  # a block of columns, its sums kept over all k
+                    for jj in vec(wQ):
+                        Q[jo * wQ + jj] = Bias[1, jo * wQ + jj]
+                    for k in range(nH):
+                        for jj in vec(wQ):
+                            Q[jo * wQ + jj] = Q[jo * wQ + jj] + hs[k] * RT[k, jo * wQ + jj]
                 step(G, Q, Q2, hs, cs, P, RT, Bias)
                 if store_y:
                     for k in range(nH):
