@@ -29,7 +29,7 @@ from onnx import TensorProto, helper
 
 from lsnn.compiler.onnx.schema import sequence_op
 
-from .importer import CompileError
+from .importer import CompileError, node_label
 
 #: time steps and sequences the probe and the check run where the model leaves T or B open
 #: (two sizes that differ, so that a tensor's axes tell T from B); sequences it checks at most
@@ -111,16 +111,34 @@ def _dims(vi) -> list:
     return [d.dim_value if d.HasField("dim_value") else (d.dim_param or None) for d in t.shape.dim]
 
 
-def _state_shape(node, schema, inits: dict, label: str) -> list:
-    if schema.name == "LSTM":
-        R = inits.get(node.input[schema.input_index("R")])
-        if R is None:
-            raise CompileError(f"LSTM node '{label}': R must be an initializer to run step by step")
-        return [1, 1, int(R.dims[2])]
-    W = inits.get(node.input[schema.input_index("W")])
-    if W is None:
-        raise CompileError(f"{node.op_type} node '{label}': W must be an initializer to run step by step")
-    return [1, int(W.dims[0])]
+#: what a step-by-step run cannot take of ONNX's recurrent ops: each needs the whole sequence
+#: (a backwards walk, per-sequence lengths) or another memory layout of it
+_WHOLE_SEQUENCE = ("a step-by-step run (Cortex-M's firmware: one time step per call) never holds the whole "
+                   "sequence")
+
+
+def _check_stepwise(node, schema, index: int) -> None:
+    """Refuse, naming the node, an ONNX recurrent node that cannot run one step at a time."""
+    attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
+    direction = attrs.get("direction", b"forward")
+    problem = (f"direction={direction.decode()}" if direction != b"forward" else
+               "layout=1 (batch first)" if attrs.get("layout", 0) else
+               "a sequence_lens input" if schema.bind(list(node.input))["sequence_lens"] else None)
+    if problem:
+        raise CompileError(f"{node_label(node, index)}: {problem} is not supported: {_WHOLE_SEQUENCE}")
+
+
+def _state_shape(node, schema, inits: dict, index: int) -> list:
+    """The shape of one step's state of each slot: ``[1, B=1, H]`` for ONNX's recurrent ops
+    (``[D, B, H]``, one direction), ``[B=1, H]`` for the ``ai.lsnn`` ops."""
+    weight = "R" if schema.domain == "" else "W"
+    w = inits.get(node.input[schema.input_index(weight)])
+    if w is None:
+        raise CompileError(f"{node_label(node, index)}: {weight} must be an initializer to run step by step")
+    if schema.domain == "":
+        _check_stepwise(node, schema, index)
+        return [1, 1, int(w.dims[2])]
+    return [1, int(w.dims[0])]
 
 
 def _label(node, i: int, taken: set) -> str:
@@ -132,14 +150,14 @@ def _label(node, i: int, taken: set) -> str:
     return label
 
 
-def _cut_states(node, schema, label: str, inits: dict, graph_outputs: list) -> list[State]:
+def _cut_states(node, schema, label: str, index: int, inits: dict, graph_outputs: list) -> list[State]:
     """Turn the node's state slots (the schema's) into step-graph inputs and outputs."""
     slots = schema.state_indices()
     while len(node.input) <= max(i for i, _ in slots):
         node.input.append("")
     while len(node.output) <= max(o for _, o in slots):
         node.output.append("")
-    shape = _state_shape(node, schema, inits, label)
+    shape = _state_shape(node, schema, inits, index)
     states = []
     for slot, (si, so) in zip(schema.states, slots):
         source = node.input[si]
@@ -228,7 +246,7 @@ def step_graph(model: onnx.ModelProto) -> StepPlan:
     for i, node in enumerate(g.node):
         schema = sequence_op(node)
         if schema is not None:
-            states += _cut_states(node, schema, _label(node, i, labels), inits, orig_outputs)
+            states += _cut_states(node, schema, _label(node, i, labels), i, inits, orig_outputs)
     finals = {s.final for s in states if s.final}
     consumers = {n for node in g.node for n in node.input}
     sources = {s.source for s in states}

@@ -4,6 +4,8 @@ clip, coupled gates, activations with their parameters, weights as graph inputs 
 optional outputs), and the refusals."""
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import onnx
 import onnxruntime as ort
@@ -165,6 +167,9 @@ def test_unknown_activation_is_refused_naming_the_node():
     "lstm-peepholes-clip-coupled": ("LSTM", dict(peepholes=True, clip=0.8, input_forget=1, initial=True)),
     "lstm-activations": ("LSTM", dict(activations=["HardSigmoid", "Elu", "Softplus"], activation_alpha=[0.3, 0.7],
                                       activation_beta=[0.4])),
+    "gru": ("GRU", dict(initial=True)),
+    "gru-linear-before-reset": ("GRU", dict(linear_before_reset=1)),
+    "rnn": ("RNN", dict(initial=True)),
 }.items(), ids=lambda c: c[0])
 def test_forward_recurrent_node_on_cortex_m4_matches_onnxruntime(case):
     """The general kernel in its C form, one step per call: one sequence (the step graph's Y of
@@ -188,6 +193,20 @@ def test_cortex_m_refuses_what_needs_the_whole_sequence(cell):
         get_target("cortex-m4").kernel("Recurrent", dims={"I": 2, "H": 3}, cell=c, outputs=frozenset({"Y"}))
 
 
+@pytest.mark.parametrize("kw, problem", [(dict(D=2), "direction=bidirectional"),
+                                         (dict(direction="reverse"), "direction=reverse"),
+                                         (dict(layout=1), "layout=1 (batch first)"), (dict(lens=[5]), "a sequence_lens input")],
+                         ids=["bidirectional", "reverse", "batch-first", "sequence-lens"])
+def test_step_graph_refuses_what_needs_the_whole_sequence_naming_the_node(kw, problem):
+    """Before any C is generated: the node by name and what it asks that one step per call cannot do."""
+    from lsnn.compiler.importer import CompileError
+
+    model, _ = _model("GRU", B=1, constant=True, **kw)
+    with pytest.raises(CompileError, match=re.escape(f"node 'rec' (ai.onnx::GRU): {problem} is not supported: a "
+                                                     "step-by-step run")):
+        compile(model, target="cortex-m4")
+
+
 @pytest.mark.parametrize("kind", ["lstm-bidirectional", "gru"])
 def test_torch_exported_layer_matches_pytorch_on_cpu(kind):
     """``torch.onnx.export`` of ``nn.LSTM(bidirectional=True)`` and ``nn.GRU`` (weights and zero
@@ -199,3 +218,15 @@ def test_torch_exported_layer_matches_pytorch_on_cpu(kind):
     with torch.no_grad():
         want = net(torch.from_numpy(x))[0].numpy()
     np.testing.assert_allclose(compile(model, target="cpu").run({"x": x})["y"], want, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.usefixtures("arm_toolchain")
+def test_torch_exported_gru_matches_pytorch_on_cortex_m4():
+    """``nn.GRU`` through ``torch.onnx.export``, one step per call on the M4 (one sequence)."""
+    import torch
+    from recurrent_timing import exported
+
+    model, net, x = exported("gru", T=7, B=1, I=5, H=8)
+    with torch.no_grad():
+        want = net(torch.from_numpy(x))[0].numpy()
+    np.testing.assert_allclose(compile(model, target="cortex-m4").run({"x": x})["y"], want, rtol=1e-4, atol=1e-5)
