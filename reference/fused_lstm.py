@@ -10,10 +10,11 @@ autograd records a dozen small operations per time step and replays them backwar
 
       i, f, o = sigmoid(.)    g = tanh(.)    c' = f c + i g    h' = o tanh(c')
 
-* backward: the activations' derivatives (``s (1 - s)``, ``1 - g^2`` and ``o (1 - tanh(c)^2)``)
-  for all steps in one pass, then per step (backwards) the gate gradients and one
-  ``dG W_hh`` (the gradient reaching the previous ``h``); the weight gradients are one matrix
-  product each over all steps after the loop (``dG^T [h_{t-1}]`` and ``dG^T X``), not one per step.
+* backward: time backwards in chunks of :data:`CHUNK` steps, whose gate gradients stay in cache:
+  per chunk the activations' derivatives (``s (1 - s)``, ``1 - g^2`` and ``o (1 - tanh(c)^2)``)
+  in one pass, per step the gate gradients and one ``dG W_hh`` (the gradient reaching the
+  previous ``h``), then the chunk's weight gradients as one matrix product each
+  (``dG^T [h_{t-1}]`` and ``dG^T X``), not one per step.
 
 The parameters are ``nn.LSTM``'s own (``weight_ih_l0``, ``weight_hh_l0``, ``bias_ih_l0``,
 ``bias_hh_l0``), so checkpoints do not change; the values equal ``nn.LSTM``'s within float32

@@ -39,7 +39,7 @@ DEFAULTS = {
         "model": {"lsnn": {"n_lif": 100, "n_alif": 100, "tau_a": 500.0},
                   "lif": {"n_lif": 200, "n_alif": 0},
                   "lstm": {"n_hidden": 64}},
-        "steps": 20000, "batch_size": 32, "lr": 0.003,  # 3000 stayed at the running mean (sigmoid-windows)
+        "steps": 3000, "batch_size": 32, "lr": 0.003,
     },
 }
 
