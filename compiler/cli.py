@@ -275,7 +275,8 @@ def parser() -> argparse.ArgumentParser:
 def _train_parser(sub) -> None:
     t = sub.add_parser("train", help="train a reference model on a task (BPTT, Adam)")
     t.add_argument("--task", required=True, choices=["store-recall", "smnist", "l2l-regression"])
-    t.add_argument("--model", required=True, choices=["lsnn", "lif", "lstm"])
+    t.add_argument("--model", required=True,
+                   help="the model's kind, a key of lsnn.reference.MODELS (an unknown one is refused with the list)")
     t.add_argument("--out", required=True, help="checkpoint folder")
     t.add_argument("--data-dir", help="folder of MNIST-format IDX files (smnist; default: Fashion-MNIST)")
     t.add_argument("--steps", type=positive_int, help="training iterations (default: per task)")

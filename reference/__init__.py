@@ -10,7 +10,8 @@ import importlib
 
 _WHERE = {
     "functional": ["alif", "alif_step", "li", "ALIFState", "ALIFParams", "ALIFOutput", "LIOutput", "SpecError"],
-    "modules": ["LSNN", "LIFNet", "LSTMNet", "LSNNConfig", "LSTMConfig", "NetOutput", "build_model"],
+    "modules": ["LSNN", "LIFNet", "LSTMNet", "GRUNet", "RecurrentNet", "LSNNConfig", "LSTMConfig", "RecurrentConfig",
+                "NetOutput", "build_model", "MODELS"],
     "layers": ["ALIF", "LI", "ALIFConfig", "LIConfig"],
     "regularizers": ["firing_rate_loss", "firing_rates_hz"],
     "surrogate": ["spike", "heaviside", "pseudo_derivative"],

@@ -4,7 +4,8 @@
   neurons (``beta = 0``) followed by ``n_alif`` adaptive ones, and an
   :class:`~.layers.LI` readout (``ai.lsnn::ALIF`` and ``ai.lsnn::LI``).
 * :class:`LIFNet`: the same with no adaptive neurons (the paper's control).
-* :class:`LSTMNet`: ``torch.nn.LSTM`` with a linear readout (the baseline).
+* :class:`LSTMNet`, :class:`GRUNet`: ``torch.nn.LSTM`` / ``torch.nn.GRU`` with a linear readout
+  (the baselines, :class:`RecurrentNet`).
 
 Every model maps ``X [T, B, n_in]`` to a :class:`NetOutput` whose ``Y`` is the
 readout ``[T, B, n_out]``; the spiking ones also return spikes and state.
@@ -46,7 +47,8 @@ class LSNNConfig:
 
 
 @dataclass
-class LSTMConfig:
+class RecurrentConfig:
+    """The configuration of a :class:`RecurrentNet` (LSTM or GRU baseline)."""
     n_in: int = 80
     n_hidden: int = 128
     n_out: int = 10
@@ -55,6 +57,9 @@ class LSTMConfig:
     def dt(self) -> float:
         """One step per millisecond of input, as the spiking models by default."""
         return 1.0
+
+
+LSTMConfig = RecurrentConfig  # the name it had when the LSTM was the only baseline
 
 
 class NetOutput(NamedTuple):
@@ -69,6 +74,7 @@ class LSNN(nn.Module):
     """An :class:`~.layers.ALIF` layer (LIF + adaptive neurons) and an :class:`~.layers.LI` readout."""
 
     kind = "lsnn"
+    config_class = LSNNConfig
 
     def __init__(self, config: LSNNConfig | None = None, **overrides):
         super().__init__()
@@ -115,42 +121,92 @@ class LIFNet(LSNN):
         super().__init__(c)
 
 
-class LSTMNet(nn.Module):
-    """``torch.nn.LSTM`` followed by a linear readout at every step. Where a gradient is needed it
-    trains through :mod:`.fused_lstm` (the same parameters), unless built with ``fused=False``."""
+class RecurrentNet(nn.Module):
+    """One ``torch.nn`` recurrent layer (``layer_class``, sequence-first, one direction, with biases)
+    followed by a linear readout at every step. The layer is the attribute named ``kind`` (as the
+    checkpoints name its weights: ``lstm.weight_ih_l0``, ``gru.weight_ih_l0``). Where a gradient is
+    needed it trains through :meth:`fused_sequence` (the same parameters), unless built with
+    ``fused=False``; inference and export go through the ``torch.nn`` layer."""
 
-    kind = "lstm"
+    kind: str
+    layer_class: type[nn.RNNBase]
+    config_class = RecurrentConfig
+    #: the layer's states in ``torch.nn``'s order (an export names them ``initial_<n>``, ``final_<n>``)
+    state_names: tuple[str, ...]
+    #: the ONNX op of the layer, its attributes, and its gates in ONNX's order as indices of
+    #: ``torch.nn``'s gate blocks (``weight_ih_l0`` is ``len(onnx_gates)`` blocks of ``n_hidden`` rows)
+    onnx_op: str
+    onnx_attributes: dict = {}
+    onnx_gates: tuple[int, ...]
 
-    def __init__(self, config: LSTMConfig | None = None, fused: bool = True, **overrides):
+    def __init__(self, config: RecurrentConfig | None = None, fused: bool = True, **overrides):
         super().__init__()
-        c = config or LSTMConfig()
+        c = config or RecurrentConfig()
         if overrides:
-            c = LSTMConfig(**{**asdict(c), **overrides})
+            c = RecurrentConfig(**{**asdict(c), **overrides})
         self.config = c
         self.fused = bool(fused)
-        self.lstm = nn.LSTM(c.n_in, c.n_hidden)
+        setattr(self, self.kind, self.layer_class(c.n_in, c.n_hidden))
         self.readout = nn.Linear(c.n_hidden, c.n_out)
+
+    @property
+    def layer(self) -> nn.RNNBase:
+        return getattr(self, self.kind)
 
     def forward(self, X: torch.Tensor, state=None) -> NetOutput:
         if self.fused and torch.is_grad_enabled() and not torch.compiler.is_exporting():
-            H, final = fused_lstm.lstm(self.lstm, X, state)
+            H, final = self.fused_sequence(X, state)
         else:
-            H, final = self.lstm(X, state)
+            H, final = self.layer(X, state)
         return NetOutput(self.readout(H), state=final)
 
+    def fused_sequence(self, X: torch.Tensor, state):
+        """``self.layer(X, state)`` with a faster backward (the layer's own where there is none)."""
+        return self.layer(X, state)
 
-MODELS = {cls.kind: cls for cls in (LSNN, LIFNet, LSTMNet)}
+    def states(self, state) -> tuple[torch.Tensor, ...]:
+        """The layer's state as ``torch.nn`` returns it, as a tuple in :attr:`state_names` order."""
+        return tuple(state) if isinstance(state, tuple) else (state,)
 
 
-def _config_class(kind: str):
-    return LSTMConfig if kind == "lstm" else LSNNConfig
+class LSTMNet(RecurrentNet):
+    """``torch.nn.LSTM`` and a linear readout; trains through :mod:`.fused_lstm`."""
+
+    kind = "lstm"
+    layer_class = nn.LSTM
+    state_names = ("h", "c")
+    onnx_op = "LSTM"
+    onnx_gates = (0, 3, 1, 2)  # torch i, f, g, o; ONNX i, o, f, c
+
+    def fused_sequence(self, X, state):
+        return fused_lstm.lstm(self.lstm, X, state)
+
+
+class GRUNet(RecurrentNet):
+    """``torch.nn.GRU`` and a linear readout (ONNX ``GRU`` with ``linear_before_reset=1``)."""
+
+    kind = "gru"
+    layer_class = nn.GRU
+    state_names = ("h",)
+    onnx_op = "GRU"
+    onnx_attributes = {"linear_before_reset": 1}  # torch: n = tanh(W_in x + b_in + r (W_hn h + b_hn))
+    onnx_gates = (1, 0, 2)  # torch r, z, n; ONNX z, r, h
+
+
+#: every model ``lsnn train --model`` builds, by kind
+MODELS = {cls.kind: cls for cls in (LSNN, LIFNet, LSTMNet, GRUNet)}
+
+
+def model_class(kind: str) -> type[nn.Module]:
+    """The model class of ``kind``, a key of :data:`MODELS`."""
+    if kind not in MODELS:
+        raise ConfigError(f"unknown model '{kind}'; choose one of {', '.join(sorted(MODELS))}")
+    return MODELS[kind]
 
 
 def build_model(kind: str, **params) -> nn.Module:
-    """Build a model by kind (``lsnn``, ``lif``, ``lstm``) from config fields."""
-    if kind not in MODELS:
-        raise ConfigError(f"unknown model '{kind}'; choose one of {sorted(MODELS)}")
-    cfg_cls = _config_class(kind)
+    """Build a model by kind (a key of :data:`MODELS`) from config fields."""
+    cfg_cls = model_class(kind).config_class
     known = {f.name for f in fields(cfg_cls)}
     unknown = set(params) - known
     if unknown:

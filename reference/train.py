@@ -16,29 +16,30 @@ from tqdm import tqdm
 from . import checkpoint, distributed
 from .errors import ConfigError, MissingFileError, OutputError
 from .files import atomic_write, check_file_destination, read_json
-from .modules import build_model, model_config
+from .modules import RecurrentNet, build_model, model_class, model_config
 from .regularizers import firing_rates, firing_rates_hz, population_rates_hz, rate_loss
 from .tasks import Task, make_task, task_from_config
 
 LOG = "train_log.jsonl"
 SAVE_EVERY_S = 60.0  # a checkpoint at least this often (and at the end, and on Ctrl-C)
 
-# Per-task defaults: model sizes and training hyperparameters (override on the command line).
+# Per-task defaults: model sizes and training hyperparameters (override on the command line);
+# "recurrent" sizes every recurrent baseline (LSTM, GRU: the same number of units).
 DEFAULTS = {
     "store-recall": {
         "model": {"lsnn": {"n_lif": 50, "n_alif": 50, "tau_a": 2000.0},
                   "lif": {"n_lif": 50, "n_alif": 50, "tau_a": 2000.0},
-                  "lstm": {"n_hidden": 64}},
+                  "recurrent": {"n_hidden": 64}},
         "steps": 650, "batch_size": 64, "lr": 0.005,
     },
     "smnist": {
-        "model": {"lsnn": {}, "lif": {}, "lstm": {"n_hidden": 128}},
+        "model": {"lsnn": {}, "lif": {}, "recurrent": {"n_hidden": 128}},
         "steps": 1500, "batch_size": 64, "lr": 0.005,
     },
     "l2l-regression": {
         "model": {"lsnn": {"n_lif": 100, "n_alif": 100, "tau_a": 500.0},
                   "lif": {"n_lif": 200, "n_alif": 0},
-                  "lstm": {"n_hidden": 64}},
+                  "recurrent": {"n_hidden": 64}},
         "steps": 3000, "batch_size": 32, "lr": 0.003,
     },
 }
@@ -124,10 +125,18 @@ def _new(out: Path, task_name: str, kind: str, hp: dict, data_dir: str | None, m
     if (out / checkpoint.CHECKPOINT).exists():
         raise OutputError(f"{out} already holds a checkpoint; continue it with --resume or choose another --out")
     task = make_task(task_name, data_dir=data_dir, **(task_params or {}))
-    defaults = DEFAULTS.get(task_name, {}).get("model", {}).get(kind, {})
+    defaults = model_defaults(task_name, kind)
     torch.manual_seed(hp["seed"])
     model = build_model(kind, **{"n_in": task.n_in, "n_out": task.n_out, **defaults, **(model_params or {})})
     return task, model, {"task": task.config(), "model": model_config(model), "training": hp}
+
+
+def model_defaults(task_name: str, kind: str) -> dict:
+    """The task's default parameters of a ``kind`` model (``recurrent``'s for a recurrent baseline)."""
+    of = DEFAULTS.get(task_name, {}).get("model", {})
+    if kind in of:
+        return of[kind]
+    return of.get("recurrent", {}) if issubclass(model_class(kind), RecurrentNet) else {}
 
 
 def hyperparameters(task_name: str, steps: int | None = None, batch_size: int | None = None,
@@ -286,6 +295,7 @@ def train(task_name: str, kind: str, out: Path, *, steps: int | None = None, bat
     configuration, the training log and the held-out metrics go to the folder ``out``. Under
     torchrun, data-parallel over its processes (see :mod:`.distributed`)."""
     out = Path(out)
+    model_class(kind)  # an unknown kind is refused before anything is read or written
     check_file_destination(out / checkpoint.CHECKPOINT, "checkpoint")
     with distributed.session() as parallel:
         run = {"command": command or sys.argv, "git_commit": checkpoint.git_commit(),

@@ -39,7 +39,7 @@ def test_lsnn_forward_shapes_and_gradients():
 
 def test_build_model_rejects_unknown():
     with pytest.raises(ConfigError, match="unknown model"):
-        build_model("gru")
+        build_model("transformer")
     with pytest.raises(ConfigError, match="no parameter"):
         build_model("lsnn", n_neurons=3)
 

@@ -3,8 +3,8 @@
 ``LSNN`` and ``LIFNet`` go through ``torch.onnx.export`` like any user's
 module (:mod:`lsnn.compiler.exporter`): one ``ai.lsnn::ALIF`` node and one
 ``ai.lsnn::LI`` node, with their function bodies attached so that stock
-runtimes execute the file; ``LSTMNet`` becomes ONNX's own ``LSTM`` op (not
-unrolled) and its readout, written here. Time and batch are symbolic (``T``, ``B``).
+runtimes execute the file; ``LSTMNet`` and ``GRUNet`` become ONNX's own ``LSTM``
+and ``GRU`` ops (not unrolled) and their readout, written here. Time and batch are symbolic (``T``, ``B``).
 ``streaming=True`` makes the recurrent state graph inputs and outputs.
 """
 from __future__ import annotations
@@ -21,6 +21,7 @@ from .schema import ALIF, LI, ONNX_OPSET
 from lsnn.compiler.exporter import FORMAT, IR_VERSION, export as export_module, sequence_shapes
 from lsnn.reference import heldout as heldout_metric
 from lsnn.reference.errors import ConfigError, MissingFileError
+from lsnn.reference.modules import RecurrentNet
 
 F = TensorProto.FLOAT
 # a streaming export names its graph's state inputs and outputs as the op schema names the ports
@@ -69,44 +70,46 @@ def _spiking_model(model, streaming: bool, metadata: dict) -> onnx.ModelProto:
                          dynamic_shapes=shapes, metadata=metadata)
 
 
-def lstm_onnx_weights(lstm: torch.nn.LSTM):
-    """torch's gate order (i, f, g, o) to ONNX's (i, o, f, c), as ``W [1,4H,I]``, ``R [1,4H,H]``, ``B [1,8H]``."""
-    H = lstm.hidden_size
-    order = torch.cat([torch.arange(0, H), torch.arange(3 * H, 4 * H), torch.arange(H, 2 * H),
-                       torch.arange(2 * H, 3 * H)])
-    W = lstm.weight_ih_l0.detach()[order].unsqueeze(0)
-    R = lstm.weight_hh_l0.detach()[order].unsqueeze(0)
-    B = torch.cat([lstm.bias_ih_l0.detach()[order], lstm.bias_hh_l0.detach()[order]]).unsqueeze(0)
+def onnx_weights(model):
+    """The recurrent layer of a :class:`~lsnn.reference.modules.RecurrentNet` as its ONNX op takes
+    it: gates in ONNX's order, ``W [1, G*H, I]``, ``R [1, G*H, H]``, ``B [1, 2*G*H]``."""
+    layer, H = model.layer, model.config.n_hidden
+    order = torch.cat([torch.arange(g * H, (g + 1) * H) for g in model.onnx_gates])
+    W = layer.weight_ih_l0.detach()[order].unsqueeze(0)
+    R = layer.weight_hh_l0.detach()[order].unsqueeze(0)
+    B = torch.cat([layer.bias_ih_l0.detach()[order], layer.bias_hh_l0.detach()[order]]).unsqueeze(0)
     return W, R, B
 
 
-def _lstm_graph(model, streaming: bool) -> onnx.GraphProto:
-    c = model.config
+def _recurrent_graph(model, streaming: bool) -> onnx.GraphProto:
+    """The recurrent layer as one ONNX node (``model.onnx_op``, named as the layer), then the
+    readout; streaming: the layer's states as ``initial_<s>`` inputs and ``final_<s>`` outputs."""
+    c, name = model.config, model.kind
     H, O = c.n_hidden, c.n_out
-    W, R, B = lstm_onnx_weights(model.lstm)
-    inits = [_init("lstm.W", W), _init("lstm.R", R), _init("lstm.B", B),
+    W, R, B = onnx_weights(model)
+    inits = [_init(f"{name}.W", W), _init(f"{name}.R", R), _init(f"{name}.B", B),
              _init("readout.WT", model.readout.weight.detach().t()), _init("readout.bias", model.readout.bias),
              numpy_helper.from_array(np.array([1], np.int64), "axis1")]
     inputs = [_vi("X", ["T", "B", c.n_in])]
     outputs = [_vi("Y", ["T", "B", O])]
-    lstm_in = ["X", "lstm.W", "lstm.R", "lstm.B"]
-    lstm_out = ["H_all"]
+    layer_in = ["X", f"{name}.W", f"{name}.R", f"{name}.B"]
+    layer_out = ["H_all"]
     if streaming:
-        lstm_in += ["", "initial_h", "initial_c"]
-        lstm_out += ["final_h", "final_c"]
-        inputs += [_vi("initial_h", [1, "B", H]), _vi("initial_c", [1, "B", H])]
-        outputs += [_vi("final_h", [1, "B", H]), _vi("final_c", [1, "B", H])]
+        layer_in += ["", *(f"initial_{s}" for s in model.state_names)]
+        layer_out += [f"final_{s}" for s in model.state_names]
+        inputs += [_vi(f"initial_{s}", [1, "B", H]) for s in model.state_names]
+        outputs += [_vi(f"final_{s}", [1, "B", H]) for s in model.state_names]
     nodes = [
-        helper.make_node("LSTM", lstm_in, lstm_out, name="lstm", hidden_size=H),
+        helper.make_node(model.onnx_op, layer_in, layer_out, name=name, hidden_size=H, **model.onnx_attributes),
         helper.make_node("Squeeze", ["H_all", "axis1"], ["H_seq"], name="squeeze"),
         helper.make_node("MatMul", ["H_seq", "readout.WT"], ["readout_mm"], name="readout_matmul"),
         helper.make_node("Add", ["readout_mm", "readout.bias"], ["Y"], name="readout_bias"),
     ]
-    return helper.make_graph(nodes, "lstm", inputs, outputs, inits)
+    return helper.make_graph(nodes, name, inputs, outputs, inits)
 
 
 def export(model, *, streaming: bool = False, metadata: dict | None = None) -> onnx.ModelProto:
-    """An ONNX model of a reference ``LSNN``, ``LIFNet`` or ``LSTMNet``; checked with
+    """An ONNX model of a reference ``LSNN``, ``LIFNet``, ``LSTMNet`` or ``GRUNet``; checked with
     ``onnx.checker`` (full check) and strict shape inference. The spiking ones go through
     ``torch.onnx.export`` as any user's module does (:mod:`lsnn.compiler.exporter`)."""
     meta = {"lsnn.format": FORMAT, "lsnn.kind": model.kind, "lsnn.streaming": json.dumps(streaming),
@@ -115,10 +118,10 @@ def export(model, *, streaming: bool = False, metadata: dict | None = None) -> o
         meta[k] = v if isinstance(v, str) else json.dumps(v, sort_keys=True)
     if model.kind in ("lsnn", "lif"):
         return _spiking_model(model, streaming, meta)
-    if model.kind != "lstm":
+    if not isinstance(model, RecurrentNet):
         raise ConfigError(f"cannot export a model of kind '{model.kind}'")
     opsets = [helper.make_opsetid("", ONNX_OPSET)]
-    proto = helper.make_model(_lstm_graph(model, streaming), opset_imports=opsets, producer_name="lsnn",
+    proto = helper.make_model(_recurrent_graph(model, streaming), opset_imports=opsets, producer_name="lsnn",
                               producer_version="0.1.0")
     proto.ir_version = IR_VERSION
     helper.set_model_props(proto, meta)
@@ -164,9 +167,8 @@ def _heldout_record(model, config: dict, examples: int | None, data_dir: str | N
 def module_outputs(model, out) -> dict[str, torch.Tensor]:
     """A reference module's forward result (:class:`~lsnn.reference.NetOutput`) under the names its
     export gives the graph outputs (a streaming export's final states included)."""
-    if model.kind == "lstm":
-        h, c = out.state
-        return {"Y": out.Y, "final_h": h, "final_c": c}
+    if isinstance(model, RecurrentNet):
+        return {"Y": out.Y, **{f"final_{s}": v for s, v in zip(model.state_names, model.states(out.state))}}
     final, final_y = out.state
     return {"Y": out.Y, "Z": out.Z, LI_STATE.output: final_y, **{o: s for (_, o), s in zip(ALIF_STATE, final)}}
 
