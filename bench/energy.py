@@ -10,18 +10,24 @@ Per time step and synapse layer with weights ``W [out, in]``:
 
 An LSNN has three synapse layers: input (``X -> ALIF``, binary for spike
 inputs), recurrent (``z[t-1] -> ALIF``, always spikes) and readout
-(``Z -> LI``, spikes). An LSTM is counted the same way: its input layer
-(ACs for spike inputs), its recurrent layer (``h`` is real: MACs for all
-``4H x H`` weights), its gate arithmetic (``c = f*c + i*g`` and
-``h = o*tanh(c)``: 3 MACs per unit; nonlinearities are not counted) and its
-linear readout (MACs). Neuron state updates are not synaptic operations and
-are not counted, as in NeuroBench.
+(``Z -> LI``, spikes). The recurrent baselines (:data:`CELLS`: ONNX's
+``LSTM``, ``GRU``, ``RNN``) are counted the same way: an input layer (ACs for
+spike inputs), a recurrent layer (``h`` is real: MACs for all ``G*H x H``
+weights of the ``G`` gates), the gate arithmetic (the elementwise products
+per unit and step, MACs; nonlinearities are not counted) and the linear
+readout (MACs). The LSTM's products are ``f*c``, ``i*g`` and ``o*tanh(c)``
+(``c = f*c + i*g``, ``h = o*tanh(c)``): 3 per unit. The GRU's are the reset
+gate's (``r * (R_h h + Rb_h)`` with ``linear_before_reset``, as PyTorch's
+GRU, else ``r * h`` before ``R_h``) and the update's two, ``(1-z)*n`` and
+``z*h``: 3 per unit either way. A plain RNN has none. Neuron state updates
+are not synaptic operations and are not counted, as in NeuroBench.
 
 From an ONNX graph (:func:`synapse_layers`, :func:`graph_ops`), every node that
 holds synapses is a layer, named by the node's name (for a model exported by
 :func:`lsnn.compiler.export`, the module path of its layer): an ``ai.lsnn::ALIF``
 node has an input and a recurrent synapse layer, an ``ai.lsnn::LI`` node an
-input one, an ONNX ``LSTM`` node input, recurrent and gate arithmetic as above,
+input one, an ONNX ``LSTM``, ``GRU`` or ``RNN`` node (any direction) input,
+recurrent and gate arithmetic as above,
 and a ``MatMul``/``Gemm`` with a constant weight one synapse layer; whether an
 input is binary is decided from the values observed on the data. Other ops
 (convolutions, normalisation, elementwise) are not counted.
@@ -82,25 +88,16 @@ def lsnn_ops(X: np.ndarray, Z: np.ndarray, W: np.ndarray, R: np.ndarray, W_out: 
             "readout": layer_ops(Z, W_out, binary=True)}
 
 
-def lstm_ops(X: np.ndarray, W_ih: np.ndarray, W_hh: np.ndarray, W_out: np.ndarray) -> dict[str, SynOps]:
-    """Per-layer operations of an LSTM (``W_ih [4H, I]``, ``W_hh [4H, H]``) over ``[T, B]``."""
-    T, B = X.shape[:2]
-    H = W_hh.shape[1]
-    h_dummy = np.ones((T, B, H), np.float32) * 0.5  # h is real-valued: every synapse is a MAC
-    return {"input": layer_ops(X, W_ih), "recurrent": layer_ops(h_dummy, W_hh, binary=False),
-            "gates": SynOps(macs=float(T * B * 3 * H)),
-            "readout": layer_ops(h_dummy, W_out, binary=False)}
-
-
 def model_ops(model, X: np.ndarray, Z: np.ndarray | None) -> dict[str, SynOps]:
     """Per-layer operations of a reference model (:mod:`lsnn.reference.modules`) on inputs ``X``;
-    ``Z`` is its spikes, ``None`` for the LSTM."""
+    ``Z`` is its spikes, ``None`` for a recurrent baseline (counted by its ONNX op's :class:`Cell`)."""
     def w(t):
         return t.detach().cpu().numpy()
 
     if Z is not None:
         return lsnn_ops(X, Z, w(model.alif.W), w(model.alif.R), w(model.readout.W))
-    return lstm_ops(X, w(model.lstm.weight_ih_l0), w(model.lstm.weight_hh_l0), w(model.readout.weight))
+    layer = model.layer
+    return CELLS[model.onnx_op].ops(X, w(layer.weight_ih_l0), w(layer.weight_hh_l0), w(model.readout.weight))
 
 
 # -- counted from an ONNX graph ------------------------------------------------------------------
@@ -125,7 +122,7 @@ class Synapses:
 
     def count(self, values: dict) -> SynOps:
         W = np.asarray(values[self.weight])
-        W = W.reshape(W.shape[-2:])  # an LSTM's [1, 4H, in]
+        W = W.reshape(-1, W.shape[-1])  # a recurrent op's [directions, G*H, in]: every direction's rows
         x = values[self.source]
         if self.delayed:
             z0 = values[self.initial][None] if self.initial else np.zeros_like(x[:1])
@@ -135,10 +132,11 @@ class Synapses:
 
 @dataclass(frozen=True)
 class GateArithmetic:
-    """An LSTM's ``c = f*c + i*g`` and ``h = o*tanh(c)``: 3 MACs per unit and step."""
+    """A recurrent op's elementwise products: ``products`` MACs per unit, step and direction."""
     layer: str
     source: str
-    hidden: int
+    units: int  # hidden units times directions
+    products: int
     kind: str = "gates"
 
     def needs(self) -> list[str]:
@@ -146,7 +144,41 @@ class GateArithmetic:
 
     def count(self, values: dict) -> SynOps:
         x = values[self.source]
-        return SynOps(macs=float(x.shape[0] * x.shape[1] * 3 * self.hidden))
+        return SynOps(macs=float(x.shape[0] * x.shape[1] * self.products * self.units))
+
+
+@dataclass(frozen=True)
+class Cell:
+    """A recurrent op of ONNX (``op``) and its gate arithmetic: ``products`` elementwise products per
+    unit and step (see the module's docstring); its gates are the blocks of rows of its weights."""
+    op: str
+    products: int
+
+    def ops(self, X: np.ndarray, W_ih: np.ndarray, W_hh: np.ndarray, W_out: np.ndarray) -> dict[str, SynOps]:
+        """Per-layer operations of one forward layer (``W_ih [G*H, I]``, ``W_hh [G*H, H]``) and its
+        linear readout over ``X [T, B, I]``."""
+        T, B = X.shape[:2]
+        H = W_hh.shape[1]
+        h = np.full((T, B, H), 0.5, np.float32)  # h is real-valued: every synapse is a MAC
+        out = {"input": layer_ops(X, W_ih), "recurrent": layer_ops(h, W_hh, binary=False)}
+        if self.products:
+            out["gates"] = SynOps(macs=float(T * B * self.products * H))
+        return {**out, "readout": layer_ops(h, W_out, binary=False)}
+
+    def synapses(self, node: onnx.NodeProto, label: str) -> list:
+        """The synapse layers of a node of this op (``X`` sequence-first or batch-first alike: a
+        count takes the product of its first two sizes)."""
+        directions = 2 if _attribute(node, "direction", b"forward") in (b"bidirectional", "bidirectional") else 1
+        layers = [Synapses(label, "input", node.input[0], node.input[1]),
+                  Synapses(label, "recurrent", node.input[0], node.input[2], binary=False)]
+        if self.products:
+            layers.append(GateArithmetic(label, node.input[0], directions * int(_attribute(node, "hidden_size")),
+                                         self.products))
+        return layers
+
+
+#: the recurrent ops of ONNX by name
+CELLS = {c.op: c for c in (Cell("LSTM", products=3), Cell("GRU", products=3), Cell("RNN", products=0))}
 
 
 def node_label(node: onnx.NodeProto, index: int) -> str:
@@ -170,11 +202,8 @@ def _node_synapses(node: onnx.NodeProto, label: str, constants: dict) -> list:
                          initial=_input(node, 8), binary=True)]
     if node.domain == "ai.lsnn" and node.op_type == "LI":
         return [Synapses(label, "input", node.input[0], node.input[1])]
-    if node.domain in ("", "ai.onnx") and node.op_type == "LSTM" and _attribute(node, "direction", b"forward") \
-            in (b"forward", "forward"):
-        return [Synapses(label, "input", node.input[0], node.input[1]),
-                Synapses(label, "recurrent", node.input[0], node.input[2], binary=False),
-                GateArithmetic(label, node.input[0], int(_attribute(node, "hidden_size")))]
+    if node.domain in ("", "ai.onnx") and node.op_type in CELLS:
+        return CELLS[node.op_type].synapses(node, label)
     if node.domain in ("", "ai.onnx") and node.op_type == "MatMul" and node.input[1] in constants \
             and constants[node.input[1]].ndim == 2:
         return [Synapses(label, "input", node.input[0], node.input[1], transposed=True)]
@@ -197,7 +226,8 @@ def constants(proto: onnx.ModelProto) -> dict[str, np.ndarray]:
 
 def synapse_layers(proto: onnx.ModelProto) -> list:
     """Every synapse layer of the graph, in graph order: ``ai.lsnn`` ALIF (input, recurrent) and
-    LI (input), ONNX ``LSTM`` (input, recurrent, gates), ``MatMul``/``Gemm`` with a constant weight."""
+    LI (input), ONNX ``LSTM``/``GRU``/``RNN`` (input, recurrent, gates), ``MatMul``/``Gemm`` with a
+    constant weight."""
     consts = constants(proto)
     return [s for i, node in enumerate(proto.graph.node) for s in _node_synapses(node, node_label(node, i), consts)]
 

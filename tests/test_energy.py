@@ -1,6 +1,10 @@
 import numpy as np
 
-from lsnn.bench.energy import E_AC_PJ, E_MAC_PJ, SynOps, layer_ops, lsnn_ops, lstm_ops
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+from lsnn.bench.energy import CELLS, E_AC_PJ, E_MAC_PJ, SynOps, constants, graph_ops, layer_ops, lsnn_ops, \
+    synapse_layers
 
 
 def test_synops_of_a_tiny_lsnn_counted_by_hand():
@@ -35,11 +39,53 @@ def test_lstm_counted_the_same_way():
     W_out = np.ones((O, H))
     X = np.zeros((T, 1, I), np.float32)
     X[0, 0, 0] = 1  # one input spike: fan-out 4H = 8 ACs
-    ops = lstm_ops(X, W_ih, W_hh, W_out)
+    ops = CELLS["LSTM"].ops(X, W_ih, W_hh, W_out)
     assert ops["input"] == SynOps(acs=8)
     assert ops["recurrent"] == SynOps(macs=T * 4 * H * H)
     assert ops["gates"] == SynOps(macs=T * 3 * H)
     assert ops["readout"] == SynOps(macs=T * H * O)
+
+
+def test_gru_counted_the_same_way_by_hand():
+    """3 gates: 3H x I input synapses, 3H x H recurrent MACs; 3 products per unit and step (the reset
+    gate's and the update's two)."""
+    H, I, O, T = 2, 3, 1, 4
+    W_ih, W_hh, W_out = np.ones((3 * H, I)), np.ones((3 * H, H)), np.ones((O, H))
+    W_hh[0, 0] = 0  # a pruned recurrent synapse is not counted
+    X = np.zeros((T, 1, I), np.float32)
+    X[0, 0, 0] = X[2, 0, 1] = 1  # two input spikes: fan-out 3H = 6 ACs each
+    ops = CELLS["GRU"].ops(X, W_ih, W_hh, W_out)
+    assert ops == {"input": SynOps(acs=12), "recurrent": SynOps(macs=T * (3 * H * H - 1)),
+                   "gates": SynOps(macs=T * 3 * H), "readout": SynOps(macs=T * H * O)}
+    assert sum(ops.values(), SynOps()).energy_pj() == 12 * E_AC_PJ + (4 * 11 + 24 + 8) * E_MAC_PJ
+
+
+def _recurrent_node_graph(op: str, H: int, I: int, gates: int, **attributes):
+    directions = 2 if attributes.get("direction") == "bidirectional" else 1
+    W = np.ones((directions, gates * H, I), np.float32)
+    R = np.ones((directions, gates * H, H), np.float32)
+    node = helper.make_node(op, ["X", "W", "R"], ["Y"], name="rec", hidden_size=H, **attributes)
+    graph = helper.make_graph([node], "g", [helper.make_tensor_value_info("X", TensorProto.FLOAT, ["T", "B", I])],
+                              [helper.make_tensor_value_info("Y", TensorProto.FLOAT, None)],
+                              [numpy_helper.from_array(W, "W"), numpy_helper.from_array(R, "R")])
+    return helper.make_model(graph)
+
+
+@pytest.mark.parametrize("op, gates, products, attributes", [
+    ("GRU", 3, 3, {"linear_before_reset": 1}), ("GRU", 3, 3, {"linear_before_reset": 0}),
+    ("GRU", 3, 3, {"direction": "bidirectional"}), ("LSTM", 4, 3, {"direction": "reverse"}), ("RNN", 1, 0, {})])
+def test_recurrent_nodes_of_a_graph_counted_by_hand(op, gates, products, attributes):
+    """An ONNX recurrent node of either GRU form, any direction: input, recurrent and gate arithmetic
+    of every direction, the numbers counted by hand."""
+    H, I, T, B = 3, 4, 5, 2
+    D = 2 if attributes.get("direction") == "bidirectional" else 1
+    proto = _recurrent_node_graph(op, H, I, gates, **attributes)
+    X = np.full((T, B, I), 0.25, np.float32)  # real-valued inputs: a MAC per synapse
+    ops = graph_ops(synapse_layers(proto), {**constants(proto), "X": X})["rec"]
+    expected = {"input": SynOps(macs=T * B * D * gates * H * I), "recurrent": SynOps(macs=T * B * D * gates * H * H)}
+    if products:
+        expected["gates"] = SynOps(macs=T * B * D * products * H)
+    assert ops == expected
 
 
 def test_model_ops_reads_the_reference_models_weights():
@@ -57,6 +103,9 @@ def test_model_ops_reads_the_reference_models_weights():
     assert model_ops(lsnn, X, Z) == lsnn_ops(X, Z, w["W"], w["R"], w["W_out"])
     lstm = build_model("lstm", n_in=4, n_hidden=5, n_out=3)
     assert model_ops(lstm, X, None)["recurrent"] == SynOps(macs=6 * 2 * 4 * 5 * 5)
+    gru = build_model("gru", n_in=4, n_hidden=5, n_out=3)
+    assert model_ops(gru, X, None)["recurrent"] == SynOps(macs=6 * 2 * 3 * 5 * 5)
+    assert model_ops(gru, X, None)["gates"] == SynOps(macs=6 * 2 * 3 * 5)
 
 
 def _graph_figures(proto, X):
@@ -82,7 +131,8 @@ def test_graph_counts_of_suite_models_are_the_module_counts():
 
     torch.manual_seed(0)
     X = (np.random.default_rng(0).random((20, 3, 4)) < 0.5).astype(np.float32)
-    for kind, params in (("lsnn", {"n_lif": 3, "n_alif": 4}), ("lif", {"n_lif": 5}), ("lstm", {"n_hidden": 5})):
+    for kind, params in (("lsnn", {"n_lif": 3, "n_alif": 4}), ("lif", {"n_lif": 5}), ("lstm", {"n_hidden": 5}),
+                         ("gru", {"n_hidden": 5})):
         model = build_model(kind, n_in=4, n_out=3, **params).eval()
         with torch.no_grad():
             out = model(torch.from_numpy(X))
