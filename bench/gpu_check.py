@@ -197,6 +197,7 @@ def _timings(name: str, bundle: Path, device: str, energy, batches: list[int]) -
 
     from lsnn.bench.energy import E_AC_PJ as E_AC, E_MAC_PJ as E_MAC, model_ops
     from lsnn.reference import checkpoint
+    from lsnn.reference.modules import RecurrentNet
     from lsnn.reference.tasks import task_from_config
     from lsnn.targets import load
 
@@ -216,7 +217,8 @@ def _timings(name: str, bundle: Path, device: str, energy, batches: list[int]) -
     xt = torch.from_numpy(X1).to(device)
     with torch.no_grad():
         ts = _time(lambda: ref(xt), device, repeats=10)
-    label = "pytorch (torch.nn.LSTM, cuDNN)" if config["model"]["kind"] == "lstm" else "pytorch reference (eager)"
+    label = (f"pytorch (torch.nn.{model.layer_class.__name__}, cuDNN)" if isinstance(model, RecurrentNet)
+             else "pytorch reference (eager)")
     out["latency_batch1"][label] = {"per_call_s": float(np.median(ts)), "per_step_us": float(np.median(ts)) / T * 1e6}
     out["speedup_batch1_vs_pytorch"] = out["latency_batch1"][label]["per_call_s"] / \
         out["latency_batch1"]["compiled"]["per_call_s"]

@@ -1,20 +1,22 @@
-"""The report's headline: per task, the LSNN against the LSTM on accuracy, latency per target, energy
-and memory, as ratios, with the training budget of each checkpoint; and one sentence saying what was
-found."""
+"""The report's headline: per task, the LSNN against each recurrent baseline benched on it (the LSTM,
+the GRU) on accuracy, latency per target, energy and memory, as ratios, with the training budget of
+each checkpoint; and one sentence saying what was found."""
 from __future__ import annotations
 
-from .report_tables import (Cell, Table, exact, first_run, instructions_cell, label, latency_cell,
+from .report_tables import (BASELINES, Cell, Table, exact, first_run, instructions_cell, label, latency_cell,
                             reference_accuracy_cell, runtimes)
 
 
-def pairs(results: dict) -> list[tuple[str, dict, dict]]:
-    """(task, LSNN, LSTM) for every task that has a model of each kind, in task order."""
+def pairs(results: dict) -> list[tuple[str, dict, list[dict]]]:
+    """(task, LSNN, its baselines) for every task that has an LSNN and at least one baseline, in task
+    order; the baselines in :data:`BASELINES` order (the first model of each kind)."""
     out = []
     for task in sorted({m["task"] for m in results["models"]}):
         of = {kind: next((m for m in results["models"] if m["task"] == task and m["kind"] == kind), None)
-              for kind in ("lsnn", "lstm")}
-        if of["lsnn"] and of["lstm"]:
-            out.append((task, of["lsnn"], of["lstm"]))
+              for kind in ("lsnn", *BASELINES)}
+        baselines = [of[kind] for kind in BASELINES if of[kind]]
+        if of["lsnn"] and baselines:
+            out.append((task, of["lsnn"], baselines))
     return out
 
 
@@ -67,28 +69,37 @@ def _budget_rows(m: dict) -> list[tuple[str, Cell]]:
 SAID = ("latency", "energy", "weights")
 
 
-def _sentence(task: str, lsnn: dict, lstm: dict, rows: list[list[Cell]]) -> str:
-    """What the table says, in words: the metric, then each ratio."""
+def _sentence(task: str, lsnn: dict, baselines: list[dict], rows: list[list[Cell]]) -> str:
+    """What the table says, in words: the metric, then each ratio (rows: figure, LSNN, then each
+    baseline's figure and the LSNN's ratio to it)."""
     acc = rows[0]
-    said = [f"On {task}, the LSNN {lsnn['name']} scores {acc[1].text} against the LSTM {lstm['name']}'s "
-            f"{acc[2].text} ({acc[0].text.split(' ')[0]})"]
-    for row in rows[1:]:
-        if row[3].value is not None and row[0].text.split(" ")[0] in SAID:
-            said.append(f"{row[0].text}: {row[3].text}")
-    return said[0] + "; LSNN / LSTM: " + ", ".join(said[1:]) + "."
+    against = " and ".join(f"the {BASELINES[b['kind']]} {b['name']}'s {acc[2 + 2 * k].text}"
+                           for k, b in enumerate(baselines))
+    said = f"On {task}, the LSNN {lsnn['name']} scores {acc[1].text} against {against} ({acc[0].text.split(' ')[0]})"
+    for k, b in enumerate(baselines):
+        ratios = [f"{row[0].text}: {row[3 + 2 * k].text}" for row in rows[1:]
+                  if row[3 + 2 * k].value is not None and row[0].text.split(" ")[0] in SAID]
+        said += f"; LSNN / {BASELINES[b['kind']]}: " + ", ".join(ratios)
+    return said + "."
+
+
+def _get(figures: dict[str, Cell], figure: str) -> Cell:
+    return figures.get(figure, label("-"))
 
 
 def headline(results: dict) -> list[Table]:
-    """One table per task that has an LSNN and an LSTM: figure | LSNN | LSTM | LSNN / LSTM."""
+    """One table per task that has an LSNN and a baseline: figure | LSNN | then per baseline (LSTM,
+    GRU) its figure | LSNN / it."""
     out = []
-    for task, lsnn, lstm in pairs(results):
-        a, b = dict(_figures(results, lsnn)), dict(_figures(results, lstm))
-        dash = label("-")
-        rows = [[label(f), a.get(f, dash), b.get(f, dash), _ratio(a.get(f, dash), b.get(f, dash))]
-                for f in dict.fromkeys([*a, *b])]
-        t = Table(f"headline-{task}", f"Headline: {task}", _sentence(task, lsnn, lstm, rows),
-                  ["figure", f"LSNN {lsnn['name']}", f"LSTM {lstm['name']}", "LSNN / LSTM"],
+    for task, lsnn, baselines in pairs(results):
+        a = dict(_figures(results, lsnn))
+        bs = [dict(_figures(results, b)) for b in baselines]
+        rows = [[label(f), _get(a, f), *(c for b in bs for c in (_get(b, f), _ratio(_get(a, f), _get(b, f))))]
+                for f in dict.fromkeys([*a, *(f for b in bs for f in b)])]
+        names = [BASELINES[b["kind"]] for b in baselines]
+        columns = ["figure", f"LSNN {lsnn['name']}",
+                   *(c for n, b in zip(names, baselines) for c in (f"{n} {b['name']}", f"LSNN / {n}"))]
+        t = Table(f"headline-{task}", f"Headline: {task}", _sentence(task, lsnn, baselines, rows), columns,
                   rows, defines=("accuracy", "latency", "energy", "memory", "microcontrollers", "training budget"))
         out.append(t)
     return out
-

@@ -6,7 +6,7 @@ import io
 
 import numpy as np
 
-from .report_tables import reference_accuracy
+from .report_tables import BASELINES, reference_accuracy
 
 
 def _png(fig) -> str:
@@ -95,7 +95,7 @@ def energy(plt, results: dict):
         acc = reference_accuracy(m)
         if m.get("metric") != "accuracy" or acc is None:
             continue
-        ax.scatter(m["energy_uj_per_inference"], acc, marker="o" if m["kind"] != "lstm" else "s")
+        ax.scatter(m["energy_uj_per_inference"], acc, marker="s" if m["kind"] in BASELINES else "o")
         ax.annotate(m["name"], (m["energy_uj_per_inference"], acc), fontsize=7)
     ax.set_xscale("log")
     ax.set_xlabel("energy per inference (uJ, synaptic operations)")

@@ -10,6 +10,9 @@ from pathlib import Path
 from .harness import __doc__ as HARNESS_DOC
 
 LOWER, HIGHER = "lower", "higher"  # which way a figure is better
+#: the model kinds the LSNN is compared with (the recurrent baselines), in the report's order, and how
+#: the report names them
+BASELINES = {"lstm": "LSTM", "gru": "GRU"}
 
 
 @dataclass(frozen=True)
@@ -150,12 +153,18 @@ def runtimes(results: dict) -> list[str]:
 
 # -- the tables ------------------------------------------------------------------------------------
 
+def _baselines(results: dict) -> str:
+    """The baselines benched (``LSTM``, ``LSTM and GRU``; ``baselines`` when there is none)."""
+    kinds = {m["kind"] for m in results["models"]}
+    return " and ".join(name for kind, name in BASELINES.items() if kind in kinds) or "baselines"
+
+
 def summary(results: dict) -> Table:
     """Per model: metric, latency per runtime at the smallest batch, synaptic operations, energy."""
     cfg, rts = results["config"], runtimes(results)
     b1, limit = min(cfg["batch_sizes"]), cfg["heldout_limit"]
     if cfg.get("inputs") is None and cfg.get("task") is None:  # no --model data source: the checkpoints
-        title, data = "LSNN against LSTM", f"Accuracy on the first {limit} held-out examples (reference runtime);"
+        title, data = f"LSNN against {_baselines(results)}", f"Accuracy on the first {limit} held-out examples (reference runtime);"
     else:
         source = (f"the first {limit} sequences of {Path(cfg['inputs']).name}" if cfg.get("inputs")
                   else f"the first {limit} held-out examples of {cfg['task']}")

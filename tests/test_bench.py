@@ -14,10 +14,11 @@ from lsnn.targets.cortex_m import missing_tools
 
 
 def test_bench_matrix_and_report(tmp_path, capsys, tiny_store_recall):
-    for kind, params in (("lsnn", {"n_lif": 3, "n_alif": 3}), ("lstm", {"n_hidden": 4})):
+    """An LSNN and both recurrent baselines (LSTM, GRU) through the whole matrix and the report."""
+    for kind, params in (("lsnn", {"n_lif": 3, "n_alif": 3}), ("lstm", {"n_hidden": 4}), ("gru", {"n_hidden": 4})):
         train("store-recall", kind, tmp_path / kind, steps=1, batch_size=4, progress=False,
               model_params=params, task_params=tiny_store_recall)
-    cfg = {"models": [str(tmp_path / "lsnn"), str(tmp_path / "lstm"), str(tmp_path / "missing")],
+    cfg = {"models": [str(tmp_path / "lsnn"), str(tmp_path / "lstm"), str(tmp_path / "gru"), str(tmp_path / "missing")],
            "batch_sizes": [1, 2], "heldout_limit": 4, "repeats": 2, "warmup": 1,
            "cortex_m_cores": ["cortex-m4"], "cortex_m_heldout": 2}
     (tmp_path / "cfg.json").write_text(json.dumps(cfg))
@@ -31,7 +32,7 @@ def test_bench_matrix_and_report(tmp_path, capsys, tiny_store_recall):
     assert results["config"] == {**FULL, **cfg, "threads": counts}  # the file overrides the full configuration
     assert results["environment"]["gpu"] is False  # cuda_device() on this machine (no CUDA device, below)
     runs = {(r["model"], r["runtime"], r["batch"], r["threads"]) for r in results["runs"]}
-    assert runs == {(m, r, b, n) for m in ("lsnn", "lstm") for b in (1, 2)
+    assert runs == {(m, r, b, n) for m in ("lsnn", "lstm", "gru") for b in (1, 2)
                     for r, ns in (("torch", [1]), ("ort", counts), ("cpu", counts)) for n in ns}
     for r in results["runs"]:
         lat = r["latency_per_sequence_s"]
@@ -45,12 +46,13 @@ def test_bench_matrix_and_report(tmp_path, capsys, tiny_store_recall):
     else:
         assert "cortex-m" not in unavailable
         mcu = {r["model"]: r for r in results["microcontrollers"]}
-        assert set(mcu) == {"lsnn", "lstm"} and all(r["core"] == "cortex-m4" for r in mcu.values())
+        assert set(mcu) == {"lsnn", "lstm", "gru"} and all(r["core"] == "cortex-m4" for r in mcu.values())
         for r in mcu.values():
             assert r["instructions_per_step"] > 0 and r["flash_bytes"] > 0 and r["sequences"] == 2
         assert mcu["lsnn"]["dense_outputs_equal"] and mcu["lsnn"]["instructions_per_step_dense"] > 0
         assert "## Microcontrollers (QEMU)" in (out / "report.md").read_text()
         assert 0 <= by["lsnn"]["accuracy"].pop("cortex-m4") <= 1
+        assert by["gru"]["accuracy"].pop("cortex-m4") == by["gru"]["accuracy"]["torch"]
     assert set(by["lsnn"]["accuracy"]) == {"torch", "ort", "cpu"}
     assert len(set(by["lsnn"]["accuracy"].values())) == 1  # parity: same decisions everywhere
     assert set(by["lsnn"]["peak_working_memory_bytes"]) == {"torch", "ort", "cpu"}
@@ -58,12 +60,18 @@ def test_bench_matrix_and_report(tmp_path, capsys, tiny_store_recall):
         assert v["batch"] == 2 and isinstance(v["bytes"], int) and 0 <= v["bytes"] < 2**30
     assert by["lsnn"]["macs_per_inference"] == 0 and by["lsnn"]["firing_rate_hz"]["all"] >= 0
     assert by["lstm"]["macs_per_inference"] > 0 and "firing_rate_hz" not in by["lstm"]
-    e = by["lstm"]
-    assert abs(e["energy_uj_per_inference"] - (e["acs_per_inference"] * 0.9 + e["macs_per_inference"] * 4.6) * 1e-6) < 1e-12
+    T, H, O = by["gru"]["steps"], 4, 2
+    for kind, gates in (("lstm", 4), ("gru", 3)):  # recurrent synapses, 3 products per unit, readout: all MACs
+        e = by[kind]
+        assert e["macs_per_inference"] == T * (gates * H * H + 3 * H + H * O), kind
+        assert abs(e["energy_uj_per_inference"] - (e["acs_per_inference"] * 0.9 + e["macs_per_inference"] * 4.6)
+                   * 1e-6) < 1e-12
+    assert len(set(by["gru"]["accuracy"].values())) == 1
     html = (out / "report.html").read_text()
     assert html.count("data:image/png;base64,") >= 3 and "Horowitz" in html
     md = (out / "report.md").read_text()
-    assert "## LSNN against LSTM" in md and "no CUDA device" in md
+    assert "## LSNN against LSTM and GRU" in md and "no CUDA device" in md
+    assert "| figure | LSNN lsnn | LSTM lstm | LSNN / LSTM | GRU gru | LSNN / GRU |" in md
 
 
 def test_bench_config_errors(tmp_path, capsys):
