@@ -2,7 +2,8 @@
 Fashion-MNIST sequences, readout, loss and firing-rate regulariser as in ``Trainer.step``), on one
 thread: through the fused kernels (``lsnn.reference.fused``, the default) and through the eager
 reference (``fused=False``), side by side; and the same for the LSTM-128 baseline
-(``lsnn.reference.fused_lstm`` against ``nn.LSTM``'s own backward).
+(``lsnn.reference.fused_lstm`` against ``nn.LSTM``'s own backward) and the GRU-128 baseline
+(``nn.GRU``'s own backward).
 
 Run: ``.venv/bin/python -m pytest bench/benchmarks/test_train_step.py
 --benchmark-columns=median,iqr,rounds`` (not part of the test suite).
@@ -11,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from lsnn.reference.modules import LSNN, LSTMNet
+from lsnn.reference.modules import LSNN, GRUNet, LSTMNet
 from lsnn.reference.regularizers import firing_rate_loss
 from lsnn.reference.tasks.smnist import SMNIST
 
@@ -39,6 +40,14 @@ def test_lstm_train_step(benchmark, batch, fused):
     task, X, target = batch
     torch.manual_seed(0)
     model = LSTMNet(n_in=task.n_in, n_out=task.n_out, n_hidden=128, fused=fused)
+    loss = benchmark.pedantic(_step(task, model, X, target), rounds=5, warmup_rounds=1)
+    assert np.isfinite(loss)
+
+
+def test_gru_train_step(benchmark, batch):
+    task, X, target = batch
+    torch.manual_seed(0)
+    model = GRUNet(n_in=task.n_in, n_out=task.n_out, n_hidden=128)
     loss = benchmark.pedantic(_step(task, model, X, target), rounds=5, warmup_rounds=1)
     assert np.isfinite(loss)
 
