@@ -53,14 +53,18 @@ def names_read(graph: onnx.GraphProto) -> set[str]:
     return read
 
 
-#: On an ALIF node whose spikes an LI readout reads: the names of that LI node's other inputs
-#: (``""`` where omitted), each known before any node runs (initializers, graph inputs), so a
-#: target may compute the readout in the ALIF's kernel (:meth:`~lsnn.targets.base.Target.kernel`
-#: of ``ALIF+LI``); with the LI's :data:`OUTPUTS_READ` mask and whether anything else reads
-#: the spikes. Both nodes carry the pair's key (the ALIF node's index).
+#: On a layer node whose output a readout reads, so that a target may compute the readout in
+#: the layer's kernel: the names of the readout's other inputs (``""`` where omitted), each
+#: known when the layer's node is converted, and whether anything else reads the layer's
+#: output (:data:`READ_ELSEWHERE`: ALIF's ``Z``, LSTM's ``Y``, stored only then). An ALIF's LI
+#: readout (:func:`readout_pairs`, kernel ``ALIF+LI``) also carries its :data:`OUTPUTS_READ`
+#: mask; an LSTM's ``Squeeze -> MatMul -> Add`` chain (:func:`lstm_readouts`, kernel
+#: ``LSTM+Readout``) has the ``MatMul``'s weight and the ``Add``'s bias. The layer node and the
+#: node whose output the fused kernel gives (the LI, the chain's last) carry the pair's key
+#: (the layer node's index).
 READOUT_INPUTS = "lsnn_readout_inputs"
 READOUT_READ = "lsnn_readout_outputs_read"
-Z_READ_ELSEWHERE = "lsnn_z_read_elsewhere"
+READ_ELSEWHERE = "lsnn_read_elsewhere"
 PAIR = "lsnn_readout_pair"
 
 
@@ -84,14 +88,20 @@ def _reads_shape_only(node: onnx.NodeProto) -> bool:
     return node.op_type in ("Shape", "Size") and node.domain in ONNX_DOMAINS
 
 
+def known_before(graph: onnx.GraphProto) -> list[set[str]]:
+    """``[k]``: the values there are when node ``k`` is converted (the importer takes the nodes
+    in order): initializers, graph inputs, outputs of the nodes before it, and ``""``."""
+    known = [{i.name for i in graph.initializer} | {i.name for i in graph.input} | {""}]
+    for node in graph.node:
+        known.append(known[-1] | set(node.output))
+    return known
+
+
 def readout_pairs(graph: onnx.GraphProto) -> dict[int, tuple[int, list[str]]]:
     """ALIF node index -> (index, other inputs) of the first LI node that reads its spikes and
-    whose other inputs are known when the ALIF node is converted: initializers, graph inputs,
-    outputs of nodes before it (the importer takes the nodes in order), or zeros made by a node
-    (an initial state that is all zeros: given as ``""``, omitted)."""
-    known = [{i.name for i in graph.initializer} | {i.name for i in graph.input} | {""}]
-    for node in graph.node:  # known[k]: the values there are before node k
-        known.append(known[-1] | set(node.output))
+    whose other inputs are known when the ALIF node is converted (:func:`known_before`), or
+    zeros made by a node (an initial state that is all zeros: given as ``""``, omitted)."""
+    known = known_before(graph)
     zeros = _zeros_made_by_nodes(graph)
     spikes = {node.output[0]: k for k, node in enumerate(graph.node)
               if sequence_op(node) is ALIF and node.output and node.output[0]}
@@ -104,27 +114,120 @@ def readout_pairs(graph: onnx.GraphProto) -> dict[int, tuple[int, list[str]]]:
     return pairs
 
 
+def _onnx_op(node: onnx.NodeProto, op: str) -> bool:
+    return node.op_type == op and node.domain in ONNX_DOMAINS
+
+
+def _readers(graph: onnx.GraphProto) -> dict[str, list[int]]:
+    """Value name -> indices of the nodes of ``graph`` that take it; ``-1`` for a graph output or
+    a value a subgraph reads."""
+    readers: dict[str, list[int]] = {}
+    for k, node in enumerate(graph.node):
+        for name in node.input:
+            readers.setdefault(name, []).append(k)
+        for a in node.attribute:
+            for g in ([a.g] if a.HasField("g") else []) + list(a.graphs):
+                for name in names_read(g):
+                    readers.setdefault(name, []).append(-1)
+    for o in graph.output:
+        readers.setdefault(o.name, []).append(-1)
+    return readers
+
+
+def _constant_values(graph: onnx.GraphProto) -> dict[str, np.ndarray]:
+    """The values of the initializers and of the ``Constant`` nodes that give a tensor."""
+    values = {i.name: onnx.numpy_helper.to_array(i) for i in graph.initializer}
+    for node in graph.node:
+        if _onnx_op(node, "Constant"):
+            for a in node.attribute:
+                if a.name == "value":
+                    values[node.output[0]] = onnx.numpy_helper.to_array(a.t)
+                elif a.name == "value_ints":
+                    values[node.output[0]] = np.array(list(a.ints), np.int64)
+    return values
+
+
+def _squeezes_axis_1(node: onnx.NodeProto, constants: dict) -> bool:
+    """A ``Squeeze`` of axis 1 of a rank-4 value (LSTM's ``Y``), the axes given as a constant
+    input (opset 13+) or as the attribute."""
+    if not _onnx_op(node, "Squeeze"):
+        return False
+    attr = next((list(a.ints) for a in node.attribute if a.name == "axes"), None)
+    given = node.input[1] if len(node.input) > 1 and node.input[1] else None
+    axes = attr if given is None else constants.get(given)
+    return axes is not None and np.asarray(axes).reshape(-1).tolist() in ([1], [-3])
+
+
+def _forward_time_major(node: onnx.NodeProto) -> bool:
+    a = {x.name: onnx.helper.get_attribute_value(x) for x in node.attribute}
+    return a.get("direction", b"forward") in (b"forward", "forward") and a.get("layout", 0) == 0
+
+
+def lstm_readouts(graph: onnx.GraphProto) -> dict[int, tuple[int, list[str], bool]]:
+    """LSTM node index -> (index of the chain's last node, [weight, bias or ""], whether ``Y``
+    is read elsewhere) of each forward, time-major LSTM whose ``Y`` a ``Squeeze`` of axis 1
+    takes to ``[T, B, H]``, that a ``MatMul`` multiplies by a 2-D constant known when the LSTM
+    is converted (:func:`known_before`), followed by an ``Add`` of such a constant (either
+    operand) when that ``Add`` is the product's only reader. ``Y`` is read elsewhere when a node
+    other than the ``Squeeze`` takes it, or one other than the ``MatMul`` the squeezed value. The
+    weight's and bias's values are checked when the LSTM is converted (float32, a weight of ``H``
+    rows, a bias that broadcasts along the last axis only)."""
+    known, readers, constants = known_before(graph), _readers(graph), _constant_values(graph)
+    nodes = graph.node
+    chains = {}
+    for k, node in enumerate(nodes):
+        if not (_onnx_op(node, "LSTM") and node.output and node.output[0] and _forward_time_major(node)):
+            continue
+        y = node.output[0]
+        constant = known[k] & set(constants)
+        for s in (r for r in readers.get(y, []) if r >= 0 and _squeezes_axis_1(nodes[r], constants)
+                  and nodes[r].input[0] == y):
+            h_seq = nodes[s].output[0]
+            m = next((r for r in readers.get(h_seq, []) if r >= 0 and _onnx_op(nodes[r], "MatMul")
+                      and list(nodes[r].input) == [h_seq, nodes[r].input[1]] and nodes[r].input[1] in constant), None)
+            if m is None:
+                continue
+            last, inputs = m, [nodes[m].input[1], ""]
+            product = nodes[m].output[0]
+            if len(readers.get(product, [])) == 1 and readers[product][0] >= 0:
+                add = nodes[readers[product][0]]
+                bias = [n for n in add.input if n != product]
+                if _onnx_op(add, "Add") and len(add.input) == 2 and len(bias) == 1 and bias[0] in constant:
+                    last, inputs = readers[product][0], [nodes[m].input[1], bias[0]]
+            elsewhere = any(r != s for r in readers[y]) or any(r != m for r in readers[h_seq])
+            chains[k] = last, inputs, elsewhere
+            break
+    return chains
+
+
+def _mark_pair(marked: onnx.GraphProto, layer: int, last: int, inputs: list[str], elsewhere: bool,
+               extra=()) -> None:
+    """The attributes of a layer node and its readout (:data:`PAIR`)."""
+    marked.node[layer].attribute.extend([
+        onnx.helper.make_attribute(PAIR, layer),
+        onnx.helper.make_attribute(READOUT_INPUTS, [n.encode() for n in inputs]),
+        onnx.helper.make_attribute(READ_ELSEWHERE, int(elsewhere)), *extra])
+    marked.node[last].attribute.append(onnx.helper.make_attribute(PAIR, layer))
+
+
 def with_outputs_read(graph: onnx.GraphProto) -> onnx.GraphProto:
     """The nodes of ``graph``, each sequence node carrying :data:`OUTPUTS_READ`, and each ALIF
-    with an LI readout (:func:`readout_pairs`) and that readout the pair's attributes."""
+    with an LI readout (:func:`readout_pairs`), each LSTM with a readout chain
+    (:func:`lstm_readouts`) and that readout the pair's attributes."""
     read = names_read(graph)
-    pairs = readout_pairs(graph)
     marked = onnx.GraphProto()
     for node in graph.node:
         copy = marked.node.add()
         copy.CopyFrom(node)
         if sequence_op(node) is not None:
             copy.attribute.append(onnx.helper.make_attribute(OUTPUTS_READ, _mask(node, read)))
-    for a, (li, inputs) in pairs.items():  # Shape and Size read no values: the exporter's zeros use them
+    for a, (li, inputs) in readout_pairs(graph).items():  # Shape and Size read no values: the exporter's zeros use them
         others = onnx.GraphProto(node=[n for k, n in enumerate(graph.node) if k != li and not _reads_shape_only(n)],
                                  output=graph.output)
-        readout = graph.node[li]
-        marked.node[a].attribute.extend([
-            onnx.helper.make_attribute(PAIR, a),
-            onnx.helper.make_attribute(READOUT_INPUTS, [n.encode() for n in inputs]),
-            onnx.helper.make_attribute(READOUT_READ, _mask(readout, read)),
-            onnx.helper.make_attribute(Z_READ_ELSEWHERE, int(graph.node[a].output[0] in names_read(others)))])
-        marked.node[li].attribute.append(onnx.helper.make_attribute(PAIR, a))
+        _mark_pair(marked, a, li, inputs, graph.node[a].output[0] in names_read(others),
+                   [onnx.helper.make_attribute(READOUT_READ, _mask(graph.node[li], read))])
+    for lstm, (last, inputs, elsewhere) in lstm_readouts(graph).items():
+        _mark_pair(marked, lstm, last, inputs, elsewhere)
     return marked
 
 
@@ -166,7 +269,7 @@ class LSNNImporter(RecurrentConverters, ONNXGraphImporter):
     def __init__(self, target, shape_dict=None, dtype_dict="float32"):
         super().__init__(shape_dict or {}, dtype_dict, keep_params_in_input=False, sanitize=True)
         self.target = target
-        self._readouts: dict[int, relax.Expr] = {}  # pair key -> (Y, final_y) of an ALIF+LI kernel
+        self._readouts: dict[int, relax.Expr] = {}  # pair key -> what a fused kernel gives the readout node
         self._node_label = "a node"  # of the node being converted (node_label)
 
     # -- which ops are ours ------------------------------------------------
@@ -193,7 +296,11 @@ class LSNNImporter(RecurrentConverters, ONNXGraphImporter):
                                    f"{type(e).__name__}: {lines[-1] if lines else ''}") from e
 
     def _convert_operator(self, op_name, inputs, attrs, opset):
-        # only ai.lsnn nodes are named ALIF or LI here, only ONNX's LSTM, GRU, RNN (check_domain)
+        # only ai.lsnn nodes are named ALIF or LI here, only ONNX's LSTM, GRU, RNN, MatMul, Add (check_domain)
+        if op_name in ("MatMul", "Add") and PAIR in attrs:  # the last node of an LSTM's readout chain
+            fused = self._readouts.pop(attrs.pop(PAIR), None)  # None: its LSTM's kernel did not compute it
+            if fused is not None:
+                return fused
         converter = {ALIF.name: self._alif, LI.name: self._li}.get(op_name)
         if op_name in RECURRENT:
             return self._recurrent(RECURRENT[op_name], inputs, attrs)
@@ -292,7 +399,7 @@ class LSNNImporter(RecurrentConverters, ONNXGraphImporter):
         Tn, B, H = outs[0]
         O = _shape(x["W"])[0]
         read = self._outputs_read(ALIF, attrs)
-        if not attrs[Z_READ_ELSEWHERE]:
+        if not attrs[READ_ELSEWHERE]:
             read -= {"Z"}
         li_read = frozenset(p.name for k, p in enumerate(LI.outputs) if attrs[READOUT_READ] >> k & 1)
         kernel = self.target.kernel(FUSED_READOUT, **{**node, "dims": {**node["dims"], "O": _static(O)}},

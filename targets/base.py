@@ -34,6 +34,13 @@ KERNEL_ATTRIBUTES[RECURRENT] = ("dims", "cell")
 #: (``outputs`` are the ALIF's, ``Z`` only if something besides the readout reads it)
 FUSED_READOUT = "ALIF+LI"
 KERNEL_ATTRIBUTES[FUSED_READOUT] = KERNEL_ATTRIBUTES["ALIF"] + ("readout",)
+#: A plain forward LSTM and the readout of its ``Y`` (``h_t W + b`` of every step: ONNX's
+#: ``Squeeze -> MatMul -> Add`` chain with constants) in one kernel, for targets that have it:
+#: ``dims`` with the readout's ``O``; ``outputs`` are the LSTM's, ``Y`` only if something
+#: besides the readout reads it. Its arguments are the ``LSTM`` kernel's, then ``W [H, O]`` and
+#: the bias ``[O]``; its outputs the ``LSTM``'s, then the readout ``[T, B, O]``.
+LSTM_READOUT = "LSTM+Readout"
+KERNEL_ATTRIBUTES[LSTM_READOUT] = ("dims",)
 
 
 _TRUE, _FALSE = ("true", "1", "yes", "on"), ("false", "0", "no", "off")
@@ -128,12 +135,18 @@ class Target:
         if outputs is None:
             from lsnn.compiler.onnx.schema import ALIF, LSTM, OPS
 
-            outputs = frozenset(p.name for p in {**OPS, LSTM.name: LSTM, RECURRENT: LSTM, FUSED_READOUT: ALIF}[op].outputs)
+            outputs = frozenset(p.name for p in {**OPS, LSTM.name: LSTM, RECURRENT: LSTM, FUSED_READOUT: ALIF,
+                                                 LSTM_READOUT: LSTM}[op].outputs)
         return builder(**attrs, outputs=frozenset(outputs), **self.kernel_settings(op))
 
     def fuses_readout(self) -> bool:
         """Whether this target computes an ALIF layer's LI readout in the ALIF's kernel."""
         return FUSED_READOUT in self.kernels
+
+    def fuses_lstm_readout(self) -> bool:
+        """Whether this target computes the readout of a plain LSTM's ``Y`` in the LSTM's kernel
+        (:data:`LSTM_READOUT`)."""
+        return LSTM_READOUT in self.kernels
 
     def kernel_settings(self, op: str) -> dict:
         """The target's own keyword arguments for the kernel builder of ``op`` (e.g. ``events``)."""

@@ -6,7 +6,11 @@ are sliced (folded when constants, Relax ops when graph inputs) and transposed; 
 and ``sequence_lens`` are options of the kernel (:class:`lsnn.targets.cells.Cell`), and a
 bidirectional node is a forward and a reverse call whose outputs are stacked on the
 ``num_directions`` axis. The plain forward LSTM with constant weights takes the target's
-blocked ``LSTM`` kernel; everything else the target's ``Recurrent`` kernel.
+blocked ``LSTM`` kernel; everything else the target's ``Recurrent`` kernel. A plain LSTM whose
+``Y`` a readout chain reads (:func:`lsnn.compiler.importer.lstm_readouts`: ``Squeeze``,
+``MatMul`` by a constant, ``Add`` of a constant) takes the ``LSTM+Readout`` kernel where the
+target has it: the readout of every step is computed in the time loop, and ``Y`` is stored
+only when something else reads it.
 """
 from __future__ import annotations
 
@@ -16,6 +20,7 @@ from tvm import relax
 
 from lsnn.compiler.errors import CompileError
 from lsnn.targets.base import TargetError
+from lsnn.targets.base import LSTM_READOUT
 from lsnn.targets.base import RECURRENT as RECURRENT_KERNEL
 from lsnn.targets.cells import ACTIVATIONS, DEFAULT_ACTIVATIONS, Activation, Cell
 
@@ -33,6 +38,10 @@ def _static(d, what: str, label: str) -> int:
     if isinstance(d, (int, tvm.tirx.IntImm)):
         return int(d)
     raise CompileError(f"{label}: the {what} must be known at compile time (it is {d})")
+
+
+def _shape_values(v) -> list:
+    return list(v.ty.shape.values)
 
 
 def activations(op: str, a: dict, directions: int, label: str) -> list[tuple[Activation, ...]]:
@@ -95,14 +104,39 @@ class RecurrentConverters:
         states = [x[s.input] for s in schema.states]
         if batch_first:
             states = [self._time_major(s) if s is not None else None for s in states]
+        readout = self._lstm_readout(label, attrs, H) if D == 1 else None
         results = []
         for d, reverse in enumerate(DIRECTIONS[direction]):
             cell = Cell(activations=acts[d], reverse=reverse, **base)
-            results.append(self._direction(cell, label, X, x, d, lens, states, (Tn, B, I, H, G), read))
+            results.append(self._direction(cell, label, X, x, d, lens, states, (Tn, B, I, H, G), read, readout))
         return self._stacked(schema, results, batch_first)
 
-    def _direction(self, cell, label, X, x, d, lens, states, sizes, read):
-        """One kernel call: ``[Y [T, B, H], Y_h [B, H], (Y_c [B, H])]`` of direction ``d``."""
+    def _lstm_readout(self, label, attrs, H) -> dict | None:
+        """The readout chain the LSTM node's kernel may compute (``key``: the pair's, ``W``
+        ``[H, O]`` and ``bias`` ``[O]`` as constants, ``Y_elsewhere``), or None: no chain, no such
+        kernel on the target, or values that do not fit (not float32 constants, a weight without
+        ``H`` rows, a bias that broadcasts along more than the last axis); the chain's nodes are
+        then converted as they are."""
+        from lsnn.compiler.importer import PAIR, READ_ELSEWHERE, READOUT_INPUTS
+
+        if PAIR not in attrs or not self.target.fuses_lstm_readout():
+            return None
+        w, b = (self._nodes[n.decode()] if n else None for n in attrs[READOUT_INPUTS])
+        if not all(isinstance(v, _CONST) and v.value.dtype == "float32" for v in (w, b) if v is not None) \
+                or w.value.numpy().ndim != 2 or w.value.shape[0] != H:
+            return None
+        O = int(w.value.shape[1])
+        bias = b.value.numpy() if b is not None else np.zeros(O, np.float32)
+        if bias.ndim > 3 or bias.size not in (1, O) or any(n != 1 for n in bias.shape[:-1]):
+            return None
+        self._finite_constants(f"{label}: readout", {"W": w, **({"bias": b} if b is not None else {})})
+        return {"key": attrs[PAIR], "W": w, "bias": relax.const(np.ascontiguousarray(np.broadcast_to(bias.reshape(-1), (O,)))),
+                "Y_elsewhere": bool(attrs[READ_ELSEWHERE])}
+
+    def _direction(self, cell, label, X, x, d, lens, states, sizes, read, readout=None):
+        """One kernel call: ``[Y [T, B, H], Y_h [B, H], (Y_c [B, H])]`` of direction ``d``; with a
+        ``readout`` (:meth:`_lstm_readout`) that the plain LSTM's kernel computes, its result is
+        left for the chain's last node."""
         Tn, B, I, H, G = sizes
         wt, rt = (self._slice_t(x[k], d) for k in ("W", "R"))
         bias = self._slice(x["B"], d, [2, G]) if x["B"] is not None else self._zeros([2, G])
@@ -111,9 +145,16 @@ class RecurrentConverters:
         dims = {"I": I, "H": H}
         outs = [[Tn, B, H], [B, H], [B, H]]
         if cell.plain() and "LSTM" in self.target.kernels:
-            kernel = self._kernel(label, "LSTM", dims=dims, outputs=read)
             summed = self.bb.normalize(relax.op.sum(bias, axis=0))
-            call = self._call(kernel, "lstm", [X, wt, rt, summed, h0, c0], outs)
+            args = [X, wt, rt, summed, h0, c0]
+            if readout is None:
+                call = self._call(self._kernel(label, "LSTM", dims=dims, outputs=read), "lstm", args, outs)
+            else:
+                O = int(readout["W"].value.shape[1])
+                kept = read if readout["Y_elsewhere"] else read - {"Y"}
+                kernel = self._kernel(label, LSTM_READOUT, dims={**dims, "O": O}, outputs=kept)
+                call = self._call(kernel, "lstm_readout", args + [readout["W"], readout["bias"]], outs + [[Tn, B, O]])
+                self._readouts[readout["key"]] = self.bb.emit(relax.TupleGetItem(call, 3))
         else:
             p = self._slice(x["P"], d, [3 * H]) if cell.peepholes else self._zeros([3 * H])
             kernel = self._kernel(label, RECURRENT_KERNEL, dims=dims, cell=cell, outputs=read)
@@ -124,9 +165,14 @@ class RecurrentConverters:
         """The node's outputs: each direction's on the ``num_directions`` axis, batch first when
         ``layout=1``."""
         emit = self.bb.emit
-        Y = emit(relax.op.concat([relax.op.expand_dims(r[0], 1) for r in results], axis=1))
-        finals = [emit(relax.op.concat([relax.op.expand_dims(r[k], 0) for r in results], axis=0))
-                  for k in range(1, len(schema.outputs))]
+
+        def stacked(k, axis):  # one direction: a reshape, which the VM makes a view (no copy)
+            parts = [self.bb.normalize(r[k]) for r in results]
+            parts = [relax.op.reshape(p, [*_shape_values(p)[:axis], 1, *_shape_values(p)[axis:]]) for p in parts]
+            return emit(parts[0] if len(parts) == 1 else relax.op.concat(parts, axis=axis))
+
+        Y = stacked(0, 1)
+        finals = [stacked(k, 0) for k in range(1, len(schema.outputs))]
         if batch_first:
             Y = emit(relax.op.permute_dims(Y, [2, 0, 1, 3]))
             finals = [emit(relax.op.permute_dims(f, [1, 0, 2])) for f in finals]

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import platform
 
-from ..base import FUSED_READOUT, RECURRENT, Option, Target, register
+from ..base import FUSED_READOUT, LSTM_READOUT, RECURRENT, Option, Target, register
 from . import threadpool
 
 TRIPLES = {"x86_64": "x86_64-unknown-linux-gnu", "aarch64": "aarch64-unknown-linux-gnu",
@@ -47,7 +47,7 @@ def _check_threads(n: int) -> str | None:
 class CpuTarget(Target):
     name = "cpu"
     kernels = {"ALIF": "lsnn.targets.cpu.alif:alif_kernel", "LI": "lsnn.targets.cpu.li:li_kernel",
-               "LSTM": "lsnn.targets.cpu.lstm:lstm_kernel",
+               "LSTM": "lsnn.targets.cpu.lstm:lstm_kernel", LSTM_READOUT: "lsnn.targets.cpu.lstm:lstm_kernel",
                RECURRENT: "lsnn.targets.cpu.recurrent:recurrent_kernel", FUSED_READOUT: "lsnn.targets.cpu.alif:alif_kernel"}
 
     @classmethod
@@ -61,8 +61,8 @@ class CpuTarget(Target):
     def kernel_settings(self, op: str) -> dict:
         vector = {"lanes": self.vector_lanes(), "parallel": True, "ahead": AHEAD}
         alif = {"events": self.options["events"], **vector}
-        return {"ALIF": alif, FUSED_READOUT: alif, "LI": vector,
-                "LSTM": {"vector": True, "lanes": self.vector_lanes()},
+        lstm = {"vector": True, "lanes": self.vector_lanes()}
+        return {"ALIF": alif, FUSED_READOUT: alif, "LI": vector, "LSTM": lstm, LSTM_READOUT: lstm,
                 RECURRENT: {"vector": True}}.get(op, {})
 
     def vector_lanes(self) -> int:

@@ -36,6 +36,7 @@ from tvm.script import tirx as T
 
 from . import fastmath
 from .floatops import nonzero
+from .matmul import padded, product_rows, tile_cols
 
 #: the LSTM's outputs (ONNX names, as in the op schema)
 OUTPUTS = frozenset({"Y", "Y_h", "Y_c"})
@@ -82,20 +83,28 @@ def _divisor(n: int, most: int) -> int:
 
 def lstm_kernel(*, dims: dict, vector: bool, outputs=OUTPUTS, lanes: int = 8):
     """The kernel for ``dims`` (``I``, ``H``: static), storing only ``outputs``; ``lanes``: float32
-    lanes of the target's vector registers (8: AVX2, 16: AVX-512), which size the register tiles."""
+    lanes of the target's vector registers (8: AVX2, 16: AVX-512), which size the register tiles.
+    With ``O`` in ``dims`` (static), the kernel of ``LSTM+Readout``: it also takes the readout's
+    ``W^T [H, O]`` and bias ``[O]`` and gives ``h_t W^T + bias`` of every step, ``[T, B, O]``."""
     unknown = set(outputs) - OUTPUTS
     if unknown:
         raise ValueError(f"LSTM kernel: unknown output(s) {sorted(unknown)} (it has {sorted(OUTPUTS)})")
     nH = int(dims["H"])
-    return _kernel(int(dims["I"]), nH, Blocking.for_target(bool(vector), int(lanes), 4 * nH),
+    nO = int(dims["O"]) if dims.get("O") is not None else None
+    return _kernel(int(dims["I"]), nH, nO, Blocking.for_target(bool(vector), int(lanes), 4 * nH), int(lanes),
                    store_y="Y" in outputs, store_h="Y_h" in outputs, store_c="Y_c" in outputs)
 
 
-def _kernel(nI: int, nH: int, blk: Blocking, store_y: bool, store_h: bool, store_c: bool):
+def _kernel(nI: int, nH: int, nO: int | None, blk: Blocking, lanes: int, store_y: bool, store_h: bool,
+            store_c: bool):
     nG = 4 * nH
     GB, ROWS_, RB, CB, CB1 = blk.group, blk.rows, blk.tile_rows, blk.tile_cols, blk.row_cols
     par = T.parallel if blk.vector else T.serial
     vec = T.vectorized if blk.vector else T.serial
+    fused = nO is not None
+    out_lanes = lanes if blk.vector else 1
+    nOP = padded(nO, tile_cols(nO, out_lanes)) if fused else 1  # the readout's columns, padded
+    readout_rows = product_rows(nH, nO, out_lanes) if fused else None
 
     @T.macro
     def tile(Out, o0, ostride, Init, i0, istride, A, a0, astride, B, j0, nk):
@@ -126,21 +135,12 @@ def _kernel(nI: int, nH: int, blk: Blocking, store_y: bool, store_h: bool, store
             for jj in vec(CB1):
                 Out[o0, jo * CB1 + jj] = acc[jj]
 
-    @T.prim_func(private=True)
-    def lstm(x: T.handle, wt: T.handle, rt: T.handle, bias: T.handle, h0: T.handle, c0: T.handle,
-             yo: T.handle, fh: T.handle, fc: T.handle):
-        T.func_attr({"tirx.noalias": True})
-        nT = T.int64()
-        nB = T.int64()
-        X = T.match_buffer(x, (nT, nB, nI), "float32")
-        WT = T.match_buffer(wt, (nI, nG), "float32")
-        RT = T.match_buffer(rt, (nH, nG), "float32")
-        Bias = T.match_buffer(bias, (nG,), "float32")
-        H0 = T.match_buffer(h0, (nB, nH), "float32")
-        C0 = T.match_buffer(c0, (nB, nH), "float32")
-        Y = T.match_buffer(yo, (nT, nB, nH), "float32")
-        FH = T.match_buffer(fh, (nB, nH), "float32")
-        FC = T.match_buffer(fc, (nB, nH), "float32")
+    @T.macro
+    def sequences(X, WT, RT, Bias, H0, C0, Y, FH, FC, WoT, BiasO, Out2):
+        """Every group of the batch; with the readout (``fused``), ``Out = h W^T + bias`` of each
+        chunk's rows after its steps (``Out2``: ``Out`` as ``[T * B, O]``), from ``h`` kept in ``P``'s first ``H`` columns (the input
+        gate's, which the cell has read by then)."""
+        nT, nB, _ = T.meta_var(X.shape)
         X2 = T.decl_buffer((nT * nB, nI), "float32", data=X.data)  # X[t, b] is row t * nB + b
         Bias2 = T.decl_buffer((1, nG), "float32", data=Bias.data)
         for grp in par((nB + GB - 1) // GB):
@@ -151,6 +151,13 @@ def _kernel(nI: int, nH: int, blk: Blocking, store_y: bool, store_h: bool, store
             cs = T.alloc_buffer((GB, nH), "float32")
             P = T.alloc_buffer((ROWS_, nG), "float32")  # row tt * nb + b: projection, then gates
             cnt = T.alloc_buffer((1,), "int64", scope="local")
+            Wo = T.alloc_buffer((nH, nOP), "float32")  # the readout's W^T and bias, zero-padded
+            Bo = T.alloc_buffer((nOP,), "float32")
+            if fused:
+                for j in range(nOP):
+                    Bo[j] = T.if_then_else(j < nO, BiasO[T.min(j, nO - 1)], T.float32(0))
+                    for k in range(nH):
+                        Wo[k, j] = T.if_then_else(j < nO, WoT[k, T.min(j, nO - 1)], T.float32(0))
             for b in range(nb):
                 for k in range(nH):
                     hs[b, k] = H0[b0 + b, k]
@@ -196,6 +203,15 @@ def _kernel(nI: int, nH: int, blk: Blocking, store_y: bool, store_h: bool, store
                             hs[b, k] = fastmath.sigmoid(P[tt * nb + b, nH + k]) * fastmath.tanh(cs[b, k])
                             if store_y:
                                 Y[t0 + tt, b0 + b, k] = hs[b, k]
+                            if fused:
+                                P[tt * nb + b, k] = hs[b, k]
+                # -- the readout of the chunk's rows (tt, b) of one b, RB steps per tile
+                if fused:
+                    for b in range(nb):
+                        for to in range(nt // RB):
+                            readout_rows(Out2, (t0 + to * RB) * nB + b0 + b, nB, P, to * RB * nb + b, nb, Wo, Bo, RB)
+                        for tt in range(nt // RB * RB, nt):
+                            readout_rows(Out2, (t0 + tt) * nB + b0 + b, nB, P, tt * nb + b, nb, Wo, Bo, 1)
             for b in range(nb):
                 for k in range(nH):
                     if store_h:
@@ -203,4 +219,45 @@ def _kernel(nI: int, nH: int, blk: Blocking, store_y: bool, store_h: bool, store
                     if store_c:
                         FC[b0 + b, k] = cs[b, k]
 
-    return lstm
+    if not fused:
+        @T.prim_func(private=True)
+        def lstm(x: T.handle, wt: T.handle, rt: T.handle, bias: T.handle, h0: T.handle, c0: T.handle,
+                 yo: T.handle, fh: T.handle, fc: T.handle):
+            T.func_attr({"tirx.noalias": True})
+            nT = T.int64()
+            nB = T.int64()
+            X = T.match_buffer(x, (nT, nB, nI), "float32")
+            WT = T.match_buffer(wt, (nI, nG), "float32")
+            RT = T.match_buffer(rt, (nH, nG), "float32")
+            Bias = T.match_buffer(bias, (nG,), "float32")
+            H0 = T.match_buffer(h0, (nB, nH), "float32")
+            C0 = T.match_buffer(c0, (nB, nH), "float32")
+            Y = T.match_buffer(yo, (nT, nB, nH), "float32")
+            FH = T.match_buffer(fh, (nB, nH), "float32")
+            FC = T.match_buffer(fc, (nB, nH), "float32")
+            sequences(X, WT, RT, Bias, H0, C0, Y, FH, FC, None, None, None)
+
+        return lstm
+
+    @T.prim_func(private=True)
+    def lstm_readout(x: T.handle, wt: T.handle, rt: T.handle, bias: T.handle, h0: T.handle, c0: T.handle,
+                     wot: T.handle, bias_o: T.handle, yo: T.handle, fh: T.handle, fc: T.handle, out: T.handle):
+        T.func_attr({"tirx.noalias": True})
+        nT = T.int64()
+        nB = T.int64()
+        X = T.match_buffer(x, (nT, nB, nI), "float32")
+        WT = T.match_buffer(wt, (nI, nG), "float32")
+        RT = T.match_buffer(rt, (nH, nG), "float32")
+        Bias = T.match_buffer(bias, (nG,), "float32")
+        H0 = T.match_buffer(h0, (nB, nH), "float32")
+        C0 = T.match_buffer(c0, (nB, nH), "float32")
+        WoT = T.match_buffer(wot, (nH, nO), "float32")
+        BiasO = T.match_buffer(bias_o, (nO,), "float32")
+        Y = T.match_buffer(yo, (nT, nB, nH), "float32")
+        FH = T.match_buffer(fh, (nB, nH), "float32")
+        FC = T.match_buffer(fc, (nB, nH), "float32")
+        Out = T.match_buffer(out, (nT, nB, nO), "float32")
+        Out2 = T.decl_buffer((nT * nB, nO), "float32", data=Out.data)
+        sequences(X, WT, RT, Bias, H0, C0, Y, FH, FC, WoT, BiasO, Out2)
+
+    return lstm_readout

@@ -39,18 +39,15 @@ def tile_cols(N: int, lanes: int) -> int:
     return min(2 * lanes, padded(N, lanes))
 
 
-def matmul_kernel(*, K: int, N: int, lanes: int = 8, parallel: bool = True):
-    """``Y[r, :N] = Bias[:N] + X[r, :] @ W[:, :N]`` for every row ``r`` (symbolic count), ``W``
-    and ``Bias`` given padded to :func:`padded` (``N``, :func:`tile_cols`) columns."""
-    cols = tile_cols(N, lanes)
-    nP = padded(N, cols)
-    full, tail = N // cols, N % cols
-    par = T.parallel if parallel else T.serial
+def product_tile(K: int, cols: int, lanes: int):
+    """The macro ``tile(Y, y0, ys, X, x0, xs, W, Bias, nr, j0, width)``: rows ``y0 + r*ys`` of
+    ``Y``, columns ``j0 .. j0 + width``, for ``r < nr``, set to ``Bias[j0:] + X[x0 + r*xs, :K] @
+    W[:K, j0:]`` computed over ``cols`` columns (``W`` and ``Bias`` have them, padded), the
+    ``nr x cols`` sums in registers over all ``k``: first the bias, then ``k`` in order."""
     vec = T.vectorized if lanes > 1 else T.serial
 
     @T.macro
-    def tile(X, W, Bias, Y, r0, nr, j0, width):
-        """Rows ``r0 .. r0 + nr`` and columns ``j0 .. j0 + cols``; ``width`` of them stored."""
+    def tile(Y, y0, ys, X, x0, xs, W, Bias, nr, j0, width):
         acc = T.alloc_buffer((nr, cols), F32, scope="local")
         for r in T.unroll(nr):
             for jj in vec(cols):
@@ -58,22 +55,42 @@ def matmul_kernel(*, K: int, N: int, lanes: int = 8, parallel: bool = True):
         for k in range(K):
             for r in T.unroll(nr):
                 for jj in vec(cols):
-                    acc[r, jj] = acc[r, jj] + X[r0 + r, k] * W[k, j0 + jj]
+                    acc[r, jj] = acc[r, jj] + X[x0 + r * xs, k] * W[k, j0 + jj]
         for r in T.unroll(nr):
             if width == cols:
                 for jj in vec(cols):
-                    Y[r0 + r, j0 + jj] = acc[r, jj]
+                    Y[y0 + r * ys, j0 + jj] = acc[r, jj]
             else:
                 for jj in T.unroll(width):
-                    Y[r0 + r, j0 + jj] = acc[r, jj]
+                    Y[y0 + r * ys, j0 + jj] = acc[r, jj]
+
+    return tile
+
+
+def product_rows(K: int, N: int, lanes: int):
+    """The macro ``rows(Y, y0, ys, X, x0, xs, W, Bias, nr)``: every one of the ``N`` columns of
+    :func:`product_tile`'s rows, a tile of :func:`tile_cols` columns at a time (``W`` and ``Bias``
+    padded to :func:`padded` columns)."""
+    cols = tile_cols(N, lanes)
+    full, tail = N // cols, N % cols
+    tile = product_tile(K, cols, lanes)
 
     @T.macro
-    def rows(X, W, Bias, Y, r0, nr):
-        """Every column of rows ``r0 .. r0 + nr``."""
+    def rows(Y, y0, ys, X, x0, xs, W, Bias, nr):
         for jo in range(full):
-            tile(X, W, Bias, Y, r0, nr, jo * cols, cols)
+            tile(Y, y0, ys, X, x0, xs, W, Bias, nr, jo * cols, cols)
         if tail > 0:
-            tile(X, W, Bias, Y, r0, nr, full * cols, tail)
+            tile(Y, y0, ys, X, x0, xs, W, Bias, nr, full * cols, tail)
+
+    return rows
+
+
+def matmul_kernel(*, K: int, N: int, lanes: int = 8, parallel: bool = True):
+    """``Y[r, :N] = Bias[:N] + X[r, :] @ W[:, :N]`` for every row ``r`` (symbolic count), ``W``
+    and ``Bias`` given padded to :func:`padded` (``N``, :func:`tile_cols`) columns."""
+    nP = padded(N, tile_cols(N, lanes))
+    par = T.parallel if parallel else T.serial
+    rows = product_rows(K, N, lanes)
 
     @T.prim_func(private=True)
     def matmul(x: T.handle, w: T.handle, bias: T.handle, y: T.handle):
@@ -86,9 +103,10 @@ def matmul_kernel(*, K: int, N: int, lanes: int = 8, parallel: bool = True):
         for c in par((nR + CHUNK - 1) // CHUNK):
             n = T.min(T.int64(CHUNK), nR - c * CHUNK)
             for to in range(n // TILE_ROWS):
-                rows(X, W, Bias, Y, c * CHUNK + to * TILE_ROWS, TILE_ROWS)
+                r0 = c * CHUNK + to * TILE_ROWS
+                rows(Y, r0, 1, X, r0, 1, W, Bias, TILE_ROWS)
             for r in range(n // TILE_ROWS * TILE_ROWS, n):
-                rows(X, W, Bias, Y, c * CHUNK + r, 1)
+                rows(Y, c * CHUNK + r, 1, X, c * CHUNK + r, 1, W, Bias, 1)
 
     return matmul
 
