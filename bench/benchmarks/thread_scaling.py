@@ -1,58 +1,109 @@
 """One thread against all cores for a checkpoint's cpu artifact at batch 64 (the graph with its
 readout ``Y`` as the only output, as ``lsnn bench`` times it), calls interleaved; not a test.
-Each line ends with the CPU time other processes took meanwhile (as a share of one core): a
-second core that something else uses makes the all-cores figure meaningless, so a run with
-more than a few percent should be repeated once that work is paused or done.
+
+Each round also times the machine's own ceiling: one process per core, pinned to it, each
+running its share of the batch on the one-thread artifact at the same moment (no thread pool,
+nothing shared but the machine). All cores can at best match it; what it gives below x(cores)
+is the machine's (a shared host's vCPUs at that moment), not the kernels'. Each line ends with
+the CPU time other processes took meanwhile (as a share of one core): a core that something
+else uses makes both figures meaningless, so a run with more than a few percent should be
+repeated once that work is paused or done.
 
     .venv/bin/python bench/benchmarks/thread_scaling.py models/smnist-lsnn models/smnist-lstm
 """
+import multiprocessing as mp
 import os
 import statistics
 import sys
+import tempfile
 import time
 
-from lsnn.compiler import compile
-from lsnn.compiler.onnx.export import export_checkpoint
-from lsnn.reference.checkpoint import load
-from lsnn.reference.tasks import task_from_config
-from lsnn.targets.artifact import aligned
-
 ROUNDS, WARMUP, BATCH = 25, 3, 64
+SETTLE = 0.1  # s: the thread pool's worker spins ~75 ms after a parallel call before it sleeps
 
 
-def _busy_ticks() -> tuple[int, int]:
-    """(clock ticks every CPU spent busy, those of this process): /proc/stat and /proc/self/stat."""
+def _ticks(pid="self") -> int:
+    """utime + stime of a process, in clock ticks."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return int(fields[11]) + int(fields[12])
+
+
+def _busy_ticks() -> int:
+    """Clock ticks every CPU spent busy (all but idle and iowait)."""
     with open("/proc/stat") as f:
         cpu = [int(v) for v in f.readline().split()[1:]]
-    with open("/proc/self/stat") as f:
-        own = f.read().rsplit(")", 1)[1].split()
-    return sum(cpu) - cpu[3] - cpu[4], int(own[11]) + int(own[12])  # all but idle, iowait; utime + stime
+    return sum(cpu) - cpu[3] - cpu[4]
+
+
+def _inputs(checkpoint: str):
+    from lsnn.reference.checkpoint import load
+    from lsnn.reference.tasks import task_from_config
+
+    _, config, _ = load(checkpoint)
+    return next(task_from_config(config["task"]).heldout(BATCH, BATCH))[0].numpy()
+
+
+def _share(checkpoint, folder, name, cpu, cpus, go, done):
+    """A pinned process: ``cpu``'s share of the batch on the one-thread artifact, once per round."""
+    from lsnn.targets.artifact import aligned, load
+
+    os.sched_setaffinity(0, {cpu})
+    k = cpus.index(cpu)
+    x = aligned(_inputs(checkpoint)[:, k * BATCH // len(cpus):(k + 1) * BATCH // len(cpus)])
+    art = load(folder)
+    for _ in range(WARMUP):
+        art.run({name: x})
+    for _ in range(ROUNDS):
+        go.wait()
+        art.run({name: x})
+        done.wait()
 
 
 def scaling(checkpoint: str) -> str:
-    _, config, _ = load(checkpoint)
-    X, _ = next(task_from_config(config["task"]).heldout(BATCH, BATCH))
+    from lsnn.compiler import compile
+    from lsnn.compiler.onnx.export import export_checkpoint
+    from lsnn.targets.artifact import aligned
+    from lsnn.targets.cpu.threadpool import cpus
+
     proto = export_checkpoint(checkpoint, heldout=0)
     kept = [o for o in proto.graph.output if o.name == "Y"]
     del proto.graph.output[:]
     proto.graph.output.extend(kept)
     arts = {t: compile(proto, "cpu", threads=t) for t in (1, 0)}
-    feed = {proto.graph.input[0].name: aligned(X.numpy())}
-    times = {t: [] for t in arts}
-    for t, art in arts.items():
-        for _ in range(WARMUP):
-            art.run(feed)
-    busy0, own0, began = *_busy_ticks(), time.perf_counter()
-    for _ in range(ROUNDS):
+    name = proto.graph.input[0].name
+    feed = {name: aligned(_inputs(checkpoint))}
+    times = {t: [] for t in (1, 0, "shares")}
+    with tempfile.TemporaryDirectory() as tmp:
+        arts[1].save(f"{tmp}/one")
+        spawn = mp.get_context("spawn")  # a fresh interpreter: no TVM thread pool forked along
+        go, done = spawn.Barrier(len(cpus()) + 1), spawn.Barrier(len(cpus()) + 1)
+        shares = [spawn.Process(
+            target=_share, args=(checkpoint, f"{tmp}/one", name, c, cpus(), go, done)) for c in cpus()]
+        for p in shares:
+            p.start()
         for t, art in arts.items():
+            for _ in range(WARMUP):
+                art.run(feed)
+        busy0, own0, began = _busy_ticks(), _ticks() + sum(_ticks(p.pid) for p in shares), time.perf_counter()
+        for _ in range(ROUNDS):
+            for t, art in arts.items():
+                start = time.perf_counter()
+                art.run(feed)
+                times[t].append(time.perf_counter() - start)
+            time.sleep(SETTLE)
             start = time.perf_counter()
-            art.run(feed)
-            times[t].append(time.perf_counter() - start)
-    busy1, own1, seconds = *_busy_ticks(), time.perf_counter() - began
-    other = (busy1 - busy0 - (own1 - own0)) / os.sysconf("SC_CLK_TCK") / seconds
-    one, all_ = statistics.median(times[1]), statistics.median(times[0])
+            go.wait()
+            done.wait()
+            times["shares"].append(time.perf_counter() - start)
+        own1 = _ticks() + sum(_ticks(p.pid) for p in shares)
+        other = (_busy_ticks() - busy0 - (own1 - own0)) / os.sysconf("SC_CLK_TCK") / (time.perf_counter() - began)
+        for p in shares:
+            p.join()
+    one, all_, ceiling = (statistics.median(times[k]) for k in (1, 0, "shares"))
     return (f"{checkpoint} batch {BATCH}: 1 thread {one * 1e3:.2f} ms, all cores {all_ * 1e3:.2f} ms per call: "
-            f"x{one / all_:.2f} (other processes meanwhile: {other:.0%} of a core)")
+            f"x{one / all_:.2f}; {len(shares)} pinned one-thread processes, a share of the batch each: "
+            f"{ceiling * 1e3:.2f} ms, x{one / ceiling:.2f} (other processes meanwhile: {other:.0%} of a core)")
 
 
 if __name__ == "__main__":
