@@ -12,7 +12,7 @@ from lsnn.targets.verify import verify
 from lsnn.compiler.onnx.export import export_checkpoint
 from lsnn.reference.tasks import L2LRegression, linear_baseline, make_task, task_from_config
 from lsnn.reference.tasks.l2l_baselines import family_kriging_baseline, family_variance
-from lsnn.reference.tasks.l2l_families import SigmoidNet, SigmoidWindows
+from lsnn.reference.tasks.l2l_families import Paraboloid, SigmoidNet, SigmoidWindows
 from lsnn.reference.train import train
 
 TINY = {"n_trials": 6, "trial_ms": 10, "score_ms": 5, "n_per_var": 8, "heldout_size": 8}
@@ -93,6 +93,22 @@ def test_windows_family_defeats_a_plane_but_not_a_fit_of_the_class():
     assert linear_baseline(x, y)[:, -1].mean() < 0.02 * family_variance(first)
     fn = windows.draw(1, rng)  # pairs of parallel sigmoids with opposite output weights: windows
     assert np.allclose(fn["W1"][0, :3], fn["W1"][0, 3:]) and np.allclose(fn["w2"][0, :3], -fn["w2"][0, 3:])
+
+
+def test_paraboloid_family_defeats_a_plane_and_is_fit_exactly_by_its_class():
+    """A bowl or dome with its apex inside the domain: the plane of 24 trials keeps at least a third
+    of the variance, while the posterior mean under the family's prior is exact (to its jitter) once five trials
+    pin its four numbers (a, c, b); values stay within the answers' coding range."""
+    rng = np.random.default_rng(4)
+    family = Paraboloid(0)
+    x = rng.uniform(-1, 1, (64, 25, 2))
+    fn = family.draw(64, rng)
+    y = family.apply(fn, x)
+    variance = family_variance(family)
+    linear, ceiling = linear_baseline(x, y)[:, -1].mean(), family_kriging_baseline(family, x, y)[:, 5:].max()
+    assert linear > 0.3 * variance and ceiling < 1e-5 * variance and np.abs(y).max() < 2.0
+    by_hand = fn["a"][0] * ((x[0, 0, 0] - fn["c"][0, 0]) ** 2 + (x[0, 0, 1] - fn["c"][0, 1]) ** 2 - 0.5) + fn["b"][0]
+    assert np.isclose(y[0, 0], by_hand)
 
 
 def test_heldout_is_the_same_whatever_the_batch_size():

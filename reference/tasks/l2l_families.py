@@ -28,18 +28,21 @@ def sigmoid_net(fn: dict, x: np.ndarray) -> np.ndarray:
 
 
 class FunctionFamily:
-    """A distribution over two-layer sigmoid networks with ``n_hidden`` hidden units."""
+    """A distribution over functions of ``x`` in ``[-1, 1]^2``: :meth:`draw` gives the parameters of
+    ``B`` of them, :meth:`apply` their values. The two-layer families have ``n_hidden`` hidden units."""
     name: str
 
     def __init__(self, n_hidden: int):
         self.n_hidden = n_hidden
 
     def draw(self, B: int, rng: np.random.Generator) -> dict:
-        """The weights of ``B`` functions (see :func:`sigmoid_net`)."""
+        """The parameters of ``B`` functions (for the two-layer families, the weights of
+        :func:`sigmoid_net`)."""
         raise NotImplementedError
 
     @staticmethod
     def apply(fn: dict, x: np.ndarray) -> np.ndarray:
+        """``f(x)`` for ``x`` ``[B, K, 2]`` -> ``[B, K]``."""
         return sigmoid_net(fn, x)
 
 
@@ -81,7 +84,29 @@ class SigmoidWindows(FunctionFamily):
                 "b2": rng.uniform(-self.bias, self.bias, B)}
 
 
-FAMILIES = {cls.name: cls for cls in (SigmoidNet, SigmoidWindows)}
+class Paraboloid(FunctionFamily):
+    """``f(x) = a (|x - c|^2 - 1/2) + b``: a bowl (``a > 0``) or a dome (``a < 0``) with its apex
+    ``c`` inside the domain. Three latent numbers, each visible in a few trials, and a shape no
+    plane follows: with the apex inside, the gradient changes sign across the domain, so the least
+    squares plane of 24 trials misses about 40% of the variance while the family's own fit is exact
+    (a quadratic is linear in ``1, x, |x|^2``). ``n_hidden`` is not used."""
+    name = "paraboloid"
+    apex = 0.5           # c uniform in [-apex, apex]^2
+    curvature = (0.25, 0.5)  # |a| uniform in this range, its sign even odds
+    bias = 0.5           # b uniform in [-bias, bias]
+
+    def draw(self, B: int, rng: np.random.Generator) -> dict:
+        return {"c": rng.uniform(-self.apex, self.apex, (B, 2)),
+                "a": rng.uniform(*self.curvature, B) * rng.choice([-1.0, 1.0], B),
+                "b": rng.uniform(-self.bias, self.bias, B)}
+
+    @staticmethod
+    def apply(fn: dict, x: np.ndarray) -> np.ndarray:
+        r2 = ((x - fn["c"][:, None, :]) ** 2).sum(-1)
+        return fn["a"][:, None] * (r2 - 0.5) + fn["b"][:, None]
+
+
+FAMILIES = {cls.name: cls for cls in (SigmoidNet, SigmoidWindows, Paraboloid)}
 
 
 def function_family(name: str, n_hidden: int) -> FunctionFamily:
