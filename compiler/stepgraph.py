@@ -17,6 +17,10 @@ sequence tensor its one-step shape (a static export writes ``[T*B, 1, n]`` and
 ``[T, B, -1]`` as constants). :func:`check_steps` then runs T single steps
 against one T-step run and names the first node whose outputs differ (a cumsum
 or a softmax over time keeps the shape but mixes steps).
+
+Each refusal for how the model treats time is a :class:`NotStepwise`: Cortex-M then runs the
+model whole, one call per run, where its shapes are fixed and it fits the RAM
+(:mod:`.wholegraph`).
 """
 from __future__ import annotations
 
@@ -38,6 +42,12 @@ CHECK_SEQUENCES = 2
 WHY_STEPWISE = ("Cortex-M runs a model one time step at a time, so every op outside the sequence ops "
                 "(ALIF, LI, LSTM) must treat each step of each sequence on its own")
 _NOT_IDENTIFIER = re.compile(r"[^A-Za-z0-9_]")
+
+
+class NotStepwise(CompileError):
+    """The model cannot run one time step at a time only because of how it treats time (a node that
+    walks time backwards, stops sequences at their own lengths, takes its weights at run time or
+    mixes steps): it may still run whole, one sequence per call, where that fits the target."""
 
 
 @dataclass
@@ -87,6 +97,22 @@ class StepPlan:
     batch: int | None = None                             # B, where the original's inputs fix it
     sequence: dict = field(default_factory=dict)         # sequence tensor -> its shape at one step
     nodes: list = field(default_factory=list)            # [(node label, [sequence outputs])] in graph order
+    #: how the artifact cuts inputs into the firmware's frames (:mod:`lsnn.targets.cortex_m.artifact`)
+    runs = "step"
+    #: what one call of the firmware runs (its header says so)
+    call = ("The model runs one time step per call; its state (membrane potentials,\n * adaptation, refractory "
+            "counters, readout and LSTM state) stays in static RAM.")
+
+    def check(self, model: onnx.ModelProto) -> None:
+        """Fail unless the step graph, step by step, computes what ``model`` does (:func:`check_steps`)
+        and each output is one frame per step."""
+        check_steps(model, self)
+        for name, shape in self.outputs:
+            if shape[:2] != [1, 1]:
+                raise NotStepwise(f"output '{name}' has step shape {shape}; a per-step output must be [T, B, ...]")
+
+    def check_fits(self, layout: dict, workspace: int, target) -> None:
+        """Nothing to check: one step's buffers are small, and the linker names what overflows."""
 
     @property
     def probe_sizes(self) -> tuple[int, int]:
@@ -125,7 +151,7 @@ def _check_stepwise(node, schema, index: int) -> None:
                "layout=1 (batch first)" if attrs.get("layout", 0) else
                "a sequence_lens input" if schema.bind(list(node.input))["sequence_lens"] else None)
     if problem:
-        raise CompileError(f"{node_label(node, index)}: {problem} is not supported: {_WHOLE_SEQUENCE}")
+        raise NotStepwise(f"{node_label(node, index)}: {problem} is not supported: {_WHOLE_SEQUENCE}")
 
 
 def _state_shape(node, schema, inits: dict, index: int) -> list:
@@ -134,7 +160,7 @@ def _state_shape(node, schema, inits: dict, index: int) -> list:
     weight = "R" if schema.domain == "" else "W"
     w = inits.get(node.input[schema.input_index(weight)])
     if w is None:
-        raise CompileError(f"{node_label(node, index)}: {weight} must be an initializer to run step by step")
+        raise NotStepwise(f"{node_label(node, index)}: {weight} must be an initializer to run step by step")
     if schema.domain == "":
         _check_stepwise(node, schema, index)
         return [1, 1, int(w.dims[2])]
@@ -335,7 +361,7 @@ def _time_axes(model: onnx.ModelProto, plan: StepPlan) -> None:
             shape = np.shape(values[o])
             k = _leading_axes(shape, T, B)
             if k is None:
-                raise CompileError(f"{label} mixes time steps: its output '{o}' has shape {list(shape)} when "
+                raise NotStepwise(f"{label} mixes time steps: its output '{o}' has shape {list(shape)} when "
                                    f"the input has T = {T} steps of B = {B} sequences, which are not its "
                                    f"leading axes ([T, B, ...] or [T*B, ...]); {WHY_STEPWISE}")
             plan.sequence[o] = [1] * k + list(shape[k:])
@@ -449,11 +475,11 @@ def check_steps(model: onnx.ModelProto, plan: StepPlan, seed: int = 0, rtol: flo
         steps, state = _step_by_step(step_rt, plan, feeds, b, T, list(dict.fromkeys(names + step_outs)))
         wrong = _first_difference(plan, steps, whole, b, rtol)
         if wrong:
-            raise CompileError(wrong)
+            raise NotStepwise(wrong)
         for n in step_outs:
             if not _close(np.concatenate(steps[n], axis=0), np.asarray(whole[n])[:, b:b + 1], rtol):
-                raise CompileError(f"output '{n}' is not computed step by step: an op between the sequence ops "
+                raise NotStepwise(f"output '{n}' is not computed step by step: an op between the sequence ops "
                                    f"mixes time steps; {WHY_STEPWISE}")
         for s in plan.states:
             if s.final and not np.allclose(state[s.input], s.sequence(whole[s.final], b), rtol=rtol):
-                raise CompileError(f"final state '{s.final}' differs when the model runs step by step")
+                raise NotStepwise(f"final state '{s.final}' differs when the model runs step by step")

@@ -245,16 +245,40 @@ def _leftovers(core) -> set:
     return set(Path(tempfile.gettempdir()).glob(f"lsnn-{core}-*"))
 
 
-def test_model_that_mixes_time_steps_is_refused(tmp_path):
-    model, _ = hand_built()
+def _over_time(model, op: str):
+    """``model`` with ``op`` over the time axis of its output (CumSum or Softmax): not step-wise."""
     g = model.graph
     g.node[-1].output[0] = "Yraw"
-    g.node.append(helper.make_node("CumSum", ["Yraw", "axis0"], ["Y"]))
-    g.initializer.append(onnx.numpy_helper.from_array(np.array(0, np.int64), "axis0"))
+    if op == "CumSum":
+        g.node.append(helper.make_node("CumSum", ["Yraw", "axis0"], ["Y"]))
+        g.initializer.append(onnx.numpy_helper.from_array(np.array(0, np.int64), "axis0"))
+    else:
+        g.node.append(helper.make_node(op, ["Yraw"], ["Y"], axis=0))
+    return model
+
+
+def test_model_that_mixes_time_steps_is_refused(tmp_path):
+    """Open T and B: it can run neither step by step nor whole (that takes fixed shapes)."""
+    model = _over_time(hand_built()[0], "CumSum")
     before = _leftovers("cortex-m4")
-    with pytest.raises(CompileError, match="output 'Y' is not computed step by step"):
+    with pytest.raises(CompileError, match=re.escape(
+            "node 'Y' (CumSum) mixes time steps: its output 'Y' is not computed step by step") + ".*" +
+            re.escape("; it cannot run whole (one sequence per call) either: graph input 'X' has shape "
+                      "['T', 'B', 4], and that mode takes fixed shapes")):
         compiler.compile(model, "cortex-m4")
     assert not _leftovers("cortex-m4") - before
+
+
+def test_model_that_mixes_time_steps_with_fixed_shapes_runs_whole():
+    """Fixed T and B: the firmware runs the whole graph (ALIF, LI and a softmax over all T steps of
+    both sequences) in one call, as the cpu does."""
+    model = static_shape(_over_time(hand_built()[0], "Softmax"), 40, 2)
+    X = spikes(40, 2, 4)
+    art = compiler.compile(model, "cortex-m4")
+    assert art.manifest["layout"]["runs"] == "whole" and art.manifest["layout"]["input_size"] == 40 * 2 * 4
+    want = compiler.compile(model, "cpu").run({"X": X})["Y"]
+    np.testing.assert_allclose(art.run({"X": X})["Y"], want, rtol=1e-4, atol=1e-5)
+    assert art.last_run.steps == 1
 
 
 def test_missing_toolchain_is_named(monkeypatch):

@@ -182,29 +182,74 @@ def test_forward_recurrent_node_on_cortex_m4_matches_onnxruntime(case):
         np.testing.assert_allclose(got[vi.name], w, rtol=1e-4, atol=1e-5, err_msg=vi.name)
 
 
-@pytest.mark.parametrize("cell", [dict(reverse=True), dict(sequence_lens=True)], ids=["reverse", "sequence-lens"])
-def test_cortex_m_refuses_what_needs_the_whole_sequence(cell):
-    from lsnn.targets.base import TargetError, get_target
-    from lsnn.targets.cells import DEFAULT_ACTIVATIONS, Activation, Cell
-
-    c = Cell("GRU", tuple(Activation(n) for n in DEFAULT_ACTIVATIONS["GRU"]), **cell)
-    with pytest.raises(TargetError, match="Cortex-M runs a model one time step per call and never holds the "
-                                          "whole sequence"):
-        get_target("cortex-m4").kernel("Recurrent", dims={"I": 2, "H": 3}, cell=c, outputs=frozenset({"Y"}))
+WHOLE_SEQUENCE = {"bidirectional": (dict(D=2), "direction=bidirectional"),
+                  "reverse": (dict(direction="reverse"), "direction=reverse"),
+                  "batch-first": (dict(layout=1), "layout=1 (batch first)"),
+                  "sequence-lens": (dict(lens=[5]), "a sequence_lens input")}
 
 
-@pytest.mark.parametrize("kw, problem", [(dict(D=2), "direction=bidirectional"),
-                                         (dict(direction="reverse"), "direction=reverse"),
-                                         (dict(layout=1), "layout=1 (batch first)"), (dict(lens=[5]), "a sequence_lens input")],
-                         ids=["bidirectional", "reverse", "batch-first", "sequence-lens"])
-def test_step_graph_refuses_what_needs_the_whole_sequence_naming_the_node(kw, problem):
-    """Before any C is generated: the node by name and what it asks that one step per call cannot do."""
-    from lsnn.compiler.importer import CompileError
+@pytest.mark.parametrize("case", WHOLE_SEQUENCE)
+def test_step_graph_refuses_what_needs_the_whole_sequence_naming_the_node(case):
+    """Before any C is generated: the node by name and what it asks that one step per call cannot
+    do (Cortex-M then runs the model whole)."""
+    from lsnn.compiler.stepgraph import NotStepwise, step_graph
 
+    kw, problem = WHOLE_SEQUENCE[case]
     model, _ = _model("GRU", B=1, constant=True, **kw)
-    with pytest.raises(CompileError, match=re.escape(f"node 'rec' (ai.onnx::GRU): {problem} is not supported: a "
-                                                     "step-by-step run")):
+    with pytest.raises(NotStepwise, match=re.escape(f"node 'rec' (ai.onnx::GRU): {problem} is not supported: a "
+                                                    "step-by-step run")):
+        step_graph(model)
+
+
+# -- Cortex-M: the whole sequence in one call, where one step per call cannot run it -----------
+
+@pytest.mark.usefixtures("arm_toolchain")
+@pytest.mark.parametrize("case", {
+    "gru-bidirectional-lens-weights-as-inputs": ("GRU", dict(D=2, lens=[3, 5, 1], initial=True)),
+    "lstm-batch-first-reverse-peepholes": ("LSTM", dict(layout=1, direction="reverse", peepholes=True,
+                                                        constant=True, initial=True)),
+    "rnn-reverse-lens": ("RNN", dict(direction="reverse", lens=[4, 2, 5], constant=True)),
+}.items(), ids=lambda c: c[0])
+def test_whole_sequence_node_on_cortex_m4_matches_onnxruntime(case):
+    """Directions that walk time backwards, sequence_lens (int32, sent bit for bit), batch-first
+    and weights given at run time: the firmware runs the whole graph once (B = 3 sequences)."""
+    op, kw = case[1]
+    model, feeds = _model(op, **kw)
+    want = _onnxruntime(model, feeds)
+    art = compile(model, target="cortex-m4")
+    assert art.manifest["layout"]["runs"] == "whole" and art.manifest["layout"]["state_size"] == 0
+    got = art.run(feeds)
+    for vi, w in zip(model.graph.output, want):
+        assert got[vi.name].shape == w.shape, vi.name
+        np.testing.assert_allclose(got[vi.name], w, rtol=1e-4, atol=1e-5, err_msg=vi.name)
+    assert art.last_run.steps == 1 and art.last_run.instructions > 0
+
+
+@pytest.mark.usefixtures("arm_toolchain")
+def test_whole_sequence_too_big_for_ram_is_refused_naming_the_node_and_the_sizes():
+    """4.4 MB of input for the cortex-m4's 4 MiB of RAM: refused before GCC runs."""
+    model, _ = _model("RNN", direction="reverse", constant=True, B=8)
+    x = model.graph.input[0].type.tensor_type.shape.dim
+    x[0].dim_value, x[2].dim_value = 200, 700
+    w = next(t for t in model.graph.initializer if t.name == "W")
+    w.CopyFrom(onnx.numpy_helper.from_array(np.zeros((1, H_, 700), np.float32), "W"))
+    with pytest.raises(CompileError, match=re.escape(
+            "node 'rec' (ai.onnx::RNN): direction=reverse is not supported: a step-by-step run (Cortex-M's firmware: "
+            "one time step per call) never holds the whole sequence; run whole (one sequence per call) it needs ")
+            + r"\d+ bytes of RAM \(inputs 4480000 bytes, outputs \d+ bytes, intermediates \d+ bytes, kernel workspace "
+              r"\d+ bytes, harness and stack 49152 bytes\) and cortex-m4 \(QEMU board mps2-an386\) has 4194304 bytes"):
         compile(model, target="cortex-m4")
+
+
+@pytest.mark.usefixtures("arm_toolchain")
+def test_whole_sequence_project_saves_loads_and_runs(tmp_path):
+    from lsnn.targets import load
+
+    model, feeds = _model("GRU", direction="reverse", constant=True)
+    art = compile(model, target="cortex-m4")
+    again = load(art.save(tmp_path / "proj")).run(feeds)
+    for name, value in art.run(feeds).items():
+        np.testing.assert_array_equal(again[name], value)
 
 
 @pytest.mark.parametrize("kind", ["lstm-bidirectional", "gru"])
@@ -218,6 +263,21 @@ def test_torch_exported_layer_matches_pytorch_on_cpu(kind):
     with torch.no_grad():
         want = net(torch.from_numpy(x))[0].numpy()
     np.testing.assert_allclose(compile(model, target="cpu").run({"x": x})["y"], want, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.usefixtures("arm_toolchain")
+def test_torch_exported_bidirectional_lstm_matches_pytorch_on_cortex_m4():
+    """``nn.LSTM(bidirectional=True)`` through ``torch.onnx.export``: the backward half needs the
+    whole sequence, so the firmware runs the graph whole (three sequences at once)."""
+    import torch
+    from recurrent_timing import exported
+
+    model, net, x = exported("lstm-bidirectional", T=7, B=3, I=5, H=8)
+    with torch.no_grad():
+        want = net(torch.from_numpy(x))[0].numpy()
+    art = compile(model, target="cortex-m4")
+    assert art.manifest["layout"]["runs"] == "whole"
+    np.testing.assert_allclose(art.run({"x": x})["y"], want, rtol=1e-4, atol=1e-5)
 
 
 @pytest.mark.usefixtures("arm_toolchain")

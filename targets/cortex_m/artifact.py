@@ -3,7 +3,9 @@
 ``run`` takes the model's own inputs (``[T, B, ...]`` frames, and the initial
 states of a streaming model), runs the B sequences one after another on the
 emulated core, and returns the model's outputs; the instructions spent in
-``lsnn_step`` are kept in :attr:`last_run`.
+``lsnn_step`` are kept in :attr:`last_run`. A model that runs whole
+(:mod:`lsnn.compiler.wholegraph`) takes all its inputs in one frame and gives
+all its outputs in one (:class:`WholeFrames`): one call of ``lsnn_step`` per run.
 """
 from __future__ import annotations
 
@@ -22,20 +24,13 @@ PROFILE_STEPS = 100
 PROFILE_RATE = 0.1
 
 
-class CortexMArtifact(Artifact):
-    def __init__(self, folder: Path, manifest: dict, owned: bool = False, elf: Path | None = None):
-        super().__init__(None, manifest)
-        self.folder = Path(folder)
-        self.elf = elf or self.folder / ELF  # the ELF that was checked (a loaded folder) or built
-        self._owned = owned  # a temporary build folder, removed with the artifact
-        self.target_obj = get_target(self.target, **manifest["target"]["options"])
-        self.last_run: qemu.QemuRun | None = None
+class StepFrames:
+    """A model run one time step per call: the ``[T, B, ...]`` inputs become B sequences of T frames
+    (the initial states of a streaming model with them), the outputs come back per step."""
 
-    def __del__(self):
-        if getattr(self, "_owned", False):
-            shutil.rmtree(self.folder, ignore_errors=True)
+    def __init__(self, manifest: dict):
+        self.manifest = manifest
 
-    # -- running -------------------------------------------------------------
     def _initial_states(self, B: int) -> np.ndarray:
         """``[B, state_size]``: the model's initial state for each sequence (a fixed batch may set
         one per sequence), before the inputs that set states are applied."""
@@ -47,7 +42,8 @@ class CortexMArtifact(Artifact):
             raise ArtifactError(f"the model sets the initial states of {len(rows)} sequences; the inputs have B = {B}")
         return np.array(rows, np.float32)
 
-    def _frames_and_states(self, inputs: dict) -> tuple[np.ndarray, np.ndarray, int, int]:
+    def pack(self, inputs: dict) -> tuple[np.ndarray, np.ndarray]:
+        """``[sequences, steps, input_size]`` frames and ``[sequences, state_size]`` states."""
         layout = self.manifest["layout"]
         frames = [inputs[f["name"]] for f in layout["frames"]]
         T, B = frames[0].shape[:2]
@@ -58,18 +54,11 @@ class CortexMArtifact(Artifact):
                 v = np.asarray(inputs[s["source"]], np.float32)
                 v = v.reshape(v.shape[0], -1) if len(s["shape"]) == 2 else v.reshape(v.shape[1], -1)
                 states[:, s["offset"]:s["offset"] + s["size"]] = v
-        return X, states, T, B
+        return X, states
 
-    def run(self, inputs, outputs=None):
-        self._check(inputs)
-        ok, why = self.target_obj.can_run()
-        if not ok:
-            raise TargetError(f"cannot run a '{self.target}' artifact here: {why}")
+    def unpack(self, r: qemu.QemuRun) -> dict:
         layout = self.manifest["layout"]
-        X, states, T, B = self._frames_and_states(inputs)
-        r = qemu.run(self.elf, self.target_obj.board, self.target_obj.sysclk_hz, X, states,
-                     layout["output_size"])
-        self.last_run = r
+        B, T = r.outputs.shape[:2]
         out = {}
         for o in layout["outputs"]:
             v = r.outputs[:, :, o["offset"]:o["offset"] + o["size"]]  # [B, T, size]
@@ -78,20 +67,82 @@ class CortexMArtifact(Artifact):
             if s["final"]:
                 v = r.states[:, s["offset"]:s["offset"] + s["size"]]
                 out[s["final"]] = v.reshape(B, -1) if len(s["shape"]) == 2 else v.reshape(1, B, -1)
+        return out
+
+    def profile_input(self, steps: int, rate: float, seed: int) -> tuple[np.ndarray, np.ndarray, str] | None:
+        """Random spike frames (``rate`` of the inputs 1 each step) from the initial state."""
+        rng = np.random.default_rng(seed)
+        X = (rng.random((1, steps, self.manifest["layout"]["input_size"])) < rate).astype(np.float32)
+        initial = np.asarray(self.manifest["initial_state"], np.float32).reshape(1, -1)
+        return X, initial, f"random spikes, rate {rate}, {steps} steps"
+
+
+class WholeFrames(StepFrames):
+    """A model run whole, one call per run (:mod:`lsnn.compiler.wholegraph`): one frame holds every
+    input, as 4-byte words (int32 inputs bit for bit), and one output frame every output."""
+
+    def pack(self, inputs: dict) -> tuple[np.ndarray, np.ndarray]:
+        words = [np.ascontiguousarray(_as_word(inputs[f["name"]])).ravel() for f in self.manifest["layout"]["frames"]]
+        return np.concatenate(words).reshape(1, 1, -1), np.zeros((1, 0), np.float32)
+
+    def unpack(self, r: qemu.QemuRun) -> dict:
+        return {o["name"]: r.outputs[0, 0, o["offset"]:o["offset"] + o["size"]].reshape(o["shape"]).copy()
+                for o in self.manifest["layout"]["outputs"]}
+
+    def profile_input(self, steps: int, rate: float, seed: int) -> None:
+        """None: a whole run's cost depends on its inputs (sequence lengths, the weights given at
+        run time); :attr:`CortexMArtifact.last_run` has the instructions of each run."""
+        return None
+
+
+def _as_word(value) -> np.ndarray:
+    """``value`` as float32 words: floats converted, int32 bit for bit (the firmware reads int32_t)."""
+    v = np.asarray(value)
+    return v.astype(np.int32).view(np.float32) if np.issubdtype(v.dtype, np.integer) else v.astype(np.float32)
+
+
+#: how the firmware takes its inputs, by the plan's ``runs`` (a layout without one runs step by step)
+FRAMES = {"step": StepFrames, "whole": WholeFrames}
+
+
+class CortexMArtifact(Artifact):
+    def __init__(self, folder: Path, manifest: dict, owned: bool = False, elf: Path | None = None):
+        super().__init__(None, manifest)
+        self.folder = Path(folder)
+        self.elf = elf or self.folder / ELF  # the ELF that was checked (a loaded folder) or built
+        self._owned = owned  # a temporary build folder, removed with the artifact
+        self.target_obj = get_target(self.target, **manifest["target"]["options"])
+        self.frames = FRAMES[manifest["layout"].get("runs", "step")](manifest)
+        self.last_run: qemu.QemuRun | None = None
+
+    def __del__(self):
+        if getattr(self, "_owned", False):
+            shutil.rmtree(self.folder, ignore_errors=True)
+
+    # -- running -------------------------------------------------------------
+    def _qemu(self, X: np.ndarray, states: np.ndarray) -> qemu.QemuRun:
+        return qemu.run(self.elf, self.target_obj.board, self.target_obj.sysclk_hz, X, states,
+                        self.manifest["layout"]["output_size"])
+
+    def run(self, inputs, outputs=None):
+        self._check(inputs)
+        ok, why = self.target_obj.can_run()
+        if not ok:
+            raise TargetError(f"cannot run a '{self.target}' artifact here: {why}")
+        self.last_run = self._qemu(*self.frames.pack(inputs))
+        out = self.frames.unpack(self.last_run)
         return {n: out[n] for n in (outputs or self.outputs)}
 
     def profile(self, steps: int = PROFILE_STEPS, rate: float = PROFILE_RATE, seed: int = 0) -> dict | None:
-        """Instructions per step on random spike frames (``rate`` of the inputs 1 each step)."""
+        """Instructions per step on random spike frames (``rate`` of the inputs 1 each step); None
+        where QEMU is missing or the model runs whole (:meth:`WholeFrames.profile_input`)."""
         ok, _ = self.target_obj.can_run()
-        if not ok:
+        probe = self.frames.profile_input(steps, rate, seed) if ok else None
+        if probe is None:
             return None
-        layout = self.manifest["layout"]
-        rng = np.random.default_rng(seed)
-        X = (rng.random((1, steps, layout["input_size"])) < rate).astype(np.float32)
-        initial = np.asarray(self.manifest["initial_state"], np.float32).reshape(1, -1)
-        r = qemu.run(self.elf, self.target_obj.board, self.target_obj.sysclk_hz, X, initial,
-                     layout["output_size"])
-        return {"value": round(r.instructions_per_step), "input": f"random spikes, rate {rate}, {steps} steps",
+        X, initial, what = probe
+        r = self._qemu(X, initial)
+        return {"value": round(r.instructions_per_step), "input": what,
                 "counted_by": "QEMU -icount shift=0 (SysTick), instructions, not cycles"}
 
     # -- saving --------------------------------------------------------------

@@ -37,7 +37,7 @@ def memory_map(target) -> dict:
 
 def write_sources(folder: Path, target, kernels: str, model_c: str, model_h: str) -> int:
     """Write every source of the project into ``folder``; returns the workspace size in bytes."""
-    workspace = sum((int(n) + 7) // 8 * 8 for n in _WORKSPACE.findall(kernels))
+    workspace = workspace_bytes(kernels)
     (folder / "lsnn_kernels.c").write_text(kernels)
     (folder / "lsnn_model.c").write_text(model_c)
     (folder / "lsnn_model.h").write_text(model_h)
@@ -135,18 +135,35 @@ def _manifest(proto, target, plan, layout: dict, folder: Path, workspace: int, s
     return manifest
 
 
-def _sources(proto, target):
-    """The step plan of ``proto`` and the C of its project: kernels, model, header, layout."""
-    from lsnn.compiler.stepgraph import check_steps, step_graph
+def plan_of(proto):
+    """How the firmware runs ``proto``: one time step per call (:mod:`lsnn.compiler.stepgraph`) where
+    it can, else the whole graph once per call (:mod:`lsnn.compiler.wholegraph`) when the step graph
+    refuses it only for how it treats time."""
+    from lsnn.compiler.stepgraph import NotStepwise, step_graph
+    from lsnn.compiler.wholegraph import whole_graph
 
-    plan = step_graph(proto)
-    check_steps(proto, plan)
-    for name, shape in plan.outputs:
-        if shape[:2] != [1, 1]:
-            raise CompileError(f"output '{name}' has step shape {shape}; a per-step output must be [T, B, ...]")
+    try:
+        plan = step_graph(proto)
+        plan.check(proto)
+        return plan
+    except NotStepwise as e:
+        return whole_graph(proto, str(e))
+
+
+def workspace_bytes(kernels: str) -> int:
+    """The static arena the kernels' workspace allocations take (8-byte aligned each)."""
+    return sum((int(n) + 7) // 8 * 8 for n in _WORKSPACE.findall(kernels))
+
+
+def _sources(proto, target):
+    """The plan of ``proto`` and the C of its project: kernels, model, header, layout."""
+    plan = plan_of(proto)
     mod = codegen.lower(plan, target)
     kernels, names, prototypes = codegen.kernels_c(mod, target)
-    return (plan, kernels, *codegen.model_c(mod, names, prototypes, plan))
+    model_c, model_h, layout = codegen.model_c(mod, names, prototypes, plan)
+    plan.check_fits(layout, workspace_bytes(kernels), target)
+    layout["runs"] = plan.runs
+    return plan, kernels, model_c, model_h, layout
 
 
 def build(proto, target, source: dict):

@@ -233,6 +233,18 @@ class _Emitter:
         return ret if isinstance(ret, list) else [ret]
 
 
+#: C types of the inputs a frame carries: each element one 4-byte word of the frame
+INPUT_TYPES = {"float32": "float", "int32": "int32_t"}
+
+
+def _input_type(name: str, param) -> str:
+    dtype = str(param.ty.dtype)
+    if dtype not in INPUT_TYPES:
+        raise CompileError(f"graph input '{name}' is {dtype}; Cortex-M takes inputs of "
+                           f"{' or '.join(INPUT_TYPES)} only")
+    return INPUT_TYPES[dtype]
+
+
 def _bind_inputs(em: _Emitter, main, plan) -> dict:
     """Bind ``main``'s parameters to the C input frame ``x`` and the state array; their layout."""
     n_frames = len(plan.frames)
@@ -242,7 +254,7 @@ def _bind_inputs(em: _Emitter, main, plan) -> dict:
     layout = {"frames": [], "outputs": [], "states": []}
     off = 0
     for (name, shape), p in zip(plan.frames, main.params[:n_frames]):
-        em.env[p] = f"(float *)(x + {off})"
+        em.env[p] = f"({_input_type(name, p)} *)(x + {off})"
         size = int(np.prod(shape))
         layout["frames"].append({"name": name, "shape": shape, "offset": off, "size": size})
         off += size
@@ -300,9 +312,10 @@ def _state(item: dict) -> str:
     return f"{ctext.comment(item['node'])} state {item['name']}"
 
 
-def header(layout: dict) -> str:
-    """``lsnn_model.h``: the sizes and the API, the layout of its frames in a comment."""
-    return ctext.fill("lsnn_model.h.in", {
+def header(layout: dict, call: str) -> str:
+    """``lsnn_model.h``: the sizes and the API, what one call runs (``call``) and the layout of its
+    frames in a comment."""
+    return ctext.fill("lsnn_model.h.in", {"CALL": call,
         "INPUTS": _described(layout["frames"], _tensor), "OUTPUTS": _described(layout["outputs"], _tensor),
         "STATES": _described(layout["states"], _state),
         "INPUT_SIZE": layout["input_size"], "OUTPUT_SIZE": layout["output_size"],
@@ -324,4 +337,4 @@ def model_c(mod, names: dict, prototypes: str, plan) -> tuple[str, str, dict]:
         "INITIAL_STATE": ctext.floats(initial, "the initial state"), "CALLS": calls, "COPIES": "\n".join(copies)})
     layout.update({"weights_bytes": em.flash,
                    "activations_bytes": 4 * sum(rest.values()) + 2 * 4 * layout["state_size"]})
-    return c, header(layout), layout
+    return c, header(layout, plan.call), layout
