@@ -1,8 +1,9 @@
-"""ONNX's own node test cases as a differential test of the compiler (cpu target).
+"""ONNX's own node test cases as a differential test of the compiler, per target.
 
-Each case of ``onnx.backend.test.case.node.collect_testcases`` whose op is one of
-:data:`FAMILIES` (its expanded function bodies included) is compiled with
-``lsnn.compiler.compile(model, target="cpu")`` and run on the case's inputs. Its outcome:
+Each case of ``onnx.backend.test.case.node.collect_testcases`` whose op is one of the families
+a target claims (:data:`TARGETS`: every one of :data:`FAMILIES` on cpu, the recurrent ops on
+cortex-m4; expanded function bodies included) is compiled with
+``lsnn.compiler.compile(model, target=...)`` and run on the case's inputs. Its outcome:
 
 - ``pass``: every output has the expected shape and dtype and is within the case's tolerance
   (``rtol``/``atol`` of the case, by default 1e-3 and 1e-7, as ONNX's backend runner takes them);
@@ -11,13 +12,13 @@ Each case of ``onnx.backend.test.case.node.collect_testcases`` whose op is one o
 - ``wrong``: it ran, but an output differs (values, shape or dtype);
 - ``crashed``: any other exception, at compile or at run time, or a refusal that names no node.
 
-:file:`onnx_node_cases.json` says which outcome each case has, and why for each refusal; the
-test (:file:`test_onnx_node_cases.py`) holds every case to it, so that a new failure or a new
-pass is noticed. To see the differences, or to rewrite the file after a change (the reasons of
-refusals that stay are kept; a new one is left for you to write)::
+:file:`onnx_node_cases.json` says which outcome each case has on each target, and why for
+each refusal; the test (:file:`test_onnx_node_cases.py`) holds every case to it, so that a new
+failure or a new pass is noticed. To see the differences, or to rewrite a target's entries after
+a change (the reasons of refusals that stay are kept; a new one is left for you to write)::
 
-    .venv/bin/python tests/onnx_node_cases.py            # compare, print what differs
-    .venv/bin/python tests/onnx_node_cases.py --write    # rewrite onnx_node_cases.json
+    .venv/bin/python tests/onnx_node_cases.py [--target cortex-m4]            # compare, print what differs
+    .venv/bin/python tests/onnx_node_cases.py [--target cortex-m4] --write    # rewrite its entries
 """
 from __future__ import annotations
 
@@ -54,6 +55,9 @@ FAMILIES = (
     # recurrent layers
     "LSTM", "GRU", "RNN",
 )
+RECURRENT = ("LSTM", "GRU", "RNN")
+#: target -> the op families whose cases run on it
+TARGETS = {"cpu": FAMILIES, "cortex-m4": RECURRENT}
 
 
 @dataclass
@@ -65,10 +69,11 @@ class Outcome:
         return self.kind if self.kind == "pass" else {"outcome": self.kind, "error": self.detail}
 
 
-@lru_cache(maxsize=1)
-def cases() -> dict:
-    """Case name -> (op family, case) for every case of :data:`FAMILIES`, ordered by name. An
-    expanded case (``..._expanded``) has its op's family: that of its unexpanded twin."""
+@lru_cache(maxsize=None)
+def cases(target: str = "cpu") -> dict:
+    """Case name -> (op family, case) for every case of the families ``target`` claims
+    (:data:`TARGETS`), ordered by name. An expanded case (``..._expanded``) has its op's family:
+    that of its unexpanded twin."""
     with warnings.catch_warnings():  # the case generators divide by zero on purpose
         warnings.simplefilter("ignore")
         from onnx.backend.test.case.node import collect_testcases
@@ -78,7 +83,7 @@ def cases() -> dict:
     chosen = {}
     for c in collected:
         op = family.get(re.sub(r"_expanded.*$", "", c.name))
-        if op in FAMILIES:
+        if op in TARGETS[target]:
             chosen[c.name] = op, c
     return dict(sorted(chosen.items()))
 
@@ -109,13 +114,13 @@ def _compare(case, outputs: dict, expected: list) -> str:
     return ""
 
 
-def run_case(case) -> Outcome:
-    """Compile ``case``'s model for the cpu and run it on each of its data sets."""
+def run_case(case, target: str = "cpu") -> Outcome:
+    """Compile ``case``'s model for ``target`` and run it on each of its data sets."""
     from lsnn.compiler import compile
     from lsnn.reference.errors import LsnnError
 
     try:
-        artifact = compile(case.model, target="cpu")
+        artifact = compile(case.model, target=target)
     except LsnnError as e:
         named = any(label in str(e) for label in node_labels(case.model))
         return Outcome("refused" if named else "crashed",
@@ -139,34 +144,39 @@ def _first_line(e: Exception) -> str:
     return lines[-1] if lines else ""
 
 
-def run_all(names=None, progress=None) -> dict[str, Outcome]:
-    chosen = cases()
+def run_all(target: str = "cpu", names=None, progress=None) -> dict[str, Outcome]:
+    chosen = cases(target)
     out = {}
     for name in names or chosen:
         started = time.perf_counter()
-        out[name] = run_case(chosen[name][1])
+        out[name] = run_case(chosen[name][1], target)
         if progress:
             progress(f"{time.perf_counter() - started:6.2f}s {name}: {out[name].kind} {out[name].detail[:160]}")
     return out
 
 
 def load_expected() -> dict:
-    """The expected-result file: ``{"reasons": {key: why}, "cases": {name: "pass" | {"outcome":
-    "refused", "reason": key, "error": message}}}``."""
+    """The expected-result file: ``{"reasons": {key: why}, "targets": {target: {name: "pass" |
+    {"outcome": "refused", "reason": key, "error": message}}}}``."""
     return json.loads(EXPECTED.read_text())
+
+
+def entries(expected: dict, target: str = "cpu") -> dict:
+    """The expected outcome of each case on ``target``."""
+    return expected["targets"].get(target, {})
 
 
 def expected_kind(entry) -> str:
     return entry if isinstance(entry, str) else entry["outcome"]
 
 
-def differences(expected: dict, got: dict[str, Outcome]) -> list[str]:
-    """One line for each case whose outcome or refusal message is not the expected one."""
+def differences(expected: dict, got: dict[str, Outcome], target: str = "cpu") -> list[str]:
+    """One line for each case whose outcome or refusal message on ``target`` is not the expected one."""
     lines = []
     for name, outcome in got.items():
-        entry = expected["cases"].get(name)
+        entry = entries(expected, target).get(name)
         if entry is None:
-            lines.append(f"{name}: {outcome.kind} ({outcome.detail}), not in {EXPECTED.name}")
+            lines.append(f"{name}: {outcome.kind} ({outcome.detail}), not in {EXPECTED.name} for {target}")
         elif expected_kind(entry) != outcome.kind or (outcome.kind != "pass" and entry["error"] != outcome.detail):
             lines.append(f"{name}: expected {expected_kind(entry)}"
                          f"{'' if isinstance(entry, str) else ' (' + entry['error'] + ')'}, "
@@ -174,38 +184,41 @@ def differences(expected: dict, got: dict[str, Outcome]) -> list[str]:
     return lines
 
 
-def write_expected(got: dict[str, Outcome]) -> None:
-    """Rewrite the expected-result file from ``got``: a refusal with the same message as before
-    keeps its reason; any other non-pass gets the reason ``TODO``, which the test refuses."""
+def write_expected(got: dict[str, Outcome], target: str = "cpu") -> None:
+    """Rewrite ``target``'s entries of the expected-result file from ``got``: a refusal with the
+    same message as before keeps its reason; any other non-pass gets the reason ``TODO``, which
+    the test refuses."""
     from lsnn.reference.files import write_json
 
-    old = load_expected() if EXPECTED.exists() else {"reasons": {}, "cases": {}}
-    entries = {}
+    old = load_expected() if EXPECTED.exists() else {"reasons": {}, "targets": {}}
+    fresh = {}
     for name, outcome in got.items():
-        before = old["cases"].get(name)
+        before = entries(old, target).get(name)
         entry = outcome.as_json()
         if not isinstance(entry, str):
             same = isinstance(before, dict) and before["outcome"] == outcome.kind and before["error"] == outcome.detail
             entry["reason"] = before["reason"] if same else "TODO"
-        entries[name] = entry
-    used = {e["reason"] for e in entries.values() if isinstance(e, dict)}
+        fresh[name] = entry
+    targets = {**old["targets"], target: fresh}
+    used = {e["reason"] for es in targets.values() for e in es.values() if isinstance(e, dict)}
     reasons = {k: v for k, v in old["reasons"].items() if k in used}
-    write_json(EXPECTED, {"reasons": reasons, "cases": entries})
+    write_json(EXPECTED, {"reasons": reasons, "targets": dict(sorted(targets.items()))})
 
 
 def main(argv: list[str]) -> int:
-    got = run_all(progress=lambda line: print(line, flush=True))
+    target = argv[argv.index("--target") + 1] if "--target" in argv else "cpu"
+    got = run_all(target, progress=lambda line: print(line, flush=True))
     counts = {}
     for name, outcome in got.items():
-        family = counts.setdefault(cases()[name][0], dict.fromkeys(OUTCOMES, 0))
+        family = counts.setdefault(cases(target)[name][0], dict.fromkeys(OUTCOMES, 0))
         family[outcome.kind] += 1
     for family, c in sorted(counts.items()):
         print(f"{family:20s} " + " ".join(f"{k} {v:3d}" for k, v in c.items()))
     if "--write" in argv:
-        write_expected(got)
-        print(f"wrote {EXPECTED}")
+        write_expected(got, target)
+        print(f"wrote {target}'s entries of {EXPECTED}")
         return 0
-    diff = differences(load_expected(), got) if EXPECTED.exists() else ["no expected-result file"]
+    diff = differences(load_expected(), got, target) if EXPECTED.exists() else ["no expected-result file"]
     print("\n".join(diff) or f"every case as {EXPECTED.name} says")
     return 1 if diff else 0
 

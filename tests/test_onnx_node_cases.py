@@ -1,4 +1,5 @@
-"""ONNX's own node test cases, compiled for the cpu: each as ``onnx_node_cases.json`` says.
+"""ONNX's own node test cases, compiled for the cpu (and the recurrent ones for the cortex-m4):
+each as ``onnx_node_cases.json`` says.
 
 The harness is :mod:`onnx_node_cases` (run it as a script to see or rewrite the differences).
 Nothing may give a wrong result; a refusal names the node and has a reason in the file.
@@ -21,13 +22,21 @@ def outcomes() -> dict:
     return harness.run_all()
 
 
+@pytest.fixture(scope="module")
+def cortex_m4_outcomes(arm_toolchain) -> dict:
+    """The recurrent cases on the cortex-m4 under QEMU (each runs whole, one call: ~30 s)."""
+    return harness.run_all("cortex-m4")
+
+
 def test_every_case_has_its_expected_outcome(outcomes):
     assert harness.differences(EXPECTED, outcomes) == []
 
 
 def test_the_expected_list_names_each_case_once_with_a_reason():
-    assert set(EXPECTED["cases"]) == set(harness.cases())
-    entries = [e for e in EXPECTED["cases"].values() if not isinstance(e, str)]
+    assert set(EXPECTED["targets"]) == set(harness.TARGETS)
+    for target in harness.TARGETS:
+        assert set(harness.entries(EXPECTED, target)) == set(harness.cases(target)), target
+    entries = [e for es in EXPECTED["targets"].values() for e in es.values() if not isinstance(e, str)]
     assert all(e["outcome"] in ("refused", "crashed") and e["reason"] in EXPECTED["reasons"] for e in entries)
     assert {e["reason"] for e in entries} == set(EXPECTED["reasons"])
 
@@ -44,14 +53,24 @@ def test_every_op_family_is_covered():
     assert {family for family, _ in harness.cases().values()} == set(harness.FAMILIES)
 
 
-RECURRENT = ("LSTM", "GRU", "RNN")
-
-
 def test_every_recurrent_case_passes(outcomes):
     """All 6 LSTM, 6 GRU and 6 RNN cases: weights as graph inputs, layout=1, reverse and
     bidirectional, sequence_lens, peepholes, initial bias, optional outputs."""
-    recurrent = {n: o.kind for n, o in outcomes.items() if harness.cases()[n][0] in RECURRENT}
+    recurrent = {n: o.kind for n, o in outcomes.items() if harness.cases()[n][0] in harness.RECURRENT}
     assert recurrent == {n: "pass" for n in recurrent} and len(recurrent) == 18
+
+
+def test_every_recurrent_case_passes_on_cortex_m4(cortex_m4_outcomes):
+    """The same 18 cases on the cortex-m4 under QEMU: none runs one step per call (weights are
+    graph inputs in all of them, and some walk time backwards or take sequence_lens), so each
+    runs whole (:mod:`lsnn.compiler.wholegraph`)."""
+    assert {n: f"{o.kind} {o.detail}".strip() for n, o in cortex_m4_outcomes.items()} == \
+        {n: "pass" for n in harness.cases("cortex-m4")}
+    assert len(cortex_m4_outcomes) == 18
+
+
+def test_every_cortex_m4_case_has_its_expected_outcome(cortex_m4_outcomes):
+    assert harness.differences(EXPECTED, cortex_m4_outcomes, "cortex-m4") == []
 
 
 def _model(nodes, inputs, outputs, initializers=(), opset=17):
