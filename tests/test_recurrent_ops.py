@@ -226,6 +226,17 @@ def test_whole_sequence_node_on_cortex_m4_matches_onnxruntime(case):
 
 
 @pytest.mark.usefixtures("arm_toolchain")
+def test_one_step_per_call_stays_the_mode_where_it_works():
+    """A forward node with constant weights runs one step per call (its instructions per step
+    profiled); the same node reversed runs whole (no state, no profile)."""
+    step = compile(_model("GRU", B=1, constant=True)[0], target="cortex-m4").manifest
+    whole = compile(_model("GRU", B=1, constant=True, direction="reverse")[0], target="cortex-m4").manifest
+    assert step["layout"]["runs"] == "step" and step["layout"]["state_size"] == H_
+    assert step["footprint"]["instructions_per_step"]["value"] > 0
+    assert whole["layout"]["runs"] == "whole" and whole["footprint"]["instructions_per_step"] is None
+
+
+@pytest.mark.usefixtures("arm_toolchain")
 def test_whole_sequence_too_big_for_ram_is_refused_naming_the_node_and_the_sizes():
     """4.4 MB of input for the cortex-m4's 4 MiB of RAM: refused before GCC runs."""
     model, _ = _model("RNN", direction="reverse", constant=True, B=8)

@@ -256,7 +256,7 @@ def _bind_inputs(em: _Emitter, main, plan) -> dict:
     for (name, shape), p in zip(plan.frames, main.params[:n_frames]):
         em.env[p] = f"({_input_type(name, p)} *)(x + {off})"
         size = int(np.prod(shape))
-        layout["frames"].append({"name": name, "shape": shape, "offset": off, "size": size})
+        layout["frames"].append({"name": name, "shape": shape, "offset": off, "size": size, "dtype": str(p.ty.dtype)})
         off += size
     layout["input_size"], off = off, 0
     for s, p in zip(plan.states, main.params[n_frames:]):
@@ -305,7 +305,8 @@ def _described(items: list, label) -> str:
 
 
 def _tensor(item: dict) -> str:
-    return f"{ctext.comment(item['name'])} (shape {item['shape']})"
+    dtype = item.get("dtype", "float32")  # outputs are float32
+    return f"{ctext.comment(item['name'])} (shape {item['shape']}{'' if dtype == 'float32' else ', ' + dtype})"
 
 
 def _state(item: dict) -> str:
