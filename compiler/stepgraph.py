@@ -47,7 +47,7 @@ _NOT_IDENTIFIER = re.compile(r"[^A-Za-z0-9_]")
 class NotStepwise(CompileError):
     """The model cannot run one time step at a time only because of how it treats time (a node that
     walks time backwards, stops sequences at their own lengths, takes its weights at run time or
-    mixes steps): it may still run whole, one sequence per call, where that fits the target."""
+    mixes steps): it may still run whole, all its sequences in one call, where that fits the target."""
 
 
 @dataclass

@@ -59,7 +59,7 @@ class WholePlan:
         need = sum(parts.values())
         if need > ram:
             detail = ", ".join(f"{k} {v} bytes" for k, v in parts.items())
-            raise CompileError(f"{self.why}; run whole (one sequence per call) it needs {need} bytes of RAM "
+            raise CompileError(f"{self.why}; run whole (all its sequences in one call) it needs {need} bytes of RAM "
                                f"({detail}) and {target.name} (QEMU board {target.board}) has {ram} bytes: "
                                f"shorten the sequences or run fewer of them at once")
 
@@ -69,7 +69,7 @@ def _fixed_shape(vi, why: str, what: str) -> list[int]:
     if not dims and vi.type.tensor_type.HasField("shape"):
         return []
     if not vi.type.tensor_type.HasField("shape") or any(not isinstance(d, int) or d < 1 for d in dims):
-        raise CompileError(f"{why}; it cannot run whole (one sequence per call) either: graph {what} "
+        raise CompileError(f"{why}; it cannot run whole (all its sequences in one call) either: graph {what} "
                            f"'{vi.name}' has shape {dims or 'unknown'}, and that mode takes fixed shapes")
     return dims
 

@@ -263,7 +263,7 @@ def test_model_that_mixes_time_steps_is_refused(tmp_path):
     before = _leftovers("cortex-m4")
     with pytest.raises(CompileError, match=re.escape(
             "node 'Y' (CumSum) mixes time steps: its output 'Y' is not computed step by step") + ".*" +
-            re.escape("; it cannot run whole (one sequence per call) either: graph input 'X' has shape "
+            re.escape("; it cannot run whole (all its sequences in one call) either: graph input 'X' has shape "
                       "['T', 'B', 4], and that mode takes fixed shapes")):
         compiler.compile(model, "cortex-m4")
     assert not _leftovers("cortex-m4") - before

@@ -246,7 +246,8 @@ def test_whole_sequence_too_big_for_ram_is_refused_naming_the_node_and_the_sizes
     w.CopyFrom(onnx.numpy_helper.from_array(np.zeros((1, H_, 700), np.float32), "W"))
     with pytest.raises(CompileError, match=re.escape(
             "node 'rec' (ai.onnx::RNN): direction=reverse is not supported: a step-by-step run (Cortex-M's firmware: "
-            "one time step per call) never holds the whole sequence; run whole (one sequence per call) it needs ")
+            "one time step per call) never holds the whole sequence; run whole (all its sequences in one call) "
+            "it needs ")
             + r"\d+ bytes of RAM \(inputs 4480000 bytes, outputs \d+ bytes, intermediates \d+ bytes, kernel workspace "
               r"\d+ bytes, harness and stack 49152 bytes\) and cortex-m4 \(QEMU board mps2-an386\) has 4194304 bytes"):
         compile(model, target="cortex-m4")
