@@ -69,6 +69,10 @@ class StepFrames:
                 out[s["final"]] = v.reshape(B, -1) if len(s["shape"]) == 2 else v.reshape(1, B, -1)
         return out
 
+    def timeout(self, X: np.ndarray) -> float | None:
+        """Seconds QEMU may take on ``X``: None, qemu's own allowance per step."""
+        return None
+
     def profile_input(self, steps: int, rate: float, seed: int) -> tuple[np.ndarray, np.ndarray, str] | None:
         """Random spike frames (``rate`` of the inputs 1 each step) from the initial state."""
         rng = np.random.default_rng(seed)
@@ -84,6 +88,10 @@ class WholeFrames(StepFrames):
     def pack(self, inputs: dict) -> tuple[np.ndarray, np.ndarray]:
         words = [np.ascontiguousarray(_as_word(inputs[f["name"]])).ravel() for f in self.manifest["layout"]["frames"]]
         return np.concatenate(words).reshape(1, 1, -1), np.zeros((1, 0), np.float32)
+
+    def timeout(self, X: np.ndarray) -> float:
+        """One call does the work of every step: a minute, and a millisecond per input word."""
+        return 60 + X.size * 1e-3
 
     def unpack(self, r: qemu.QemuRun) -> dict:
         return {o["name"]: r.outputs[0, 0, o["offset"]:o["offset"] + o["size"]].reshape(o["shape"]).copy()
@@ -122,7 +130,7 @@ class CortexMArtifact(Artifact):
     # -- running -------------------------------------------------------------
     def _qemu(self, X: np.ndarray, states: np.ndarray) -> qemu.QemuRun:
         return qemu.run(self.elf, self.target_obj.board, self.target_obj.sysclk_hz, X, states,
-                        self.manifest["layout"]["output_size"])
+                        self.manifest["layout"]["output_size"], timeout=self.frames.timeout(X))
 
     def run(self, inputs, outputs=None):
         self._check(inputs)
