@@ -13,7 +13,7 @@ COMMITTED = committed_models()
 
 def test_the_committed_models_are_the_papers():
     assert COMMITTED == sorted(["store-recall-lsnn", "store-recall-lif", "store-recall-lstm", "smnist-lsnn",
-                                "smnist-lstm", "l2l-lsnn", "l2l-lstm"])
+                                "smnist-lif", "smnist-lstm", "l2l-lsnn", "l2l-lstm"])
 
 
 def metrics(name):
@@ -54,8 +54,21 @@ def test_lsnn_remembers_and_lif_does_not():
     assert cfg_lsnn["task"]["min_delay_ms"] >= 1000
 
 
+SMNIST = ("smnist-lsnn", "smnist-lif", "smnist-lstm")
+
+
+def test_smnist_checkpoints_share_one_budget():
+    """The sequential-image checkpoints are compared at an equal, recorded training budget: the same
+    task, steps, batch and samples seen, each on one process."""
+    configs = [json.loads((MODELS / name / "config.json").read_text()) for name in SMNIST]
+    budgets = [{k: metrics(name)[k] for k in ("steps", "batch_size", "samples_seen", "processes")} for name in SMNIST]
+    assert all(b == budgets[0] for b in budgets) and budgets[0]["samples_seen"] == 12_000 * 64, budgets
+    assert all(c["task"] == configs[0]["task"] for c in configs)
+    assert all(metrics(name)["train_seconds"] > 0 for name in SMNIST)
+
+
 def test_smnist_training_curve_rises():
-    for name in ("smnist-lsnn", "smnist-lstm"):
+    for name in SMNIST:
         log = [json.loads(l) for l in (MODELS / name / "train_log.jsonl").read_text().splitlines()]
         n = len(log) // 10
         first = sum(r["accuracy"] for r in log[:n]) / n
@@ -96,7 +109,7 @@ def test_checkpoint_exports_and_passes_parity(name, streaming, runtime, tmp_path
 
 @pytest.mark.parametrize("name, core", [(n, c) for n in ("smnist-lsnn", "smnist-lstm")
                                          for c in ("cortex-m4", "cortex-m7", "cortex-m55")] +
-                         [("l2l-lsnn", "cortex-m4"), ("l2l-lstm", "cortex-m55")])
+                         [("smnist-lif", "cortex-m4"), ("l2l-lsnn", "cortex-m4"), ("l2l-lstm", "cortex-m55")])
 def test_checkpoints_pass_parity_on_cortex_m(name, core, tmp_path, request, arm_toolchain):
     """Held-out Fashion-MNIST sequences (840 steps) or learning-to-learn episodes (500 steps)
     and random inputs, run under QEMU."""
