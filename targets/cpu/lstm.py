@@ -143,6 +143,14 @@ def _kernel(nI: int, nH: int, nO: int | None, blk: Blocking, lanes: int, store_y
         nT, nB, _ = T.meta_var(X.shape)
         X2 = T.decl_buffer((nT * nB, nI), "float32", data=X.data)  # X[t, b] is row t * nB + b
         Bias2 = T.decl_buffer((1, nG), "float32", data=Bias.data)
+        # the readout's W^T and bias, zero-padded once per call for every group (read only after)
+        Wo = T.alloc_buffer((nH, nOP), "float32")
+        Bo = T.alloc_buffer((nOP,), "float32")
+        if fused:
+            for j in range(nOP):
+                Bo[j] = T.if_then_else(j < nO, BiasO[T.min(j, nO - 1)], T.float32(0))
+                for k in range(nH):
+                    Wo[k, j] = T.if_then_else(j < nO, WoT[k, T.min(j, nO - 1)], T.float32(0))
         for grp in par((nB + GB - 1) // GB):
             b0 = grp * GB
             nb = T.min(T.int64(GB), nB - b0)  # sequences of this group
@@ -151,13 +159,6 @@ def _kernel(nI: int, nH: int, nO: int | None, blk: Blocking, lanes: int, store_y
             cs = T.alloc_buffer((GB, nH), "float32")
             P = T.alloc_buffer((ROWS_, nG), "float32")  # row tt * nb + b: projection, then gates
             cnt = T.alloc_buffer((1,), "int64", scope="local")
-            Wo = T.alloc_buffer((nH, nOP), "float32")  # the readout's W^T and bias, zero-padded
-            Bo = T.alloc_buffer((nOP,), "float32")
-            if fused:
-                for j in range(nOP):
-                    Bo[j] = T.if_then_else(j < nO, BiasO[T.min(j, nO - 1)], T.float32(0))
-                    for k in range(nH):
-                        Wo[k, j] = T.if_then_else(j < nO, WoT[k, T.min(j, nO - 1)], T.float32(0))
             for b in range(nb):
                 for k in range(nH):
                     hs[b, k] = H0[b0 + b, k]
