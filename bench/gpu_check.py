@@ -6,7 +6,11 @@ timed; the sMNIST LSNN also with the dense ALIF kernel), and bundle the artifact
 ONNX files, the held-out Fashion-MNIST file, TVM's runtime (no compiler: 30 MB instead of
 300) and tvm-ffi for the GPU machine's Python into one folder that travels to the GPU.
 
-``run`` (on the GPU machine, TVM runtime only): for each model
+``prepare`` also compiles ONNX's own node test cases of the recurrent ops (``LSTM``, ``GRU``,
+``RNN``: every form, :mod:`lsnn.targets.cuda.recurrent`) with their inputs and expected outputs.
+
+``run`` (on the GPU machine, TVM runtime only): each recurrent node case within its own
+tolerance, then for each model
   * parity: ``lsnn verify`` of the CUDA build against the reference, held-out and random;
   * latency per step at batch 1: median of timed calls, CUDA build against the PyTorch
     reference on the same GPU (``torch.nn.LSTM``, cuDNN, for the LSTM);
@@ -45,6 +49,7 @@ def prepare(bundle: Path, arch: str, device: str, python: str, models: list[str]
 
     def fill(tmp: Path) -> None:
         _compile_all(tmp, arch, device, models)
+        cases = _compile_node_cases(tmp, arch, device)
         (tmp / "data").mkdir()
         for f in ("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"):
             shutil.copy(Path(DEFAULT_DATA_DIR) / f, tmp / "data" / f)
@@ -53,6 +58,7 @@ def prepare(bundle: Path, arch: str, device: str, python: str, models: list[str]
         _tvm_ffi(tmp, device, python)
         (tmp / "bundle.json").write_text(json.dumps({"device": device, "arch": arch, "models": models,
                                                       "timed": [m for m in TIMED if m in models],
+                                                      "node_cases": cases,
                                                       "tvm": tvm.__version__}, indent=1))
 
     write_folder(bundle, fill, "GPU bundle")
@@ -64,11 +70,10 @@ def _compile_all(tmp: Path, arch: str, device: str, models: list[str]) -> None:
     """ONNX files and artifacts: each model's parity build (verify's probes) and plain build, and
     the sMNIST LSNN's dense-ALIF build."""
     import onnx
-    from tqdm import tqdm
-
     from lsnn.compiler import compile
     from lsnn.compiler.onnx.export import export_checkpoint
     from lsnn.targets.parity import add_probes
+    from tqdm import tqdm
 
     (tmp / "onnx").mkdir(parents=True)
     target = {"target": "cuda", "arch": arch} if device == "cuda" else {"target": "cpu"}
@@ -81,6 +86,65 @@ def _compile_all(tmp: Path, arch: str, device: str, models: list[str]) -> None:
             proto = add_probes(proto)[0]
         options = dict(target, **({"events": False} if kind == "dense" else {}))
         compile(proto, options.pop("target"), **options).save(tmp / "artifacts" / f"{name}.{kind}")
+
+
+def _compile_node_cases(tmp: Path, arch: str, device: str) -> list[dict]:
+    """ONNX's node test cases of the recurrent ops: an artifact and an ``.npz`` of inputs and
+    expected outputs each (``in{set}_{k}``, ``out{set}_{k}``); returns what ``run`` needs of them."""
+    import warnings
+
+    import numpy as np
+    from lsnn.compiler import compile
+    from lsnn.compiler.onnx.schema import RECURRENT
+    from tqdm import tqdm
+
+    with warnings.catch_warnings():  # the case generators divide by zero on purpose
+        warnings.simplefilter("ignore")
+        from onnx.backend.test.case.node import collect_testcases
+
+        chosen = sorted((c for c in collect_testcases() if c.model.graph.node[0].op_type in RECURRENT),
+                        key=lambda c: c.name)
+    options = {"arch": arch} if device == "cuda" else {}
+    (tmp / "node-cases").mkdir()
+    out = []
+    for case in tqdm(chosen, desc="node cases", dynamic_ncols=True):
+        compile(case.model, "cuda" if device == "cuda" else "cpu", **options).save(tmp / "node-cases" / case.name)
+        fixed = {i.name for i in case.model.graph.initializer}
+        inputs = [vi.name for vi in case.model.graph.input if vi.name not in fixed]
+        arrays = {f"in{s}_{k}": a for s, (ins, _) in enumerate(case.data_sets) for k, a in enumerate(ins)}
+        arrays.update({f"out{s}_{k}": a for s, (_, outs) in enumerate(case.data_sets) for k, a in enumerate(outs)})
+        np.savez(tmp / "node-cases" / f"{case.name}.npz", **arrays)
+        out.append({"name": case.name, "inputs": inputs, "outputs": [vi.name for vi in case.model.graph.output],
+                    "sets": len(case.data_sets), "rtol": case.rtol, "atol": case.atol})
+    return out
+
+
+def _run_node_cases(bundle: Path, cases: list[dict]) -> dict[str, str]:
+    """Each case's outcome: "pass", or what differs (or the error at run time)."""
+    import numpy as np
+    from lsnn.reference.errors import LsnnError
+    from lsnn.targets import load
+
+    outcomes = {}
+    for c in cases:
+        art = load(bundle / "node-cases" / c["name"])
+        data = np.load(bundle / "node-cases" / f"{c['name']}.npz")
+        outcome = "pass"
+        for s in range(c["sets"]):
+            try:
+                got = art.run({n: data[f"in{s}_{k}"] for k, n in enumerate(c["inputs"])})
+            except LsnnError as e:
+                outcome = f"error: {e}"
+                break
+            for k, name in enumerate(c["outputs"]):
+                want = data[f"out{s}_{k}"]
+                if got[name].shape != want.shape or not np.allclose(got[name], want, rtol=c["rtol"], atol=c["atol"]):
+                    err = np.abs(got[name] - want).max() if got[name].shape == want.shape else "shape"
+                    outcome = f"wrong: output '{name}' (data set {s}): max abs error {err}"
+            if outcome != "pass":
+                break
+        outcomes[c["name"]] = outcome
+    return outcomes
 
 
 def _tvm_ffi(tmp: Path, device: str, python: str) -> None:
@@ -150,9 +214,8 @@ class Energy:
 
 def run(bundle: Path, out: Path, limit: int, batches: list[int] = BATCHES) -> dict:
     import torch
-
-    from lsnn.targets.verify import format_report, verify
     from lsnn.targets import load
+    from lsnn.targets.verify import format_report, verify
 
     meta = json.loads((bundle / "bundle.json").read_text())
     device = meta["device"]
@@ -167,6 +230,11 @@ def run(bundle: Path, out: Path, limit: int, batches: list[int] = BATCHES) -> di
     energy = Energy() if device == "cuda" else None
     results = {"device": gpu, "arch": meta["arch"], "tvm": meta["tvm"], "torch": torch.__version__, "models": {}}
     lines = [f"# GPU check: {gpu}", ""]
+    cases = results["node_cases"] = _run_node_cases(bundle, meta["node_cases"])
+    failed = {n: o for n, o in cases.items() if o != "pass"}
+    lines += ["## ONNX node cases of LSTM, GRU and RNN", "",
+              f"{len(cases) - len(failed)} of {len(cases)} pass"] + [f"- {n}: {o}" for n, o in failed.items()] + [""]
+    print(lines[-2 - len(failed)], flush=True)
     for name in meta["models"]:
         onnx_path = bundle / "onnx" / f"{name}.onnx"
         t0 = time.perf_counter()
@@ -182,7 +250,7 @@ def run(bundle: Path, out: Path, limit: int, batches: list[int] = BATCHES) -> di
         results["models"][name] = entry
         _write(out / "gpu_check.json", json.dumps(results, indent=1, default=float))  # what is done so far
         _write(out / "gpu_check.md", "\n".join(lines) + "\n")
-    results["passed"] = all(m["parity"]["passed"] for m in results["models"].values())
+    results["passed"] = all(m["parity"]["passed"] for m in results["models"].values()) and not failed
     _write(out / "gpu_check.json", json.dumps(results, indent=1, default=float))
     return results
 
@@ -194,8 +262,9 @@ def _write(path: Path, text: str) -> None:
 def _timings(name: str, bundle: Path, device: str, energy, batches: list[int]) -> dict:
     import numpy as np
     import torch
-
-    from lsnn.bench.energy import E_AC_PJ as E_AC, E_MAC_PJ as E_MAC, model_ops
+    from lsnn.bench.energy import E_AC_PJ as E_AC
+    from lsnn.bench.energy import E_MAC_PJ as E_MAC
+    from lsnn.bench.energy import model_ops
     from lsnn.reference import checkpoint
     from lsnn.reference.modules import RecurrentNet
     from lsnn.reference.tasks import task_from_config

@@ -114,13 +114,13 @@ def _compare(case, outputs: dict, expected: list) -> str:
     return ""
 
 
-def run_case(case, target: str = "cpu") -> Outcome:
-    """Compile ``case``'s model for ``target`` and run it on each of its data sets."""
+def run_case(case, target: str = "cpu", **options) -> Outcome:
+    """Compile ``case``'s model for ``target`` (with its ``options``) and run it on each of its data sets."""
     from lsnn.compiler import compile
     from lsnn.reference.errors import LsnnError
 
     try:
-        artifact = compile(case.model, target=target)
+        artifact = compile(case.model, target=target, **options)
     except LsnnError as e:
         named = any(label in str(e) for label in node_labels(case.model))
         return Outcome("refused" if named else "crashed",

@@ -1,5 +1,5 @@
 """The GPU check script, dry-run on the CPU: the bundle (artifacts, data, TVM's runtime without
-its compiler) and the run script work end to end; on a GPU the same script times CUDA builds."""
+its compiler) and the run script work end to end, the recurrent ONNX node cases included; on a GPU the same script times CUDA builds."""
 import json
 import os
 import subprocess
@@ -18,6 +18,9 @@ def test_gpu_check_dry_run_on_cpu(tmp_path, fashion_mnist):
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
     res = json.loads((tmp_path / "out" / "gpu_check.json").read_text())
     assert res["passed"] and set(res["models"]) == {"store-recall-lsnn", "smnist-lstm"}
+    cases = res["node_cases"]
+    assert len(cases) >= 18 and set(cases.values()) == {"pass"}, cases
+    assert {n.split("_")[1] for n in cases} == {"lstm", "gru", "rnn", "simple"}, sorted(cases)
     lstm = res["models"]["smnist-lstm"]
     assert lstm["latency_batch1"]["compiled"]["per_step_us"] > 0
     assert set(lstm["throughput"]) == {"1", "2"} and lstm["synops_estimate_uj"] > 0

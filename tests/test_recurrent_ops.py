@@ -75,9 +75,9 @@ def _onnxruntime(model, feeds) -> list:
     return [o.transpose(2, 0, 1, 3) if o.ndim == 4 else o.swapaxes(0, 1) for o in out] if layout else out
 
 
-def _check(model, feeds, rtol=1e-4, atol=1e-5):
+def _check(model, feeds, rtol=1e-4, atol=1e-5, target="cpu", **options):
     want = _onnxruntime(model, feeds)
-    got = compile(model, target="cpu").run(feeds)
+    got = compile(model, target=target, **options).run(feeds)
     for vi, w in zip(model.graph.output, want):
         assert got[vi.name].shape == w.shape, vi.name
         np.testing.assert_allclose(got[vi.name], w, rtol=rtol, atol=atol, err_msg=vi.name)

@@ -64,8 +64,7 @@ def recurrent_kernel(*, dims: dict, cell: Cell, outputs=OUTPUTS, vector: bool = 
     unknown = set(outputs) - OUTPUTS
     if unknown:
         raise ValueError(f"{cell.op} kernel: unknown output(s) {sorted(unknown)} (it has {sorted(OUTPUTS)})")
-    body = {"LSTM": _lstm_step, "GRU": _gru_step, "RNN": _rnn_step}[cell.op]
-    return _kernel(int(dims["I"]), int(dims["H"]), cell, body, bool(vector),
+    return _kernel(int(dims["I"]), int(dims["H"]), cell, bool(vector),
                    store_y="Y" in outputs, store_h="Y_h" in outputs, store_c="Y_c" in outputs and cell.op == "LSTM")
 
 
@@ -89,7 +88,29 @@ def _clipped(cell: Cell):
     return lambda x: at_least(at_most(x, bound), -bound)
 
 
-def _lstm_step(cell: Cell, nH: int, vec):
+class Units:
+    """The cell's update of one unit ``k`` of one direction, as TIR macros over a step's buffers,
+    shared by the CPU's loops over ``k`` and the GPU's threads (one per ``k``):
+
+    - ``G [gates*H]``: ``Wb + X[t] @ W^T``; for the LSTM also ``+ Q`` (:attr:`adds_q`: the caller
+      adds the recurrent product first, column by column);
+    - ``Q [rec_gates*H]``: ``Rb + h @ R^T`` of the first :attr:`rec_gates` gates;
+    - ``Q2 [H]``: GRU without ``linear_before_reset`` only (:attr:`needs_q2`): ``Rb_h + (r*h) @ R_h^T``,
+      computed by the caller between :meth:`first` and :meth:`last` from ``cs``, which holds
+      ``r*h`` after :meth:`first`;
+    - ``hs``, ``cs [H]``: the state (``cs``: the LSTM's cell; the GRU's ``r`` or ``r*h``).
+
+    Every unit's :meth:`first` happens before any unit's :meth:`last` when :attr:`needs_q2`;
+    otherwise each unit reads only its own ``k`` and :meth:`first` is nothing."""
+
+    def __init__(self, cell: Cell, nH: int):
+        self.adds_q = cell.op == "LSTM"
+        self.needs_q2 = cell.op == "GRU" and not cell.linear_before_reset
+        self.rec_gates = 2 if self.needs_q2 else cell.gates  # the GRU's h gate: its product comes after r
+        self.first, self.last = {"LSTM": _lstm_units, "GRU": _gru_units, "RNN": _rnn_units}[cell.op](cell, nH)
+
+
+def _lstm_units(cell: Cell, nH: int):
     f, g, h = (activation(a) for a in cell.activations)
     clip = _clipped(cell)
     peep = cell.peepholes
@@ -102,68 +123,82 @@ def _lstm_step(cell: Cell, nH: int, vec):
     def forget(G, P, c, k):
         return _f32(1.0) - f(pre(G, P, c[k], k, 0)) if coupled else f(pre(G, P, c[k], k, 2))
 
-    w = _width(nH * 4)
-
     @T.macro
-    def step(G, Q, Q2, hs, cs, P, RT, Bias):
-        for jo in range(nH * 4 // w):
-            for jj in vec(w):
-                G[jo * w + jj] = G[jo * w + jj] + Q[jo * w + jj]
-        for k in range(nH):
-            cs[k] = forget(G, P, cs, k) * cs[k] + f(pre(G, P, cs[k], k, 0)) * g(clip(G[nH * 3 + k]))
-            hs[k] = f(pre(G, P, cs[k], k, 1)) * h(cs[k])
+    def last(G, Q, Q2, hs, cs, P, k):
+        cs[k] = forget(G, P, cs, k) * cs[k] + f(pre(G, P, cs[k], k, 0)) * g(clip(G[nH * 3 + k]))
+        hs[k] = f(pre(G, P, cs[k], k, 1)) * h(cs[k])
 
-    return step, 4
+    return None, last
 
 
-def _gru_step(cell: Cell, nH: int, vec):
+def _gru_units(cell: Cell, nH: int):
     f, g = (activation(a) for a in cell.activations)
     clip = _clipped(cell)
 
     if cell.linear_before_reset:
         @T.macro
-        def step(G, Q, Q2, hs, cs, P, RT, Bias):
-            for k in range(nH):  # cs holds r
-                cs[k] = f(clip(G[nH + k] + Q[nH + k]))
-            for k in range(nH):
-                hs[k] = (_f32(1.0) - f(clip(G[k] + Q[k]))) * g(clip(G[nH * 2 + k] + cs[k] * Q[nH * 2 + k])) + \
-                    f(clip(G[k] + Q[k])) * hs[k]
-        return step, 3
-
-    w = _width(nH)
+        def last(G, Q, Q2, hs, cs, P, k):  # cs holds r
+            cs[k] = f(clip(G[nH + k] + Q[nH + k]))
+            hs[k] = (_f32(1.0) - f(clip(G[k] + Q[k]))) * g(clip(G[nH * 2 + k] + cs[k] * Q[nH * 2 + k])) + \
+                f(clip(G[k] + Q[k])) * hs[k]
+        return None, last
 
     @T.macro
-    def step(G, Q, Q2, hs, cs, P, RT, Bias):
-        for k in range(nH):  # cs holds r * h
-            cs[k] = f(clip(G[nH + k] + Q[nH + k])) * hs[k]
-        for jo in range(nH // w):
-            for jj in vec(w):
-                Q2[jo * w + jj] = Bias[1, nH * 2 + jo * w + jj]
-            for k in range(nH):
-                for jj in vec(w):
-                    Q2[jo * w + jj] = Q2[jo * w + jj] + cs[k] * RT[k, nH * 2 + jo * w + jj]
-        for k in range(nH):
-            hs[k] = (_f32(1.0) - f(clip(G[k] + Q[k]))) * g(clip(G[nH * 2 + k] + Q2[k])) + f(clip(G[k] + Q[k])) * hs[k]
-    return step, 2  # the recurrent product of z and r only; h's comes after r
+    def first(G, Q, hs, cs, k):  # cs holds r * h
+        cs[k] = f(clip(G[nH + k] + Q[nH + k])) * hs[k]
+
+    @T.macro
+    def last(G, Q, Q2, hs, cs, P, k):
+        hs[k] = (_f32(1.0) - f(clip(G[k] + Q[k]))) * g(clip(G[nH * 2 + k] + Q2[k])) + f(clip(G[k] + Q[k])) * hs[k]
+
+    return first, last
 
 
-def _rnn_step(cell: Cell, nH: int, vec):
+def _rnn_units(cell: Cell, nH: int):
     f = activation(cell.activations[0])
     clip = _clipped(cell)
 
     @T.macro
+    def last(G, Q, Q2, hs, cs, P, k):
+        hs[k] = f(clip(G[k] + Q[k]))
+
+    return None, last
+
+
+def _step(units: Units, nH: int, vec):
+    """The cell of every unit after the products: a loop over ``k`` of :class:`Units`."""
+    first, last = units.first, units.last
+    adds_q, needs_q2 = units.adds_q, units.needs_q2
+    wG, wH = _width(nH * 4), _width(nH)
+
+    @T.macro
     def step(G, Q, Q2, hs, cs, P, RT, Bias):
+        if adds_q:
+            for jo in range(nH * 4 // wG):
+                for jj in vec(wG):
+                    G[jo * wG + jj] = G[jo * wG + jj] + Q[jo * wG + jj]
+        if needs_q2:
+            for k in range(nH):
+                first(G, Q, hs, cs, k)
+            for jo in range(nH // wH):
+                for jj in vec(wH):
+                    Q2[jo * wH + jj] = Bias[1, nH * 2 + jo * wH + jj]
+                for k in range(nH):
+                    for jj in vec(wH):
+                        Q2[jo * wH + jj] = Q2[jo * wH + jj] + cs[k] * RT[k, nH * 2 + jo * wH + jj]
         for k in range(nH):
-            hs[k] = f(clip(G[k] + Q[k]))
-    return step, 1
+            last(G, Q, Q2, hs, cs, P, k)
+
+    return step
 
 
-def _kernel(nI: int, nH: int, cell: Cell, body, vector: bool, store_y: bool, store_h: bool, store_c: bool):
+def _kernel(nI: int, nH: int, cell: Cell, vector: bool, store_y: bool, store_h: bool, store_c: bool):
     nG = cell.gates * nH
     par = T.parallel if vector else T.serial
     vec = T.vectorized if vector else T.serial
-    step, rec_gates = body(cell, nH, vec)
-    nQ = rec_gates * nH  # columns of the recurrent product before the cell
+    units = Units(cell, nH)
+    step = _step(units, nH, vec)
+    nQ = units.rec_gates * nH  # columns of the recurrent product before the cell
     wG, wQ = _width(nG), _width(nQ)
     events = cell.finite_weights
     reverse = cell.reverse

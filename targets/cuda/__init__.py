@@ -2,13 +2,13 @@
 
 ``arch`` is ``sm_90`` (Hopper: H100, H200; default) or ``sm_80`` (Ampere: A100).
 Sequence ops are one launch per call with the time loop inside
-(:mod:`.alif`, :mod:`.li`, :mod:`.lstm`); the rest of the graph is scheduled by
+(:mod:`.alif`, :mod:`.li`, :mod:`.lstm`; :mod:`.recurrent` for ONNX's LSTM, GRU and RNN in general); the rest of the graph is scheduled by
 TVM's dlight rules in the default Relax pipeline for GPUs. Compiling needs only
 ``nvcc``; running needs a GPU (``can_run`` says "no CUDA device" otherwise).
 """
 from __future__ import annotations
 
-from ..base import Option, Target, TargetError, register
+from ..base import RECURRENT, Option, Target, TargetError, register
 
 #: opt-in shared memory per block (bytes): A100 (sm_80) 163 KiB, H100/H200 (sm_90) 227 KiB
 SHARED_BYTES = {"sm_80": 163 * 1024, "sm_90": 227 * 1024}
@@ -18,7 +18,7 @@ SHARED_BYTES = {"sm_80": 163 * 1024, "sm_90": 227 * 1024}
 class CudaTarget(Target):
     name = "cuda"
     kernels = {"ALIF": "lsnn.targets.cuda.alif:alif_kernel", "LI": "lsnn.targets.cuda.li:li_kernel",
-               "LSTM": "lsnn.targets.cuda.lstm:lstm_kernel"}
+               "LSTM": "lsnn.targets.cuda.lstm:lstm_kernel", RECURRENT: "lsnn.targets.cuda.recurrent:recurrent_kernel"}
 
     @classmethod
     def option_spec(cls) -> dict:
