@@ -6,7 +6,7 @@ tiny PyTorch operations per step and as many again backwards, so an 840-step sMN
 its time dispatching operations, not computing. :class:`FusedALIF` is a ``torch.autograd.Function``
 whose forward and backward are each one call into ``csrc/alif_bptt.cpp`` (the equations are in
 that file's header; they are the spec's, ``shared/spec/ops.md``, and the pseudo-derivative
-``dz/dv = 0.3 * max(0, 1 - |(v - A) / A|)``, ``dz/dA = -dz/dv``, gated by the refractory mask):
+``dz/dv = 0.3 * max(0, 1 - |(v - A) / A|) / A``, ``dz/dA = -dz/dv``, gated by the refractory mask):
 
 * forward: the recurrent product ``z R^T`` is summed over the spikes of ``z`` only, and so is the
   input product ``X W^T`` when ``X`` holds sparse 0/1 spikes (else it is one matmul); every

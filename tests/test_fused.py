@@ -185,8 +185,10 @@ def test_training_run_matches_eager():
     fast, m_f = _train(True)
     assert eager[-1] < eager[0]
     np.testing.assert_allclose(fast, eager, rtol=1e-5)
+    # Adam scales each gradient element to a step of about lr whatever its size, so an element whose
+    # gradient is near zero (where rounding differs most, relatively) may move by rounding x lr
     for (name, a), b in zip(m_e.state_dict().items(), m_f.state_dict().values()):
-        torch.testing.assert_close(b, a, rtol=1e-4, atol=1e-6, msg=name)
+        torch.testing.assert_close(b, a, rtol=1e-4, atol=1e-5, msg=name)
 
 
 def test_failed_build_warns_once_and_trains_eager(monkeypatch):

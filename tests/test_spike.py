@@ -15,8 +15,8 @@ def test_pseudo_derivative_is_the_papers():
     v = torch.tensor([0.01, 0.015, 0.03, 0.01], requires_grad=True)
     A_ = A.clone().requires_grad_(True)
     spike(v, A_).sum().backward()
-    # 0.3 * max(0, 1 - |v - A| / A): at v = A -> 0.3; half way -> 0.15; far -> 0
-    expected = torch.tensor([0.3, 0.15, 0.0, 0.15])
+    # 0.3 * max(0, 1 - |v - A| / A) / A: at v = A -> 0.3 / A; half way -> 0.15 / A; far -> 0
+    expected = torch.tensor([30.0, 15.0, 0.0, 7.5])
     torch.testing.assert_close(v.grad, expected)
     torch.testing.assert_close(A_.grad, -expected)
     torch.testing.assert_close(pseudo_derivative(v.detach(), A), expected)

@@ -15,7 +15,7 @@
 // final state to begin with) and gZ, gV, gA those of the outputs:
 //
 //     gz' = gz + gZ[t] + gc;  gv' = gv + gV[t];  gA' = gA[t]     (gc: see alif_backward)
-//     psi = 0.3 * max(0, 1 - |(v - A) / A|)          dz/dv = psi * m, dz/dA = -psi * m
+//     psi = 0.3 * max(0, 1 - |(v - A) / A|) / A      dz/dv = psi * m, dz/dA = -psi * m
 //     gv' += gz' * psi * m;  gA' -= gz' * psi * m
 //     gI = (1 - alpha) * gv'                           (kept for the weight gradients)
 //     gA' -= gv' * z_prev
@@ -204,13 +204,13 @@ void forward_row(int64_t H, const Neurons& p, const float* __restrict cur, const
 }
 
 // The pseudo-derivative dz/dv of one step of one batch row, gated by the refractory mask:
-// P = m * 0.3 * max(0, 1 - |(v - A) / A|).
+// P = m * 0.3 * max(0, 1 - |(v - A) / A|) / A (reference/surrogate.py).
 void surrogate_row(int64_t H, const float* __restrict V, const float* __restrict A, const uint8_t* __restrict M,
                    float* __restrict P) {
   for (int64_t j = 0; j < H; ++j) {
     const float x = 1.f - std::fabs((V[j] - A[j]) / A[j]);
     const float psi = GAMMA * (x < 0.f ? 0.f : x);
-    P[j] = M[j] != 0 ? psi : 0.f;
+    P[j] = M[j] != 0 ? psi / A[j] : 0.f;
   }
 }
 
