@@ -283,7 +283,8 @@ def _train_parser(sub) -> None:
     t.add_argument("--batch-size", type=positive_int)
     t.add_argument("--lr", type=positive_float)
     t.add_argument("--seed", type=non_negative_int, default=0)
-    t.add_argument("--reg", type=non_negative_float, default=1.0, help="firing-rate regulariser weight (target 10 Hz)")
+    t.add_argument("--reg", type=non_negative_float, default=None,
+                   help="firing-rate regulariser weight (target 10 Hz; default: per task, else 1)")
     t.add_argument("--resume", action="store_true", help="continue the checkpoint in --out")
     t.add_argument("--eval-every", type=non_negative_int, default=0,
                    help="held-out accuracy every N steps (0: only at the end)")

@@ -37,10 +37,10 @@ DEFAULTS = {
         "steps": 1500, "batch_size": 64, "lr": 0.005,
     },
     "l2l-regression": {
-        "model": {"lsnn": {"n_lif": 100, "n_alif": 100, "tau_a": 500.0},
-                  "lif": {"n_lif": 200, "n_alif": 0},
+        "model": {"lsnn": {"n_lif": 100, "n_alif": 200, "tau_a": 500.0, "tau_out": 5.0},
+                  "lif": {"n_lif": 300, "n_alif": 0, "tau_out": 5.0},
                   "recurrent": {"n_hidden": 64}},
-        "steps": 3000, "batch_size": 32, "lr": 0.003,
+        "steps": 20000, "batch_size": 32, "lr": 0.003, "reg": 0.1,
     },
 }
 
@@ -140,12 +140,13 @@ def model_defaults(task_name: str, kind: str) -> dict:
 
 
 def hyperparameters(task_name: str, steps: int | None = None, batch_size: int | None = None,
-                    lr: float | None = None, seed: int = 0, reg: float = 1.0, target_rate_hz: float = 10.0,
+                    lr: float | None = None, seed: int = 0, reg: float | None = None, target_rate_hz: float = 10.0,
                     clip: float = 1.0) -> dict:
     """The training hyperparameters of a fresh run: what was given, else the task's defaults."""
     d = DEFAULTS.get(task_name, {})
     return {"steps": steps or d.get("steps", 1000), "batch_size": batch_size or d.get("batch_size", 64),
-            "lr": lr or d.get("lr", 0.01), "seed": seed, "reg": reg, "target_rate_hz": target_rate_hz,
+            "lr": lr or d.get("lr", 0.01), "seed": seed, "reg": d.get("reg", 1.0) if reg is None else reg,
+            "target_rate_hz": target_rate_hz,
             "clip": clip, "optimizer": "adam", "lr_schedule": "cosine"}
 
 
@@ -288,7 +289,7 @@ class Trainer:
 
 def train(task_name: str, kind: str, out: Path, *, steps: int | None = None, batch_size: int | None = None,
           lr: float | None = None, seed: int = 0, data_dir: str | None = None, resume: bool = False,
-          reg: float = 1.0, target_rate_hz: float = 10.0, clip: float = 1.0, eval_every: int = 0,
+          reg: float | None = None, target_rate_hz: float = 10.0, clip: float = 1.0, eval_every: int = 0,
           eval_limit: int | None = None, model_params: dict | None = None, task_params: dict | None = None,
           command: list[str] | None = None, progress: bool = True) -> dict:
     """Train (or with ``resume`` continue) a ``kind`` model on ``task_name``; the checkpoint, its

@@ -19,7 +19,7 @@ TINY = {"n_trials": 6, "trial_ms": 10, "score_ms": 5, "n_per_var": 8, "heldout_s
 
 
 def test_episode_layout_and_targets():
-    task = L2LRegression(**TINY, answer_with_input=False)
+    task = L2LRegression(**TINY, answer_with_input=False, family="sigmoid-net", n_hidden_fn=10)
     X, target, x, y = task.episodes(3, np.random.default_rng(0))
     assert X.shape == (60, 3, 24) and target.shape == (60, 3) and x.shape == (3, 6, 2) and y.shape == (3, 6)
     assert set(np.unique(X.numpy())) <= {0.0, 1.0}
@@ -64,7 +64,8 @@ def test_first_checkpoints_configuration_draws_the_first_task():
     X, target = task.batch(3, np.random.default_rng(5))
     assert int(X.sum()) == 2191 and float(torch.nansum(target)) == 170.7672119140625
     # a new run names only what it changes: the new family and coding
-    assert make_task("l2l-regression", n_trials=25).family == "sigmoid-windows"
+    assert make_task("l2l-regression", n_trials=25).family == "paraboloid"
+    assert make_task("l2l-regression").answer_with_input
     assert task_from_config(task.config()) == task  # and its saved configuration reads back as itself
 
 
@@ -170,7 +171,7 @@ def test_make_task_knows_it():
     with pytest.raises(ConfigError, match="unknown function family 'bumps'"):
         L2LRegression(family="bumps")
     with pytest.raises(ConfigError, match="n_hidden_fn must be even"):
-        L2LRegression(n_hidden_fn=5)
+        L2LRegression(family="sigmoid-windows", n_hidden_fn=5)
     with pytest.raises(ConfigError, match="tuning_width must be positive"):
         L2LRegression(tuning_width=0)
 

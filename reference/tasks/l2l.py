@@ -1,8 +1,10 @@
 """Learning-to-learn nonlinear functions, the supervised L2L task of Bellec et al. (2018).
 
-A family of target functions, each a random two-layer network of ``n_hidden_fn`` sigmoid units
-``f(x) = w2 . sigmoid(W1 x + b1) + b2`` with ``x`` in ``[-1, 1]^2`` (the families are in
-:mod:`.l2l_families`: ``sigmoid-windows`` by default, ``sigmoid-net`` for the first checkpoints).
+A family of target functions of ``x`` in ``[-1, 1]^2`` (:mod:`.l2l_families`): by default
+``paraboloid``, ``f(x) = a (|x - c|^2 - 1/2) + b``, bowls and domes whose apex lies inside the
+domain, so that no plane fits them; ``sigmoid-windows`` and ``sigmoid-net`` (the first
+checkpoints'), random two-layer networks of ``n_hidden_fn`` sigmoid units
+``f(x) = w2 . sigmoid(W1 x + b1) + b2``.
 An episode samples one ``f`` and ``n_trials`` inputs; trial ``k`` lasts ``trial_ms``
 and shows ``x_k`` together with ``f(x_{k-1})``, the answer to the previous trial
 (nothing on the first), and with ``answer_with_input`` also ``x_{k-1}`` beside its answer: the
@@ -51,9 +53,9 @@ class L2LRegression(Task):
     dt: float = 1.0
     heldout_seed: int = 2018
     heldout_size: int = 256
-    family: str = "sigmoid-windows"
+    family: str = "paraboloid"
     tuning_width: float = 3.0  # of an input neuron's Gaussian tuning curve, in centre spacings
-    answer_with_input: bool = False  # trial k also shows x_{k-1} beside its answer f(x_{k-1})
+    answer_with_input: bool = True  # trial k also shows x_{k-1} beside its answer f(x_{k-1})
 
     name = "l2l-regression"
     n_out = 1
