@@ -109,7 +109,7 @@ def test_checkpoint_exports_and_passes_parity(name, streaming, runtime, tmp_path
 
 @pytest.mark.parametrize("name, core", [(n, c) for n in ("smnist-lsnn", "smnist-lstm")
                                          for c in ("cortex-m4", "cortex-m7", "cortex-m55")] +
-                         [("smnist-lif", "cortex-m4"), ("l2l-lsnn", "cortex-m4"), ("l2l-lstm", "cortex-m55")])
+                         [("smnist-lif", "cortex-m4"), ("l2l-lsnn", "cortex-m4"), ("l2l-lstm", "cortex-m4")])
 def test_checkpoints_pass_parity_on_cortex_m(name, core, tmp_path, request, arm_toolchain):
     """Held-out Fashion-MNIST sequences (840 steps) or learning-to-learn episodes (500 steps)
     and random inputs, run under QEMU."""
@@ -122,10 +122,22 @@ def test_checkpoints_pass_parity_on_cortex_m(name, core, tmp_path, request, arm_
     assert report["datasets"]["heldout"]["prediction_agreement"] == 1.0
 
 
-@pytest.mark.parametrize("name", ["l2l-lsnn", "l2l-lstm"])
+L2L = ("l2l-lsnn", "l2l-lstm")
+
+
+@pytest.mark.parametrize("name", L2L)
 def test_learners_learn_within_an_episode(name):
-    """On held-out functions the error falls across an episode's trials (weights fixed)."""
+    """On held-out functions the error falls across an episode's trials (weights fixed), and from
+    the second trial on it is below that of the least-squares plane fit to the episode's trials so
+    far: the paraboloid family, which no plane follows, is learnt from the network's own state."""
     m = metrics(name)
-    curve = m["mse_per_trial"]
+    curve, plane = m["mse_per_trial"], m["linear_baseline_mse_per_trial"]
     assert curve[0] > 3 * sum(curve[5:]) / len(curve[5:])
-    assert m["train_seconds"] <= 3600
+    assert all(c < p for c, p in zip(curve[1:], plane[1:])), list(zip(curve, plane))
+
+
+def test_learners_share_one_budget():
+    configs = [json.loads((MODELS / name / "config.json").read_text()) for name in L2L]
+    budgets = [{k: metrics(name)[k] for k in ("steps", "batch_size", "samples_seen", "processes")} for name in L2L]
+    assert budgets[0] == budgets[1] and budgets[0]["samples_seen"] == 20_000 * 32, budgets
+    assert configs[0]["task"] == configs[1]["task"] and configs[0]["task"]["family"] == "paraboloid"
