@@ -6,7 +6,7 @@ import io
 
 import numpy as np
 
-from .report_tables import BASELINES, reference_accuracy
+from .report_tables import BASELINES, CURVE_BASELINES, reference_accuracy
 
 
 def _png(fig) -> str:
@@ -112,9 +112,11 @@ def learning_curves(plt, results: dict):
     for m in curves:
         c = m["learning_curve"]["mse_per_trial"]
         ax.plot(np.arange(1, len(c) + 1), c, marker="o", ms=3, label=f"{m['name']} ({m['kind']})")
-    base = curves[0]["learning_curve"]["linear_baseline_mse_per_trial"]
-    ax.plot(np.arange(1, len(base) + 1), base, "k--", label="linear predictor per episode")
-    ax.set_yscale("log")
+    for (key, name), style in zip(CURVE_BASELINES, ("k--", "k:")):
+        base = curves[0]["learning_curve"].get(key)
+        if base is not None:
+            ax.plot(np.arange(1, len(base) + 1), base, style, label=name)
+    ax.set_yscale("symlog", linthresh=1e-3)  # the ceiling reaches 0
     ax.set_xlabel("trial of the episode")
     ax.set_ylabel("squared error (held-out functions)")
     ax.set_title("Learning to learn: error across an episode")

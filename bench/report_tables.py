@@ -199,13 +199,21 @@ def learning_curves(results: dict) -> Table | None:
     t = Table("learning", "Learning to learn: squared error per trial of held-out episodes",
               "Functions never seen in training; weights fixed, so all improvement within an episode comes from "
               "the network's state. The linear baseline is the optimal linear predictor fit per episode on the "
-              "trials before.", ["model", *(f"trial {k + 1}" for k in shown)], defines=("accuracy",))
+              "trials before; the ceiling, the posterior mean under the function family itself, fit on the same "
+              "trials.", ["model", *(f"trial {k + 1}" for k in shown)], defines=("accuracy",))
     for m in curves:
         c = m["learning_curve"]["mse_per_trial"]
         t.rows.append([label(f"{m['name']} ({m['kind']})"), *(Cell(f"{c[k]:.4f}", c[k], LOWER, 0.0) for k in shown)])
-    base = curves[0]["learning_curve"]["linear_baseline_mse_per_trial"]
-    t.rows.append([label("linear predictor per episode"), *(Cell(f"{base[k]:.4f}", base[k]) for k in shown)])
+    for key, name in CURVE_BASELINES:
+        base = curves[0]["learning_curve"].get(key)
+        if base is not None:
+            t.rows.append([label(name), *(Cell(f"{base[k]:.4f}", base[k]) for k in shown)])
     return t
+
+
+#: the per-episode predictors a learning curve is shown beside (a key of its metrics, and a name)
+CURVE_BASELINES = (("linear_baseline_mse_per_trial", "linear predictor per episode"),
+                   ("nonlinear_fit_mse_per_trial", "fit of the function family per episode (ceiling)"))
 
 
 def accuracy(results: dict) -> Table:

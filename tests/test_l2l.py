@@ -157,6 +157,7 @@ def test_train_evaluate_verify_and_report(tmp_path):
     assert main(["bench", "--config", str(tmp_path / "cfg.json"), "--out", str(tmp_path / "r")]) == 0
     md = (tmp_path / "r" / "report.md").read_text()
     assert "## Learning to learn" in md and "linear predictor per episode" in md
+    assert "fit of the function family per episode (ceiling)" in md
     res = json.loads((tmp_path / "r" / "results.json").read_text())
     m = {x["name"]: x for x in res["models"]}
     assert m["lsnn"]["metric"] == "mse" and len(m["lsnn"]["learning_curve"]["mse_per_trial"]) == 6
