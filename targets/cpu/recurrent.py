@@ -108,6 +108,16 @@ class Units:
         self.needs_q2 = cell.op == "GRU" and not cell.linear_before_reset
         self.rec_gates = 2 if self.needs_q2 else cell.gates  # the GRU's h gate: its product comes after r
         self.first, self.last = {"LSTM": _lstm_units, "GRU": _gru_units, "RNN": _rnn_units}[cell.op](cell, nH)
+        self.cell = cell
+
+    def steps(self, Lens, b, nT):
+        """The steps sequence ``b`` runs: ``lens[b]`` with ``sequence_lens`` (within ``0 .. nT``), else ``nT``."""
+        n = T.Cast("int64", Lens[b]) if self.cell.sequence_lens else nT
+        return T.max(T.min(n, nT), T.int64(0))
+
+    def time(self, n, s):
+        """The time index of step ``s`` of a sequence of ``n`` steps (backwards with ``reverse``)."""
+        return n - 1 - s if self.cell.reverse else s
 
 
 def _lstm_units(cell: Cell, nH: int):
@@ -201,17 +211,12 @@ def _kernel(nI: int, nH: int, cell: Cell, vector: bool, store_y: bool, store_h: 
     nQ = units.rec_gates * nH  # columns of the recurrent product before the cell
     wG, wQ = _width(nG), _width(nQ)
     events = cell.finite_weights
-    reverse = cell.reverse
     # buffer sizes: static for LLVM; each its own variable in the C form, which the Cortex-M
     # pipeline specialises per call site (it takes only independent variables); loops use the ints
     dI, dH, dG, dP, d2 = (n if vector else tirx.Var(name, "int64")
                           for n, name in ((nI, "nI"), (nH, "nH"), (nG, "nG"), (nH * 3, "nP"), (2, "n2")))
 
-    def length(Lens, b, nT):
-        return T.Cast("int64", Lens[b]) if cell.sequence_lens else nT
-
-    def time(n, s):
-        return n - 1 - s if reverse else s
+    time = units.time
 
     @T.prim_func(private=True)
     def recurrent(x: T.handle, wt: T.handle, rt: T.handle, bias: T.handle, lens: T.handle, p: T.handle,
@@ -237,7 +242,7 @@ def _kernel(nI: int, nH: int, cell: Cell, vector: bool, store_y: bool, store_h: 
             Q = T.alloc_buffer((nG,), "float32")
             Q2 = T.alloc_buffer((nH,), "float32")
             n = T.alloc_buffer((1,), "int64", scope="local")
-            n[0] = T.max(T.min(length(Lens, b, nT), nT), T.int64(0))
+            n[0] = units.steps(Lens, b, nT)
             for k in range(nH):
                 hs[k] = H0[b, k]
                 cs[k] = C0[b, k]

@@ -50,13 +50,8 @@ def _kernel(nI: int, nH: int, cell: Cell, store_y: bool, store_h: bool, store_c:
     adds_q, needs_q2 = units.adds_q, units.needs_q2
     nQ = units.rec_gates * nH
     events = cell.finite_weights
-    reverse = cell.reverse
 
-    def length(Lens, b, nT):
-        return T.Cast("int64", Lens[b]) if cell.sequence_lens else nT
-
-    def time(n, s):
-        return n - 1 - s if reverse else s
+    time = units.time
 
     @T.prim_func(private=True)
     def recurrent(x: T.handle, wt: T.handle, rt: T.handle, bias: T.handle, lens: T.handle, p: T.handle,
@@ -83,7 +78,7 @@ def _kernel(nI: int, nH: int, cell: Cell, store_y: bool, store_h: bool, store_c:
                 Q = T.alloc_buffer((nG,), "float32", scope="shared")
                 Q2 = T.alloc_buffer((nH,), "float32", scope="shared")
                 n = T.alloc_buffer((1,), "int64", scope="local")
-                n[0] = T.max(T.min(length(Lens, b, nT), nT), T.int64(0))
+                n[0] = units.steps(Lens, b, nT)
                 if tx < nH:
                     hs[tx] = H0[b, tx]
                     cs[tx] = C0[b, tx]
