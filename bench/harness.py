@@ -18,7 +18,11 @@ Definitions (also written into the report):
   instead (lower is better), and the learning curve over an episode's trials
   beside the per-episode optimal linear predictor;
 * latency: wall time of one call on a batch after ``warmup`` calls, over
-  ``repeats`` calls: median, p10, p90; per sequence = per call / batch, per
+  ``repeats`` calls: median, p10, p90. A model's configurations (runtime,
+  thread count, batch) are timed in ``repeats`` interleaved rounds, each
+  configuration once per round right after one untimed call of its own, so
+  that all of them see the same moments of a shared machine and their ratios
+  are side by side; per sequence = per call / batch, per
   step = per sequence / T; throughput = sequences per second; at each of
   ``threads`` (0: all cores) for onnxruntime and the compiled CPU target, the
   first count for the others (accuracy and memory too); each row records the
@@ -442,6 +446,7 @@ def run_bench(cfg: dict, out: Path, progress: bool = True) -> dict:
             results["unavailable"] += [{"model": e.name, "reason": note} for note in e.stats.pop("notes", [])]
             model_result = {"name": e.name, "kind": e.kind, "task": e.task, "weight_bytes": e.weight_bytes,
                             "metric": e.metric, "accuracy": {}, **e.stats}
+            opened: list[Opened] = []  # timed together once all are open
             for r in runnable:
                 bar.set_postfix_str(f"{e.name}: {r}")
                 if r == "cortex-m":
@@ -451,8 +456,9 @@ def run_bench(cfg: dict, out: Path, progress: bool = True) -> dict:
                         rt, size, options = _open(e, r, n, work, model_result)
                         if n == first:
                             _accuracy_and_memory(e, rt, r, model_result)
-                        results["runs"] += _latencies(e, rt, r, size, cfg, n, options)
+                        opened.append(Opened(r, n, rt, size, options))
                 bar.update()
+            results["runs"] += _latencies(e, opened, cfg)
             results["models"].append(model_result)
         bar.close()
     return results
@@ -502,26 +508,51 @@ def _accuracy_and_memory(e: ModelEntry, rt, runtime: str, model_result: dict) ->
         model_result["accuracy"][runtime] = acc
 
 
-def _latencies(e: ModelEntry, rt, runtime: str, size: int, cfg: dict, threads: int, options: dict) -> list[dict]:
-    """One latency row per configured batch size, at ``threads``, with the target's ``options``."""
+#: how long the worker threads of a runtime's pool (TVM's, onnxruntime's) may spin after a call
+#: before they sleep, taking a core from whatever runs next
+POOL_SPIN_S = 0.1
+
+
+@dataclass
+class Opened:
+    """A runtime opened for timing: at ``threads``, with its artifact's size and target options."""
+    runtime: str
+    threads: int
+    rt: object
+    size: int
+    options: dict
+
+
+def _latencies(e: ModelEntry, opened: list[Opened], cfg: dict) -> list[dict]:
+    """One latency row per opened runtime and configured batch size. After ``warmup`` calls of
+    each, ``repeats`` rounds time every (runtime, batch) once, each right after an untimed call of
+    its own (which takes what switching costs: a thread pool resized, caches refilled), and after
+    :data:`POOL_SPIN_S` when the one before ran on several threads."""
     whole = concatenate(e.heldout)
-    rows = []
-    for B in cfg["batch_sizes"]:  # in 64-byte aligned memory, as a deployment's input buffers
-        feeds = {k: aligned(v) for k, v in take(whole.feeds, np.arange(B) % whole.sequences).items()}
+    feeds = {B: {k: aligned(v) for k, v in take(whole.feeds, np.arange(B) % whole.sequences).items()}
+             for B in cfg["batch_sizes"]}  # in 64-byte aligned memory, as a deployment's input buffers
+    timed = [(o, B) for o in opened for B in cfg["batch_sizes"]]
+    for o, B in timed:
         for _ in range(cfg["warmup"]):
-            rt.run(feeds, [e.output])
-        ts = []
-        for _ in range(cfg["repeats"]):
+            o.rt.run(feeds[B], [e.output])
+    ts: dict[int, list[float]] = {k: [] for k in range(len(timed))}
+    for _ in range(cfg["repeats"]):
+        for k, (o, B) in enumerate(timed):
+            if timed[k - 1][0].threads != 1:  # its workers spin a while after a call: let them sleep
+                time.sleep(POOL_SPIN_S)
+            o.rt.run(feeds[B], [e.output])
             t0 = time.perf_counter()
-            rt.run(feeds, [e.output])
-            ts.append(time.perf_counter() - t0)
-        call = _percentiles(ts)
-        steps = whole.steps
-        per_seq = {k: v / B for k, v in call.items()}
-        rows.append({"model": e.name, "runtime": runtime, "batch": B, "threads": threads, "steps": steps,
-                     "options": options,
+            o.rt.run(feeds[B], [e.output])
+            ts[k].append(time.perf_counter() - t0)
+    rows = []
+    steps = whole.steps
+    for k, (o, B) in enumerate(timed):
+        call = _percentiles(ts[k])
+        per_seq = {q: v / B for q, v in call.items()}
+        rows.append({"model": e.name, "runtime": o.runtime, "batch": B, "threads": o.threads, "steps": steps,
+                     "options": o.options,
                      "latency_per_call_s": call, "latency_per_sequence_s": per_seq,
-                     "latency_per_step_s": {k: v / steps for k, v in per_seq.items()},
-                     "throughput_seq_per_s": B / call["median"], "artifact_bytes": size,
+                     "latency_per_step_s": {q: v / steps for q, v in per_seq.items()},
+                     "throughput_seq_per_s": B / call["median"], "artifact_bytes": o.size,
                      "repeats": cfg["repeats"]})
     return rows

@@ -209,12 +209,12 @@ class Trainer:
         out = self.net(X)
         local, n = task.loss(out.Y, target), task.loss_terms(target)
         c, m = task.score(out.Y.detach(), target)
-        n_all, loss_sum, c, m = parallel.sum(n, local.item() * n, c, m)  # over the global batch
-        total, rates = local * (n / n_all), None  # this process's share of the global mean
-        if out.Z is not None:
-            rates = parallel.all_reduce_mean(firing_rates(out.Z))  # per neuron, over the global batch
-            if hp["reg"]:
-                total = total + hp["reg"] * rate_loss(rates, hp["target_rate_hz"], self.dt)
+        # over the global batch: the sums of the loss terms and scores, each neuron's firing rate
+        (n_all, loss_sum, c, m), rates = parallel.reduce(
+            (n, local.item() * n, c, m), firing_rates(out.Z) if out.Z is not None else None)
+        total = local * (n / n_all)  # this process's share of the global mean
+        if rates is not None and hp["reg"]:
+            total = total + hp["reg"] * rate_loss(rates, hp["target_rate_hz"], self.dt)
         self.opt.zero_grad(set_to_none=True)
         parallel.backward(total)
         if hp["clip"]:

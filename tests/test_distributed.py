@@ -100,3 +100,18 @@ def test_one_process_without_torchrun_and_an_incomplete_environment_is_named(mon
     with pytest.raises(ConfigError, match="RANK, LOCAL_RANK not set"):
         with distributed.session():
             pass
+
+
+def test_each_local_process_gets_its_own_equal_share_of_the_cpus():
+    cpus = [0, 1, 2, 3, 4]
+    shares = [distributed.cpu_share(cpus, r, 2) for r in range(2)]
+    assert shares == [[0, 1], [2, 3]]
+    assert distributed.cpu_share([4, 7], 1, 2) == [7]  # the CPUs taskset left, not 0 .. n-1
+    assert distributed.cpu_share([0, 1], 1, 3) == [0, 1]  # more processes than CPUs: no pinning
+
+
+def test_the_reduction_sums_values_and_averages_a_tensor_with_this_process_gradient():
+    x = torch.tensor([2.0, 4.0], requires_grad=True)
+    sums, mean = distributed.OneProcess().reduce((1.0, 3.0), x)
+    assert sums == (1.0, 3.0) and mean is x
+    assert distributed.OneProcess().reduce((5.0,)) == ((5.0,), None)
