@@ -10,6 +10,7 @@ else uses makes both figures meaningless, so a run with more than a few percent 
 repeated once that work is paused or done.
 
     .venv/bin/python bench/benchmarks/thread_scaling.py models/smnist-lsnn models/smnist-lstm
+    .venv/bin/python bench/benchmarks/thread_scaling.py --steady models/smnist-lsnn models/smnist-lstm
 """
 import multiprocessing as mp
 import os
@@ -106,6 +107,34 @@ def scaling(checkpoint: str) -> str:
             f"{ceiling * 1e3:.2f} ms, x{one / ceiling:.2f} (other processes meanwhile: {other:.0%} of a core)")
 
 
+def steady(checkpoint: str, rounds: int = ROUNDS) -> str:
+    """One thread against all cores in steady use: rounds of back-to-back calls (two untimed, then
+    one timed, for each in turn; no pause, so the pool's workers never sleep), the throughput a
+    server that is kept busy sees."""
+    from lsnn.compiler import compile
+    from lsnn.compiler.onnx.export import export_checkpoint
+    from lsnn.targets.artifact import aligned
+
+    proto = export_checkpoint(checkpoint, heldout=0)
+    kept = [o for o in proto.graph.output if o.name == "Y"]
+    del proto.graph.output[:]
+    proto.graph.output.extend(kept)
+    arts = {t: compile(proto, "cpu", threads=t) for t in (1, 0)}
+    feed = {proto.graph.input[0].name: aligned(_inputs(checkpoint))}
+    times = {t: [] for t in arts}
+    for _ in range(rounds):
+        for t, art in arts.items():
+            for _ in range(2):
+                art.run(feed)
+            start = time.perf_counter()
+            art.run(feed)
+            times[t].append(time.perf_counter() - start)
+    one, all_ = (statistics.median(times[t]) for t in (1, 0))
+    return (f"{checkpoint} batch {BATCH}, steady: 1 thread {one * 1e3:.2f} ms, all cores {all_ * 1e3:.2f} ms per "
+            f"call: x{one / all_:.2f}")
+
+
 if __name__ == "__main__":
-    for c in sys.argv[1:]:
-        print(scaling(c), flush=True)
+    measure = steady if "--steady" in sys.argv else scaling
+    for c in (a for a in sys.argv[1:] if a != "--steady"):
+        print(measure(c), flush=True)

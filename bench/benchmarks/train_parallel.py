@@ -1,8 +1,8 @@
 """Seconds per sMNIST LSNN training step at the default batch of 64, in one process or in each of
 the processes torchrun starts (the same global batch, data-parallel); not a test.
 
-    .venv/bin/python bench/benchmarks/train_parallel.py 30
-    OMP_NUM_THREADS=1 .venv/bin/torchrun --standalone --nproc-per-node 2 bench/benchmarks/train_parallel.py 30
+    .venv/bin/python bench/benchmarks/train_parallel.py 40
+    OMP_NUM_THREADS=1 .venv/bin/torchrun --standalone --nproc-per-node 2 bench/benchmarks/train_parallel.py 40
 
 Prints one JSON line: the median step time after ``WARMUP`` steps, and every step's time.
 Run the two one after the other, a few times, on an otherwise idle machine: compare medians.
@@ -19,7 +19,7 @@ import torch
 from lsnn.reference import distributed
 from lsnn.reference.train import Trainer, _new, hyperparameters
 
-WARMUP = 5
+WARMUP = 10  # the first steps are slower: a network at its initial weights fires more
 
 
 def main(steps: int, batch_size: int = 64) -> None:
