@@ -6,6 +6,12 @@ the processes torchrun starts (the same global batch, data-parallel); not a test
 
 Prints one JSON line: the median step time after ``WARMUP`` steps, and every step's time.
 Run the two one after the other, a few times, on an otherwise idle machine: compare medians.
+
+What the machine itself gives two processes (the ceiling of the torchrun figure): two independent
+processes on half the batch each, one per core, at the same time; the slower one's median::
+
+    taskset -c 0 .venv/bin/python bench/benchmarks/train_parallel.py 60 32 &
+    taskset -c 1 .venv/bin/python bench/benchmarks/train_parallel.py 60 32; wait
 """
 import json
 import statistics
