@@ -110,10 +110,12 @@ def scaling(checkpoint: str) -> str:
 def steady(checkpoint: str, rounds: int = ROUNDS) -> str:
     """One thread against all cores in steady use: rounds of back-to-back calls (two untimed, then
     one timed, for each in turn; no pause, so the pool's workers never sleep), the throughput a
-    server that is kept busy sees."""
+    server that is kept busy sees. One thread is timed on each core in turn (the calling thread
+    pinned): a shared host's cores need not be equally fast, and all cores wait for the slowest."""
     from lsnn.compiler import compile
     from lsnn.compiler.onnx.export import export_checkpoint
     from lsnn.targets.artifact import aligned
+    from lsnn.targets.cpu.threadpool import cpus
 
     proto = export_checkpoint(checkpoint, heldout=0)
     kept = [o for o in proto.graph.output if o.name == "Y"]
@@ -121,17 +123,25 @@ def steady(checkpoint: str, rounds: int = ROUNDS) -> str:
     proto.graph.output.extend(kept)
     arts = {t: compile(proto, "cpu", threads=t) for t in (1, 0)}
     feed = {proto.graph.input[0].name: aligned(_inputs(checkpoint))}
-    times = {t: [] for t in arts}
+    everywhere = set(cpus())
+    # all cores first: TVM sizes its thread pool by the CPUs its caller may use when it first runs
+    runs = [("all cores", arts[0], everywhere)] + [(f"1 thread on cpu {c}", arts[1], {c}) for c in sorted(everywhere)]
+    times = {name: [] for name, _, _ in runs}
     for _ in range(rounds):
-        for t, art in arts.items():
+        for name, art, where in runs:
+            os.sched_setaffinity(0, where)
             for _ in range(2):
                 art.run(feed)
             start = time.perf_counter()
             art.run(feed)
-            times[t].append(time.perf_counter() - start)
-    one, all_ = (statistics.median(times[t]) for t in (1, 0))
-    return (f"{checkpoint} batch {BATCH}, steady: 1 thread {one * 1e3:.2f} ms, all cores {all_ * 1e3:.2f} ms per "
-            f"call: x{one / all_:.2f}")
+            times[name].append(time.perf_counter() - start)
+    os.sched_setaffinity(0, everywhere)
+    med = {name: statistics.median(t) for name, t in times.items()}
+    ones = [v for name, v in med.items() if name != "all cores"]
+    mean_one = statistics.mean(ones)
+    return (f"{checkpoint} batch {BATCH}, steady: " + ", ".join(f"{n} {v * 1e3:.2f} ms" for n, v in med.items())
+            + f" per call: x{mean_one / med['all cores']:.2f} against one thread's mean over the cores "
+              f"(x{min(ones) / med['all cores']:.2f}-x{max(ones) / med['all cores']:.2f} against each)")
 
 
 if __name__ == "__main__":
