@@ -203,7 +203,7 @@ def _pin(local_rank: int) -> None:
     """Keep the calling thread (the one that trains) and the threads it starts from now on (torch's
     intra-op pool) on this process's own share of the CPUs it may use (those ``taskset`` left it):
     processes of one machine that the scheduler lets move onto each other's cores slow each other
-    down (measured: two processes of the sMNIST LSNN on two cores, forward and backward 3-5%
+    down (measured: two processes of the sMNIST LSNN on two cores, forward and backward 5-8%
     faster pinned). The process group's threads, started before, are left free: confined to the
     core of a trainer that waits for them, a gloo all-reduce took 3.4 ms instead of 0.3 ms."""
     local_world = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))

@@ -61,18 +61,24 @@ def _share(checkpoint, folder, name, cpu, cpus, go, done):
         done.wait()
 
 
-def scaling(checkpoint: str) -> str:
+def _artifacts(checkpoint: str):
+    """The checkpoint's graph with ``Y`` as its only output, compiled for one thread (key 1) and
+    all cores (key 0), and the name of its input."""
     from lsnn.compiler import compile
     from lsnn.compiler.onnx.export import export_checkpoint
-    from lsnn.targets.artifact import aligned
-    from lsnn.targets.cpu.threadpool import cpus
 
     proto = export_checkpoint(checkpoint, heldout=0)
     kept = [o for o in proto.graph.output if o.name == "Y"]
     del proto.graph.output[:]
     proto.graph.output.extend(kept)
-    arts = {t: compile(proto, "cpu", threads=t) for t in (1, 0)}
-    name = proto.graph.input[0].name
+    return {t: compile(proto, "cpu", threads=t) for t in (1, 0)}, proto.graph.input[0].name
+
+
+def scaling(checkpoint: str) -> str:
+    from lsnn.targets.artifact import aligned
+    from lsnn.targets.cpu.threadpool import cpus
+
+    arts, name = _artifacts(checkpoint)
     feed = {name: aligned(_inputs(checkpoint))}
     times = {t: [] for t in (1, 0, "shares")}
     with tempfile.TemporaryDirectory() as tmp:
@@ -112,17 +118,11 @@ def steady(checkpoint: str, rounds: int = ROUNDS) -> str:
     one timed, for each in turn; no pause, so the pool's workers never sleep), the throughput a
     server that is kept busy sees. One thread is timed on each core in turn (the calling thread
     pinned): a shared host's cores need not be equally fast, and all cores wait for the slowest."""
-    from lsnn.compiler import compile
-    from lsnn.compiler.onnx.export import export_checkpoint
     from lsnn.targets.artifact import aligned
     from lsnn.targets.cpu.threadpool import cpus
 
-    proto = export_checkpoint(checkpoint, heldout=0)
-    kept = [o for o in proto.graph.output if o.name == "Y"]
-    del proto.graph.output[:]
-    proto.graph.output.extend(kept)
-    arts = {t: compile(proto, "cpu", threads=t) for t in (1, 0)}
-    feed = {proto.graph.input[0].name: aligned(_inputs(checkpoint))}
+    arts, name = _artifacts(checkpoint)
+    feed = {name: aligned(_inputs(checkpoint))}
     everywhere = set(cpus())
     # all cores first: TVM sizes its thread pool by the CPUs its caller may use when it first runs
     runs = [("all cores", arts[0], everywhere)] + [(f"1 thread on cpu {c}", arts[1], {c}) for c in sorted(everywhere)]
