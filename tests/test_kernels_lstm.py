@@ -59,9 +59,11 @@ def _inputs(Tn, B, I, density, seed=1):
     return (rng.random((Tn, B, I)) < density).astype(np.float32)
 
 
-@pytest.fixture(scope="module")
-def kernel():
-    return _build(12, 16)
+@pytest.fixture(scope="module", params=[8, 16], ids=["avx2", "avx512"])
+def kernel(request):
+    """H = 16 in blocks of 8 units and tiles of 2 sequences (AVX2's lanes), or in one block of 16
+    units and tiles of 4 sequences (AVX-512's); LLVM splits vectors wider than the machine's."""
+    return _build(12, 16, lanes=request.param)
 
 
 @pytest.mark.parametrize("density", [0.04, 1 / DENSE_FRACTION + 0.1, None], ids=["spikes", "above-threshold", "dense"])
@@ -94,8 +96,9 @@ def test_dense_and_event_driven_chunks_in_one_call_give_the_same_sums():
 
 @pytest.mark.parametrize("density", [0.04, None], ids=["spikes", "dense"])
 def test_a_batch_gives_each_sequence_what_it_gives_alone(kernel, density):
-    """11 sequences: a group of 8 (two tiles of 4) and one of 3 (single rows), chunks of 8 and
-    21 steps; each equals its batch-1 run bit for bit (same sums in the same order)."""
+    """11 sequences: a group of 8 (tiles of 2 or 4 sequences) and one of 3 (a tile of 2 and a
+    single row, or single rows), chunks of 8 and 21 steps; each equals its batch-1 run bit for bit
+    (same sums in the same order)."""
     W, R, bias = _weights(12, 16)
     X = _inputs(45, 11, 12, density)
     Y, Yh, Yc = _run(kernel, X, W, R, bias)

@@ -11,12 +11,14 @@ never wait for each other. Within a group, time is cut into chunks of
    sequences into ``P`` either as one blocked matrix product (inputs that are
    not sparse: more than one in ``DENSE_FRACTION`` nonzero) or as the sum of
    the rows of ``W^T`` of the nonzero inputs only (spikes: event-driven);
-2. per step, adds the recurrent product ``h @ R^T`` of the whole group as one
-   blocked product (``R^T`` read once per step and group; a tile of
-   ``TILE_ROWS`` sequences by as many gates as half the vector registers hold
-   keeps its sums in registers over all ``k``), then
-   ``c = f*c + i*g``, ``h = o*tanh(c)`` with the rational tanh and sigmoid of
-   :mod:`.fastmath` (libm calls would dominate the time).
+2. per step, and per block of ``units`` hidden units, computes the four gates of those units,
+   ``P + h @ R^T``, as one blocked product for the whole group (``R^T`` read once per step and
+   group; a tile of ``gate_rows`` sequences by the block's four gate columns keeps its sums in
+   registers over all ``k``), and from those registers, at once, ``c = f*c + i*g``,
+   ``h = o*tanh(c)`` with the rational tanh and sigmoid of :mod:`.fastmath` (libm calls would
+   dominate the time). The cell's arithmetic overlaps the next block's reads of ``R^T``; at
+   batch 1 those reads (256 KiB per step at ``H = 128``) from L2 are the kernel's floor. The new
+   ``h`` goes to the other half of a two-step buffer, as every block reads the old one.
 
 Both projections add the same terms in the same order (bias, then inputs by
 index, then ``h[k]`` by index); skipping a zero input is exact because the
@@ -52,6 +54,8 @@ class Blocking:
     tile_rows: int   # register tile of the products: tile_rows x tile_cols sums
     tile_cols: int
     row_cols: int    # a single row's tile (a group's last rows, batch 1): row_cols sums
+    units: int       # a step's tile: gate_rows x 4 gates x units sums, then the cell of those units
+    gate_rows: int
     vector: bool
 
     @classmethod
@@ -60,11 +64,12 @@ class Blocking:
         16 lanes), the rest the row of ``B`` and the broadcast values."""
         if not vector:
             return cls(group=1, rows=1, tile_rows=1, tile_cols=_divisor(n_gates, 8), row_cols=_divisor(n_gates, 8),
-                       vector=False)
+                       units=_divisor(n_gates // 4, 2), gate_rows=1, vector=False)
         registers = 32 if lanes >= 16 else 16
         return cls(group=GROUP, rows=ROWS, tile_rows=TILE_ROWS,
                    tile_cols=_divisor(n_gates, lanes * registers // 2 // TILE_ROWS),
-                   row_cols=_divisor(n_gates, ROW_COLS), vector=True)
+                   row_cols=_divisor(n_gates, ROW_COLS), units=_divisor(n_gates // 4, lanes),
+                   gate_rows=registers // 2 // 4, vector=True)
 
 
 GROUP = 8        # sequences per task: R^T is read from L2 once per step for these
@@ -99,6 +104,7 @@ def _kernel(nI: int, nH: int, nO: int | None, blk: Blocking, lanes: int, store_y
             store_c: bool):
     nG = 4 * nH
     GB, ROWS_, RB, CB, CB1 = blk.group, blk.rows, blk.tile_rows, blk.tile_cols, blk.row_cols
+    UB, GR = blk.units, blk.gate_rows
     par = T.parallel if blk.vector else T.serial
     vec = T.vectorized if blk.vector else T.serial
     fused = nO is not None
@@ -136,6 +142,34 @@ def _kernel(nI: int, nH: int, nO: int | None, blk: Blocking, lanes: int, store_y
                 Out[o0, jo * CB1 + jj] = acc[jj]
 
     @T.macro
+    def cell(P, RT, hs, cs, Y, r0, s0, nr, u0, cur, t, bg):
+        """One step of units ``u0 .. u0+UB`` for rows ``r0 .. r0+nr`` of ``P`` (sequences ``s0 ..``
+        of the group that starts at ``bg``): the four gates' sums ``P + h @ R^T`` in registers over
+        all ``k`` (``P`` first, then ``k`` in order), then ``c`` and ``h`` of those units into
+        ``cs`` and ``hs[1 - cur]`` (and ``Y``, and ``P``'s input-gate columns for the readout),
+        while the next block's rows of ``R^T`` stream in."""
+        acc = T.alloc_buffer((nr, 4, UB), "float32", scope="local")
+        for r in T.unroll(nr):
+            for g in T.unroll(4):
+                for jj in vec(UB):
+                    acc[r, g, jj] = P[r0 + r, g * nH + u0 + jj]
+        for k in range(nH):
+            for r in T.unroll(nr):
+                for g in T.unroll(4):
+                    for jj in vec(UB):
+                        acc[r, g, jj] = acc[r, g, jj] + hs[cur, s0 + r, k] * RT[k, g * nH + u0 + jj]
+        for r in T.unroll(nr):
+            for jj in vec(UB):
+                # no named float temporaries: TIR would give each its own allocation
+                cs[s0 + r, u0 + jj] = fastmath.sigmoid(acc[r, 2, jj]) * cs[s0 + r, u0 + jj] + \
+                    fastmath.sigmoid(acc[r, 0, jj]) * fastmath.tanh(acc[r, 3, jj])
+                hs[1 - cur, s0 + r, u0 + jj] = fastmath.sigmoid(acc[r, 1, jj]) * fastmath.tanh(cs[s0 + r, u0 + jj])
+                if store_y:
+                    Y[t, bg + s0 + r, u0 + jj] = hs[1 - cur, s0 + r, u0 + jj]
+                if fused:
+                    P[r0 + r, u0 + jj] = hs[1 - cur, s0 + r, u0 + jj]
+
+    @T.macro
     def sequences(X, WT, RT, Bias, H0, C0, Y, FH, FC, WoT, BiasO, Out2):
         """Every group of the batch; with the readout (``fused``), ``Out = h W^T + bias`` of each
         chunk's rows after its steps (``Out2``: ``Out`` as ``[T * B, O]``), from ``h`` kept in ``P``'s first ``H`` columns (the input
@@ -155,13 +189,13 @@ def _kernel(nI: int, nH: int, nO: int | None, blk: Blocking, lanes: int, store_y
             b0 = grp * GB
             nb = T.min(T.int64(GB), nB - b0)  # sequences of this group
             steps = T.int64(ROWS_) // nb  # steps per chunk
-            hs = T.alloc_buffer((GB, nH), "float32")
+            hs = T.alloc_buffer((2, GB, nH), "float32")  # h before and after the step, by step parity
             cs = T.alloc_buffer((GB, nH), "float32")
             P = T.alloc_buffer((ROWS_, nG), "float32")  # row tt * nb + b: projection, then gates
             cnt = T.alloc_buffer((1,), "int64", scope="local")
             for b in range(nb):
                 for k in range(nH):
-                    hs[b, k] = H0[b0 + b, k]
+                    hs[0, b, k] = H0[b0 + b, k]
                     cs[b, k] = C0[b0 + b, k]
             for tc in range((nT + steps - 1) // steps):
                 t0 = tc * steps
@@ -189,23 +223,14 @@ def _kernel(nI: int, nH: int, nO: int | None, blk: Blocking, lanes: int, store_y
                                 if nonzero(X[t0 + tt, b0 + b, i]):
                                     for j in range(nG):
                                         P[tt * nb + b, j] = P[tt * nb + b, j] + X[t0 + tt, b0 + b, i] * WT[i, j]
-                # -- the steps: gates = P + h @ R^T (in place), then the cell
+                # -- the steps: per block of units, gates = P + h @ R^T in registers, then the cell
                 for tt in range(nt):
-                    for jo in range(nG // CB):
-                        for bo in range(nb // RB):
-                            tile(P, tt * nb + bo * RB, 1, P, tt * nb + bo * RB, 1, hs, bo * RB, 1, RT, jo * CB, nH)
-                    for b in range(nb // RB * RB, nb):
-                        row(P, tt * nb + b, P, tt * nb + b, hs, b, RT, nH)
-                    for b in range(nb):
-                        for k in range(nH):
-                            # no named float temporaries: TIR would give each its own allocation
-                            cs[b, k] = fastmath.sigmoid(P[tt * nb + b, nH * 2 + k]) * cs[b, k] + \
-                                fastmath.sigmoid(P[tt * nb + b, k]) * fastmath.tanh(P[tt * nb + b, nH * 3 + k])
-                            hs[b, k] = fastmath.sigmoid(P[tt * nb + b, nH + k]) * fastmath.tanh(cs[b, k])
-                            if store_y:
-                                Y[t0 + tt, b0 + b, k] = hs[b, k]
-                            if fused:
-                                P[tt * nb + b, k] = hs[b, k]
+                    cur = (t0 + tt) % 2  # hs[cur]: h of the step before; the new h goes to hs[1 - cur]
+                    for u in range(nH // UB):
+                        for bo in range(nb // GR):
+                            cell(P, RT, hs, cs, Y, tt * nb + bo * GR, bo * GR, GR, u * UB, cur, t0 + tt, b0)
+                        for b in range(nb // GR * GR, nb):
+                            cell(P, RT, hs, cs, Y, tt * nb + b, b, 1, u * UB, cur, t0 + tt, b0)
                 # -- the readout of the chunk's rows (tt, b) of one b, RB steps per tile
                 if fused:
                     for b in range(nb):
@@ -216,7 +241,7 @@ def _kernel(nI: int, nH: int, nO: int | None, blk: Blocking, lanes: int, store_y
             for b in range(nb):
                 for k in range(nH):
                     if store_h:
-                        FH[b0 + b, k] = hs[b, k]
+                        FH[b0 + b, k] = hs[nT % 2, b, k]
                     if store_c:
                         FC[b0 + b, k] = cs[b, k]
 
