@@ -79,25 +79,23 @@ static inline void cell(float *p, float *hn, int u, __m512 i, __m512 o, __m512 f
         a3 = _mm512_fmadd_ps(hk, _mm512_load_ps(r + 3 * H), a3);                                 \
     }
 
-static void product_only(void) {
-    for (int t = 0; t < STEPS; t++) {
-        float *p = P + (t % CHUNK) * G;
-        for (int u = 0; u < H; u += 16) {
-            GATES(p, hs[0], u)
-            _mm512_store_ps(p + u, a0), _mm512_store_ps(p + H + u, a1);
-            _mm512_store_ps(p + 2 * H + u, a2), _mm512_store_ps(p + 3 * H + u, a3);
-        }
+/* one step's gates, all blocks, stored in P's row */
+static void product(float *p, const float *h) {
+    for (int u = 0; u < H; u += 16) {
+        GATES(p, h, u)
+        _mm512_store_ps(p + u, a0), _mm512_store_ps(p + H + u, a1);
+        _mm512_store_ps(p + 2 * H + u, a2), _mm512_store_ps(p + 3 * H + u, a3);
     }
+}
+
+static void product_only(void) {
+    for (int t = 0; t < STEPS; t++) product(P + (t % CHUNK) * G, hs[0]);
 }
 
 static void cell_after_step(void) {
     for (int t = 0; t < STEPS; t++) {
         float *p = P + (t % CHUNK) * G;
-        for (int u = 0; u < H; u += 16) {
-            GATES(p, hs[0], u)
-            _mm512_store_ps(p + u, a0), _mm512_store_ps(p + H + u, a1);
-            _mm512_store_ps(p + 2 * H + u, a2), _mm512_store_ps(p + 3 * H + u, a3);
-        }
+        product(p, hs[0]);
         for (int u = 0; u < H; u += 16)
             cell(p, hs[0], u, _mm512_load_ps(p + u), _mm512_load_ps(p + H + u), _mm512_load_ps(p + 2 * H + u),
                  _mm512_load_ps(p + 3 * H + u));
