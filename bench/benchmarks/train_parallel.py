@@ -43,14 +43,16 @@ BATCH = 64
 
 
 def _steps(par, trainer, first: int, n: int) -> list[float]:
-    """Seconds of steps ``first .. first + n``, each between barriers (all processes' time)."""
+    """Seconds of steps ``first .. first + n`` on this process, which start together (a barrier);
+    no barrier between steps, as in ``lsnn train``: each step's collectives already wait for the
+    slowest process."""
     times = []
+    par.barrier()
     for s in range(first, first + n):
-        par.barrier()
         t = time.perf_counter()
         trainer.step(s)
-        par.barrier()
         times.append(time.perf_counter() - t)
+    par.barrier()
     return times
 
 
