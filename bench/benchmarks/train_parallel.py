@@ -12,18 +12,14 @@ core. Each takes its ``WARMUP`` steps; then they take turns: in each of 12 round
 each job in turn, the jobs not on turn blocked (no CPU). Prints each round's median step times
 and ratios, then the median of the rounds' ratios.
 
-One job alone, every step's time in one JSON line with the median after ``WARMUP`` steps::
+One job alone (any batch size), every step's time in one JSON line with the median after
+``WARMUP`` steps::
 
     .venv/bin/python bench/benchmarks/train_parallel.py 40
     OMP_NUM_THREADS=1 .venv/bin/torchrun --standalone --nproc-per-node 2 bench/benchmarks/train_parallel.py 40
-
-What the machine itself gives two processes (the ceiling of the torchrun figure): two independent
-processes on half the batch each, one per core, at the same time; the slower one's median::
-
-    taskset -c 0 .venv/bin/python bench/benchmarks/train_parallel.py 60 32 &
-    taskset -c 1 .venv/bin/python bench/benchmarks/train_parallel.py 60 32; wait
 """
 import argparse
+import errno
 import json
 import os
 import statistics
@@ -57,9 +53,9 @@ def _steps(par, trainer, first: int, n: int) -> list[float]:
 
 
 def _train(steps: int, batch_size: int, turns=None) -> list[float]:
-    """Train ``steps`` steps from a new model; with ``turns`` (a function called before each
-    round on the main process, and after it with the round's times), ``WARMUP`` steps and then
-    rounds of ``steps`` steps, each when ``turns`` returns True; every step's time."""
+    """Train a new model: ``steps`` steps, and their times on the main process (none elsewhere);
+    or, with ``turns`` (called on the main process before each round, and then with the round's
+    times), ``WARMUP`` steps and then rounds of ``steps`` steps for as long as ``turns`` says."""
     if not distributed.under_torchrun():
         torch.set_num_threads(1)
     with distributed.session() as par:
@@ -71,15 +67,14 @@ def _train(steps: int, batch_size: int, turns=None) -> list[float]:
             if turns is None:
                 times = _steps(par, trainer, 0, steps)
                 return times if par.is_main else []
-            times = _steps(par, trainer, 0, WARMUP)
             first = WARMUP
+            _steps(par, trainer, 0, first)
             while par.broadcast(turns(None) if par.is_main else None):
-                round_ = _steps(par, trainer, first, steps)
+                times = _steps(par, trainer, first, steps)
                 first += steps
                 if par.is_main:
-                    turns(round_)
-                times += round_
-            return times
+                    turns(times)
+            return []
 
 
 def serve(folder: str, steps: int, batch_size: int) -> None:
@@ -100,54 +95,88 @@ def serve(folder: str, steps: int, batch_size: int) -> None:
     _train(steps, batch_size, turns)
 
 
-def _jobs(cpus: list[int]) -> dict[str, list[list[str]]]:
-    """The jobs side by side, each the command lines of its workers (``--serve`` to add): one
-    process; two under torchrun; and the machine's own ceiling for two processes, two independent
-    one-thread processes on half the batch each, one pinned to each core (no communication)."""
+def _jobs(cpus: list[int]) -> dict[str, list[tuple[list[str], int]]]:
+    """The jobs side by side, each its workers' command prefixes and batch sizes: one process; two
+    under torchrun; and the machine's own ceiling for two processes, two independent one-thread
+    processes on half the batch each, one pinned to each core (no communication)."""
     torchrun = str(Path(sys.executable).with_name("torchrun"))
-    half = str(BATCH // 2)
-    return {"1 process": [[sys.executable, __file__, str(BATCH)]],
-            "torchrun 2 processes": [[torchrun, "--standalone", "--nproc-per-node", "2", __file__, str(BATCH)]],
-            "2 independent half-batch processes": [["taskset", "-c", str(c), sys.executable, __file__, half]
+    return {"1 process": [([sys.executable], BATCH)],
+            "torchrun 2 processes": [([torchrun, "--standalone", "--nproc-per-node", "2"], BATCH)],
+            "2 independent half-batch processes": [(["taskset", "-c", str(c), sys.executable], BATCH // 2)
                                                    for c in cpus[:2]]}
+
+
+class _Worker:
+    """A worker process of :func:`interleaved` and its two FIFOs."""
+
+    def __init__(self, name: str, prefix: list[str], batch_size: int, steps: int, folder: Path, env: dict):
+        self.name, self.folder = name, folder
+        folder.mkdir()
+        for pipe in ("go", "done"):
+            os.mkfifo(folder / pipe)
+        self.proc = subprocess.Popen(prefix + [__file__, str(steps), str(batch_size), "--serve", str(folder)],
+                                     env=env)
+
+    def connect(self) -> None:
+        """Open the FIFOs once the worker has (after its warm-up); a worker that died says so."""
+        while True:
+            try:
+                fd = os.open(self.folder / "go", os.O_WRONLY | os.O_NONBLOCK)  # ENXIO until it reads
+                break
+            except OSError as e:
+                if e.errno != errno.ENXIO:
+                    raise
+                self._alive()
+                time.sleep(0.1)
+        os.set_blocking(fd, True)
+        self.go = os.fdopen(fd, "w")
+        self.done = open(self.folder / "done")
+
+    def _alive(self) -> None:
+        if self.proc.poll() is not None:
+            raise SystemExit(f"train_parallel.py: the worker of '{self.name}' ended with exit status "
+                             f"{self.proc.returncode} (its error is above)")
+
+    def send(self, word: str) -> None:
+        self.go.write(word + "\n")
+        self.go.flush()
+
+    def times(self) -> list[float]:
+        line = self.done.readline()
+        if not line:
+            self.proc.wait()
+            self._alive()
+        return json.loads(line)
+
+    def close(self) -> None:
+        self.send("stop")
+        self.go.close()
+        self.done.close()
+        self.proc.wait()
 
 
 def interleaved(rounds: int, steps: int) -> None:
     """The :func:`_jobs`, ``rounds`` turns of ``steps`` steps each; a job's time in a round is the
     median step of its slowest worker."""
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    jobs = _jobs(sorted(os.sched_getaffinity(0)))
     with tempfile.TemporaryDirectory() as tmp:
-        procs, pipes = [], {}
-        for j, (name, workers) in enumerate(jobs.items()):
-            for w, command in enumerate(workers):
-                folder = Path(tmp) / f"{j}-{w}"
-                folder.mkdir()
-                for pipe in ("go", "done"):
-                    os.mkfifo(folder / pipe)
-                procs.append(subprocess.Popen(command[:-1] + ["--serve", str(folder), str(steps), command[-1]],
-                                              env=env, stderr=subprocess.DEVNULL))
-        for j, (name, workers) in enumerate(jobs.items()):
-            pipes[name] = [(open(Path(tmp) / f"{j}-{w}" / "go", "w"), open(Path(tmp) / f"{j}-{w}" / "done"))
-                           for w in range(len(workers))]
+        jobs = {name: [_Worker(name, prefix, batch, steps, Path(tmp) / f"{j}-{w}", env)
+                       for w, (prefix, batch) in enumerate(workers)]
+                for j, (name, workers) in enumerate(_jobs(sorted(os.sched_getaffinity(0))).items())}
+        for worker in (w for workers in jobs.values() for w in workers):
+            worker.connect()
         medians = {name: [] for name in jobs}
         one, two, ceiling = jobs
         for r in range(rounds):
-            for name, workers in pipes.items():
-                for go, _ in workers:
-                    go.write("go\n")
-                    go.flush()
-                medians[name].append(max(statistics.median(json.loads(done.readline())) for _, done in workers))
+            for name, workers in jobs.items():
+                for worker in workers:
+                    worker.send("go")
+                medians[name].append(max(statistics.median(worker.times()) for worker in workers))
             m = {name: v[-1] for name, v in medians.items()}
             print(f"round {r + 1}: " + ", ".join(f"{name} {v:.4f} s" for name, v in m.items()) +
                   f" per step: torchrun x{m[one] / m[two]:.2f}, ceiling x{m[one] / m[ceiling]:.2f}", flush=True)
-        for workers in pipes.values():
-            for go, done in workers:
-                go.write("stop\n")
-                go.close()
-                done.close()
-        for proc in procs:
-            proc.wait()
+        for worker in (w for workers in jobs.values() for w in workers):
+            worker.close()
     speedup = {name: [a / b for a, b in zip(medians[one], medians[name])] for name in (two, ceiling)}
     print(f"median over {rounds} rounds of {steps} steps: torchrun x{statistics.median(speedup[two]):.2f} "
           f"(x{min(speedup[two]):.2f}-x{max(speedup[two]):.2f}), two independent processes "

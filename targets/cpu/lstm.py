@@ -51,11 +51,11 @@ class Blocking:
     """Sizes of the blocked loops (all static)."""
     group: int       # sequences per parallel task
     rows: int        # rows (step x sequence) of P per chunk
-    tile_rows: int   # register tile of the products: tile_rows x tile_cols sums
+    tile_rows: int   # register tile of the dense input projection: tile_rows x tile_cols sums
     tile_cols: int
-    row_cols: int    # a single row's tile (a group's last rows, batch 1): row_cols sums
+    row_cols: int    # its single row's tile (a chunk's last steps): row_cols sums
     units: int       # a step's tile: gate_rows x 4 gates x units sums, then the cell of those units
-    gate_rows: int
+    gate_rows: int   # (a group's last rows, and batch 1, in tiles of one row)
     vector: bool
 
     @classmethod
