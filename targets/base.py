@@ -148,6 +148,11 @@ class Target:
         (:data:`LSTM_READOUT`)."""
         return LSTM_READOUT in self.kernels
 
+    def lstm_recurrent_layout(self, rt):
+        """``R^T [H, 4H]`` of a plain LSTM (a constant) as this target's ``LSTM`` and
+        :data:`LSTM_READOUT` kernels take it: as it is, unless the target says otherwise."""
+        return rt
+
     def kernel_settings(self, op: str) -> dict:
         """The target's own keyword arguments for the kernel builder of ``op`` (e.g. ``events``)."""
         return {}

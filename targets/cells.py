@@ -6,7 +6,9 @@ call computes. Kernel arguments, in order: ``X [T, B, I]``, ``W^T [I, G]``, ``R^
 ``bias [2, G]`` (row 0 ``Wb``, row 1 ``Rb``), ``lens [B]`` (read only with
 ``sequence_lens``; float32, exact up to 2^24 steps, as Cortex-M's C kernels take float32 only), ``P [3H]`` (peepholes ``i, o, f``, read only with ``peepholes``),
 ``h0 [B, H]``, ``c0 [B, H]`` (read only by LSTM); outputs ``Y [T, B, H]``, ``Y_h [B, H]``,
-``Y_c [B, H]`` (written only by LSTM). ``G`` is :data:`GATES` times ``H``.
+``Y_c [B, H]`` (written only by LSTM). ``G`` is :data:`GATES` times ``H``. A target's kernel of
+the plain LSTM (``LSTM``, ``LSTM+Readout``) takes ``R^T`` in the target's own layout
+(:meth:`lsnn.targets.base.Target.lstm_recurrent_layout`).
 """
 from __future__ import annotations
 

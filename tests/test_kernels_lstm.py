@@ -1,20 +1,28 @@
 """The CPU LSTM kernel (targets/cpu/lstm.py) called directly: the dense and event-driven input
 projections, the batch in groups and tiles, threads, the C form (vector=False) and dead outputs."""
+from typing import NamedTuple
+
 import numpy as np
 import pytest
 import tvm
 
 from lsnn.targets.base import get_target
 from lsnn.targets.cpu import lstm as cpu_lstm
-from lsnn.targets.cpu.lstm import DENSE_FRACTION, lstm_kernel
+from lsnn.targets.cpu.lstm import DENSE_FRACTION, lstm_kernel, recurrent_layout
 
 SENTINEL = 1234.5
 
 
-def _build(I, H, **settings):
-    f = lstm_kernel(dims={"I": I, "H": H}, **{"vector": True, **settings})
-    return tvm.compile(tvm.IRModule({"main": f.with_attr("global_symbol", "main")}),
-                       get_target("cpu").tvm_target())["main"]
+class Kernel(NamedTuple):
+    fn: object       # the compiled kernel
+    layout: dict     # the settings R^T's layout depends on (recurrent_layout's keywords)
+
+
+def _build(I, H, outputs=None, **settings):
+    settings = {"vector": True, **settings}
+    f = lstm_kernel(dims={"I": I, "H": H}, **settings, **({"outputs": outputs} if outputs is not None else {}))
+    fn = tvm.compile(tvm.IRModule({"main": f.with_attr("global_symbol", "main")}), get_target("cpu").tvm_target())
+    return Kernel(fn["main"], settings)
 
 
 def _weights(I, H, seed=0):
@@ -23,16 +31,17 @@ def _weights(I, H, seed=0):
     return W, R, rng.normal(0, 0.3, 4 * H).astype(np.float32)
 
 
-def _run(fn, X, W, R, bias, h0=None, c0=None):
-    """Y, Y_h, Y_c of the kernel; outputs it does not store keep SENTINEL."""
+def _run(kernel, X, W, R, bias, h0=None, c0=None):
+    """Y, Y_h, Y_c of the kernel, given ``R^T`` in its layout; outputs it does not store keep
+    SENTINEL."""
     Tn, B, _ = X.shape
     H = R.shape[1]
     h0 = np.zeros((B, H), np.float32) if h0 is None else h0
     c0 = np.zeros((B, H), np.float32) if c0 is None else c0
     args = [tvm.runtime.tensor(np.ascontiguousarray(a)) for a in
-            (X, W.T, R.T, bias, h0, c0, np.full((Tn, B, H), SENTINEL, np.float32),
+            (X, W.T, recurrent_layout(R.T, **kernel.layout), bias, h0, c0, np.full((Tn, B, H), SENTINEL, np.float32),
              np.full((B, H), SENTINEL, np.float32), np.full((B, H), SENTINEL, np.float32))]
-    fn(*args)
+    kernel.fn(*args)
     return [a.numpy() for a in args[6:]]
 
 
@@ -154,6 +163,16 @@ def test_dead_outputs_are_not_stored(outputs):
             assert np.array_equal(value, full[name]), name
         else:
             assert (value == SENTINEL).all(), f"{name} is not read but was stored"
+
+
+@pytest.mark.parametrize("H, lanes, units", [(128, 16, 16), (128, 8, 8), (20, 16, 4), (5, 8, 1)])
+def test_the_recurrent_layout_puts_a_blocks_gates_in_one_run(H, lanes, units):
+    rt = np.arange(H * 4 * H, dtype=np.float32).reshape(H, 4 * H)
+    blocked = recurrent_layout(rt, vector=True, lanes=lanes)
+    assert blocked.shape == (H // units, H, 4, units) and blocked.flags.c_contiguous
+    u, k, g, j = H // units - 1, H - 1, 2, units - 1
+    assert blocked[u, k, g, j] == rt[k, g * H + u * units + j]
+    assert np.array_equal(np.sort(blocked.ravel()), rt.ravel())
 
 
 def test_unknown_output_is_named():

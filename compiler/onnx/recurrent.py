@@ -146,6 +146,7 @@ class RecurrentConverters:
         outs = [[Tn, B, H], [B, H], [B, H]]
         if cell.plain() and "LSTM" in self.target.kernels:
             summed = self.bb.normalize(relax.op.sum(bias, axis=0))
+            rt = relax.const(self.target.lstm_recurrent_layout(rt.value.numpy()))  # plain: a constant
             args = [X, wt, rt, summed, h0, c0]
             if readout is None:
                 call = self._call(self._kernel(label, "LSTM", dims=dims, outputs=read), "lstm", args, outs)

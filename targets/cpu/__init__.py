@@ -65,6 +65,12 @@ class CpuTarget(Target):
         return {"ALIF": alif, FUSED_READOUT: alif, "LI": vector, "LSTM": lstm, LSTM_READOUT: lstm,
                 RECURRENT: {"vector": True}}.get(op, {})
 
+    def lstm_recurrent_layout(self, rt):
+        """Blocked: :func:`.lstm.recurrent_layout`."""
+        from .lstm import recurrent_layout
+
+        return recurrent_layout(rt, **self.kernel_settings("LSTM"))
+
     def vector_lanes(self) -> int:
         """float32 lanes of the kernels' vector loops (and of the LSTM's register tiles): 16 with
         AVX-512 on this machine's CPU, else 8."""

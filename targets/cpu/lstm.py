@@ -13,7 +13,7 @@ never wait for each other. Within a group, time is cut into chunks of
    the rows of ``W^T`` of the nonzero inputs only (spikes: event-driven);
 2. per step, and per block of ``units`` hidden units, computes the four gates of those units,
    ``P + h @ R^T``, as one blocked product for the whole group (``R^T`` read once per step and
-   group; a tile of ``gate_rows`` sequences by the block's four gate columns keeps its sums in
+   group, in order: the kernel takes it blocked, :func:`recurrent_layout`; a tile of ``gate_rows`` sequences by the block's four gate columns keeps its sums in
    registers over all ``k``), and from those registers, at once, ``c = f*c + i*g``,
    ``h = o*tanh(c)`` with the rational tanh and sigmoid of :mod:`.fastmath` (libm calls would
    dominate the time). The cell's arithmetic overlaps the next block's reads of ``R^T``; at
@@ -34,6 +34,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
 from tvm.script import tirx as T
 
 from . import fastmath
@@ -90,7 +91,8 @@ def lstm_kernel(*, dims: dict, vector: bool, outputs=OUTPUTS, lanes: int = 8):
     """The kernel for ``dims`` (``I``, ``H``: static), storing only ``outputs``; ``lanes``: float32
     lanes of the target's vector registers (8: AVX2, 16: AVX-512), which size the register tiles.
     With ``O`` in ``dims`` (static), the kernel of ``LSTM+Readout``: it also takes the readout's
-    ``W^T [H, O]`` and bias ``[O]`` and gives ``h_t W^T + bias`` of every step, ``[T, B, O]``."""
+    ``W^T [H, O]`` and bias ``[O]`` and gives ``h_t W^T + bias`` of every step, ``[T, B, O]``.
+    Arguments as :mod:`lsnn.targets.cells` gives them, but ``R^T`` in :func:`recurrent_layout`."""
     unknown = set(outputs) - OUTPUTS
     if unknown:
         raise ValueError(f"LSTM kernel: unknown output(s) {sorted(unknown)} (it has {sorted(OUTPUTS)})")
@@ -98,6 +100,17 @@ def lstm_kernel(*, dims: dict, vector: bool, outputs=OUTPUTS, lanes: int = 8):
     nO = int(dims["O"]) if dims.get("O") is not None else None
     return _kernel(int(dims["I"]), nH, nO, Blocking.for_target(bool(vector), int(lanes), 4 * nH), int(lanes),
                    store_y="Y" in outputs, store_h="Y_h" in outputs, store_c="Y_c" in outputs)
+
+
+def recurrent_layout(rt: np.ndarray, *, vector: bool, lanes: int = 8) -> np.ndarray:
+    """``R^T [H, 4H]`` as the kernel of the same ``vector`` and ``lanes`` takes it,
+    ``[H / units, H, 4, units]``: element ``[u, k, g, j]`` is ``R^T[k, g*H + u*units + j]``, so a
+    block of units reads its four gates' columns over all ``k`` as one contiguous run. Read from
+    ``[H, 4H]``, those are four lines per row, rows 2 KiB apart at ``H = 128``: an Intel core's
+    prefetchers do not follow that, and a batch-1 sequence took 2.5x as long."""
+    nH, nG = rt.shape
+    units = Blocking.for_target(vector, lanes, nG).units
+    return np.ascontiguousarray(rt.reshape(nH, 4, nH // units, units).transpose(2, 0, 1, 3))
 
 
 def _kernel(nI: int, nH: int, nO: int | None, blk: Blocking, lanes: int, store_y: bool, store_h: bool,
@@ -142,12 +155,13 @@ def _kernel(nI: int, nH: int, nO: int | None, blk: Blocking, lanes: int, store_y
                 Out[o0, jo * CB1 + jj] = acc[jj]
 
     @T.macro
-    def cell(P, RT, hs, cs, Y, r0, s0, nr, u0, cur, t, bg):
-        """One step of units ``u0 .. u0+UB`` for rows ``r0 .. r0+nr`` of ``P`` (sequences ``s0 ..``
+    def cell(P, RT, hs, cs, Y, r0, s0, nr, u, cur, t, bg):
+        """One step of block ``u`` of units (``u0 .. u0+UB``) for rows ``r0 .. r0+nr`` of ``P`` (sequences ``s0 ..``
         of the group that starts at ``bg``): the four gates' sums ``P + h @ R^T`` in registers over
         all ``k`` (``P`` first, then ``k`` in order), then ``c`` and ``h`` of those units into
         ``cs`` and ``hs[1 - cur]`` (and ``Y``, and ``P``'s input-gate columns for the readout),
         while the next block's rows of ``R^T`` stream in."""
+        u0 = u * UB
         acc = T.alloc_buffer((nr, 4, UB), "float32", scope="local")
         for r in T.unroll(nr):
             for g in T.unroll(4):
@@ -157,7 +171,7 @@ def _kernel(nI: int, nH: int, nO: int | None, blk: Blocking, lanes: int, store_y
             for r in T.unroll(nr):
                 for g in T.unroll(4):
                     for jj in vec(UB):
-                        acc[r, g, jj] = acc[r, g, jj] + hs[cur, s0 + r, k] * RT[k, g * nH + u0 + jj]
+                        acc[r, g, jj] = acc[r, g, jj] + hs[cur, s0 + r, k] * RT[u, k, g, jj]
         for r in T.unroll(nr):
             for jj in vec(UB):
                 # no named float temporaries: TIR would give each its own allocation
@@ -228,9 +242,9 @@ def _kernel(nI: int, nH: int, nO: int | None, blk: Blocking, lanes: int, store_y
                     cur = (t0 + tt) % 2  # hs[cur]: h of the step before; the new h goes to hs[1 - cur]
                     for u in range(nH // UB):
                         for bo in range(nb // GR):
-                            cell(P, RT, hs, cs, Y, tt * nb + bo * GR, bo * GR, GR, u * UB, cur, t0 + tt, b0)
+                            cell(P, RT, hs, cs, Y, tt * nb + bo * GR, bo * GR, GR, u, cur, t0 + tt, b0)
                         for b in range(nb // GR * GR, nb):
-                            cell(P, RT, hs, cs, Y, tt * nb + b, b, 1, u * UB, cur, t0 + tt, b0)
+                            cell(P, RT, hs, cs, Y, tt * nb + b, b, 1, u, cur, t0 + tt, b0)
                 # -- the readout of the chunk's rows (tt, b) of one b, RB steps per tile
                 if fused:
                     for b in range(nb):
@@ -254,7 +268,7 @@ def _kernel(nI: int, nH: int, nO: int | None, blk: Blocking, lanes: int, store_y
             nB = T.int64()
             X = T.match_buffer(x, (nT, nB, nI), "float32")
             WT = T.match_buffer(wt, (nI, nG), "float32")
-            RT = T.match_buffer(rt, (nH, nG), "float32")
+            RT = T.match_buffer(rt, (nH // UB, nH, 4, UB), "float32")
             Bias = T.match_buffer(bias, (nG,), "float32")
             H0 = T.match_buffer(h0, (nB, nH), "float32")
             C0 = T.match_buffer(c0, (nB, nH), "float32")
@@ -273,7 +287,7 @@ def _kernel(nI: int, nH: int, nO: int | None, blk: Blocking, lanes: int, store_y
         nB = T.int64()
         X = T.match_buffer(x, (nT, nB, nI), "float32")
         WT = T.match_buffer(wt, (nI, nG), "float32")
-        RT = T.match_buffer(rt, (nH, nG), "float32")
+        RT = T.match_buffer(rt, (nH // UB, nH, 4, UB), "float32")
         Bias = T.match_buffer(bias, (nG,), "float32")
         H0 = T.match_buffer(h0, (nB, nH), "float32")
         C0 = T.match_buffer(c0, (nB, nH), "float32")
