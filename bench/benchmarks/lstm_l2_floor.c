@@ -8,11 +8,13 @@
  * prints, best of 30 (AVX-512 needed):
  *   - the core's read bandwidth from L2 (a 256 KiB buffer read over and over) and the time those
  *     220 MB take at it;
- *   - the recurrent product alone, as the kernel computes it (gates = P + h @ R^T, four gates of
- *     16 units in 4 vector registers over all k);
- *   - the same with the LSTM cell after all gates of a step (the kernel before 2026-12-01), and
- *     after each block of 16 units, from its registers (the kernel since): the cell's arithmetic
- *     then overlaps the next block's reads.
+ *   - the recurrent product alone (gates = P + h @ R^T, four gates of 16 units in 4 vector
+ *     registers over all k), with R^T as ONNX gives it, [H, 4H] (a block reads 64 bytes of
+ *     each gate from rows 2 KiB apart), and blocked as the kernel takes it since 2026-12-01
+ *     ([H/16, H, 4, 16], lsnn.targets.cpu.lstm.recurrent_layout: read in order);
+ *   - the kernel's step: blocked, with the LSTM cell of each block computed from its registers
+ *     while the next block's rows stream in, and the new h into the other half of a two-step
+ *     buffer.
  * The cell's tanh and sigmoid are the same rational functions as lsnn.targets.cpu.fastmath
  * (coefficients rounded: the time, not the values, is what counts here).
  */
@@ -30,7 +32,8 @@
 #define STEPS 840
 #define CHUNK 64 /* rows of P, as the kernel's ROWS at batch 1 */
 
-static float RT[H * G] __attribute__((aligned(64)));
+static float RT[H * G] __attribute__((aligned(64)));  /* [H, 4H] */
+static float RTb[H * G] __attribute__((aligned(64))); /* [H/16, H, 4, 16] */
 static float P[CHUNK * G] __attribute__((aligned(64)));
 static float hs[2][H] __attribute__((aligned(64)));
 static float cs[H] __attribute__((aligned(64)));
@@ -66,47 +69,49 @@ static inline void cell(float *p, float *hn, int u, __m512 i, __m512 o, __m512 f
     _mm512_store_ps(p + u, h);
 }
 
-/* gates of units u .. u+16 (columns u, H+u, 2H+u, 3H+u): P's row plus h @ R^T, k in order */
-#define GATES(p, h, u)                                                                           \
+/* gates of units u .. u+16 (columns u, H+u, 2H+u, 3H+u): P's row plus h @ R^T, k in order; row k
+ * of the four gates at r(k) + 0, 1, 2, 3 times `gate` */
+#define GATES(p, h, u, r, gate)                                                                  \
     __m512 a0 = _mm512_load_ps(p + u), a1 = _mm512_load_ps(p + H + u),                          \
            a2 = _mm512_load_ps(p + 2 * H + u), a3 = _mm512_load_ps(p + 3 * H + u);               \
     for (int k = 0; k < H; k++) {                                                                \
         __m512 hk = _mm512_set1_ps(h[k]);                                                        \
-        const float *r = RT + k * G + u;                                                         \
-        a0 = _mm512_fmadd_ps(hk, _mm512_load_ps(r), a0);                                         \
-        a1 = _mm512_fmadd_ps(hk, _mm512_load_ps(r + H), a1);                                     \
-        a2 = _mm512_fmadd_ps(hk, _mm512_load_ps(r + 2 * H), a2);                                 \
-        a3 = _mm512_fmadd_ps(hk, _mm512_load_ps(r + 3 * H), a3);                                 \
+        const float *rk = r;                                                                     \
+        a0 = _mm512_fmadd_ps(hk, _mm512_load_ps(rk), a0);                                        \
+        a1 = _mm512_fmadd_ps(hk, _mm512_load_ps(rk + gate), a1);                                 \
+        a2 = _mm512_fmadd_ps(hk, _mm512_load_ps(rk + 2 * gate), a2);                             \
+        a3 = _mm512_fmadd_ps(hk, _mm512_load_ps(rk + 3 * gate), a3);                             \
     }
+#define STRIDED(u) (RT + k * G + (u))            /* [H, 4H]: gates H floats apart */
+#define BLOCKED(u) (RTb + ((u) / 16 * H + k) * 64) /* [H/16, H, 4, 16]: gates 16 floats apart */
 
-/* one step's gates, all blocks, stored in P's row */
-static void product(float *p, const float *h) {
-    for (int u = 0; u < H; u += 16) {
-        GATES(p, h, u)
-        _mm512_store_ps(p + u, a0), _mm512_store_ps(p + H + u, a1);
-        _mm512_store_ps(p + 2 * H + u, a2), _mm512_store_ps(p + 3 * H + u, a3);
-    }
-}
-
-static void product_only(void) {
-    for (int t = 0; t < STEPS; t++) product(P + (t % CHUNK) * G, hs[0]);
-}
-
-static void cell_after_step(void) {
-    for (int t = 0; t < STEPS; t++) {
-        float *p = P + (t % CHUNK) * G;
-        product(p, hs[0]);
-        for (int u = 0; u < H; u += 16)
-            cell(p, hs[0], u, _mm512_load_ps(p + u), _mm512_load_ps(p + H + u), _mm512_load_ps(p + 2 * H + u),
-                 _mm512_load_ps(p + 3 * H + u));
-    }
-}
-
-static void cell_per_block(void) {
+static void product_strided(void) {
     for (int t = 0; t < STEPS; t++) {
         float *p = P + (t % CHUNK) * G;
         for (int u = 0; u < H; u += 16) {
-            GATES(p, hs[t & 1], u)
+            GATES(p, hs[0], u, STRIDED(u), H)
+            _mm512_store_ps(p + u, a0), _mm512_store_ps(p + H + u, a1);
+            _mm512_store_ps(p + 2 * H + u, a2), _mm512_store_ps(p + 3 * H + u, a3);
+        }
+    }
+}
+
+static void product_blocked(void) {
+    for (int t = 0; t < STEPS; t++) {
+        float *p = P + (t % CHUNK) * G;
+        for (int u = 0; u < H; u += 16) {
+            GATES(p, hs[0], u, BLOCKED(u), 16)
+            _mm512_store_ps(p + u, a0), _mm512_store_ps(p + H + u, a1);
+            _mm512_store_ps(p + 2 * H + u, a2), _mm512_store_ps(p + 3 * H + u, a3);
+        }
+    }
+}
+
+static void step_blocked(void) {
+    for (int t = 0; t < STEPS; t++) {
+        float *p = P + (t % CHUNK) * G;
+        for (int u = 0; u < H; u += 16) {
+            GATES(p, hs[t & 1], u, BLOCKED(u), 16)
             cell(p, hs[(t & 1) ^ 1], u, a0, a1, a2, a3);
         }
     }
@@ -131,6 +136,10 @@ static double l2_read_gbs(void) {
 
 int main(void) {
     for (int i = 0; i < H * G; i++) RT[i] = ((i * 2654435761u) % 1000) * 1e-4f - 0.05f;
+    for (int u = 0; u < H / 16; u++)
+        for (int k = 0; k < H; k++)
+            for (int g = 0; g < 4; g++)
+                for (int j = 0; j < 16; j++) RTb[((u * H + k) * 4 + g) * 16 + j] = RT[k * G + g * H + u * 16 + j];
     for (int i = 0; i < (int)(sizeof buf / sizeof buf[0]); i++) buf[i] = i;
     double gbs = 0;
     for (int r = 0; r < 5; r++) {
@@ -139,8 +148,9 @@ int main(void) {
     }
     printf("L2 read: %.1f GB/s; all of R^T every step: %.3f ms per sequence\n", gbs,
            (double)STEPS * sizeof RT / gbs / 1e6);
-    void (*run[])(void) = {product_only, cell_after_step, cell_per_block};
-    const char *name[] = {"recurrent product alone", "cell after the step's product", "cell per block of units"};
+    void (*run[])(void) = {product_strided, product_blocked, step_blocked};
+    const char *name[] = {"recurrent product alone, R^T [H, 4H]", "recurrent product alone, R^T blocked",
+                          "the kernel's step (blocked, cell per block)"};
     double best[3] = {1e9, 1e9, 1e9};
     for (int r = 0; r < 30; r++)
         for (int v = 0; v < 3; v++) {
