@@ -8,7 +8,7 @@ import tvm
 
 from lsnn.targets.base import get_target
 from lsnn.targets.cpu import lstm as cpu_lstm
-from lsnn.targets.cpu.lstm import DENSE_FRACTION, lstm_kernel, recurrent_layout
+from lsnn.targets.cpu.lstm import DENSE_FRACTION, OUTPUTS, lstm_kernel, recurrent_layout
 
 SENTINEL = 1234.5
 
@@ -18,9 +18,9 @@ class Kernel(NamedTuple):
     layout: dict     # the settings R^T's layout depends on (recurrent_layout's keywords)
 
 
-def _build(I, H, outputs=None, **settings):
+def _build(I, H, outputs=OUTPUTS, **settings):
     settings = {"vector": True, **settings}
-    f = lstm_kernel(dims={"I": I, "H": H}, **settings, **({"outputs": outputs} if outputs is not None else {}))
+    f = lstm_kernel(dims={"I": I, "H": H}, outputs=outputs, **settings)
     fn = tvm.compile(tvm.IRModule({"main": f.with_attr("global_symbol", "main")}), get_target("cpu").tvm_target())
     return Kernel(fn["main"], settings)
 

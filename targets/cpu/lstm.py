@@ -13,8 +13,9 @@ never wait for each other. Within a group, time is cut into chunks of
    the rows of ``W^T`` of the nonzero inputs only (spikes: event-driven);
 2. per step, and per block of ``units`` hidden units, computes the four gates of those units,
    ``P + h @ R^T``, as one blocked product for the whole group (``R^T`` read once per step and
-   group, in order: the kernel takes it blocked, :func:`recurrent_layout`; a tile of ``gate_rows`` sequences by the block's four gate columns keeps its sums in
-   registers over all ``k``), and from those registers, at once, ``c = f*c + i*g``,
+   group, in order: the kernel takes it blocked, :func:`recurrent_layout`; a tile of
+   ``gate_rows`` sequences by the block's four gate columns keeps its sums in registers over all
+   ``k``), and from those registers, at once, ``c = f*c + i*g``,
    ``h = o*tanh(c)`` with the rational tanh and sigmoid of :mod:`.fastmath` (libm calls would
    dominate the time). The cell's arithmetic overlaps the next block's reads of ``R^T``; at
    batch 1 those reads (256 KiB per step at ``H = 128``) from L2 are the kernel's floor. The new
@@ -156,8 +157,8 @@ def _kernel(nI: int, nH: int, nO: int | None, blk: Blocking, lanes: int, store_y
 
     @T.macro
     def cell(P, RT, hs, cs, Y, r0, s0, nr, u, cur, t, bg):
-        """One step of block ``u`` of units (``u0 .. u0+UB``) for rows ``r0 .. r0+nr`` of ``P`` (sequences ``s0 ..``
-        of the group that starts at ``bg``): the four gates' sums ``P + h @ R^T`` in registers over
+        """One step of block ``u`` of units (``u0 .. u0+UB``) for rows ``r0 .. r0+nr`` of ``P``
+        (sequences ``s0 ..`` of the group that starts at ``bg``): the four gates' sums ``P + h @ R^T`` in registers over
         all ``k`` (``P`` first, then ``k`` in order), then ``c`` and ``h`` of those units into
         ``cs`` and ``hs[1 - cur]`` (and ``Y``, and ``P``'s input-gate columns for the readout),
         while the next block's rows of ``R^T`` stream in."""
