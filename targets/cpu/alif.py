@@ -17,8 +17,8 @@ only where ``x > 0``).
 ``outputs`` names the node's outputs the graph reads: ``Z`` is always
 written, ``V``, ``A`` and the final states only when read (the kernel keeps
 its parameters; an unread output's buffer is left as it is). ``parallel``
-splits the batch across the runtime's threads. Shapes are symbolic: one kernel
-serves every T, B, I and H.
+hands the batch's sequences to the runtime's threads (:func:`.worklist.each`).
+Shapes are symbolic: one kernel serves every T, B, I and H.
 """
 from __future__ import annotations
 
@@ -27,6 +27,7 @@ from tvm.script import tirx as T
 from .floatops import at_least
 from .li import leak
 from .tirtools import event_list, over, prefetch, size
+from .worklist import each
 
 
 def alif_kernel(*, thr: float, n_refractory: int, dims: dict, finite_weights: bool, events: bool,
@@ -48,7 +49,6 @@ def alif_kernel(*, thr: float, n_refractory: int, dims: dict, finite_weights: bo
     store_z = readout is None or "Z" in outputs
     final = {name: name in outputs for name in ("final_v", "final_a", "final_z", "final_r")}
     store_fy = readout is not None and "final_y" in readout
-    batch = T.parallel if parallel else T.serial
 
     @T.macro(hygienic=False)
     def load_state(h):
@@ -124,58 +124,57 @@ def alif_kernel(*, thr: float, n_refractory: int, dims: dict, finite_weights: bo
             FY[b, o] = y[o]
 
     @T.macro
-    def sequences(fused, X, WT, RT, Beta, Alpha, Rho, V0, A0, Z0, R0, Z, V, A, FV, FA, FZ, FR,
-                  WoT, AlphaO, BiasO, Y0, Y, FY):
-        """Every sequence of the batch, each with its state in ``H``-long buffers (``fused``: and
-        the readout's in ``O``-long ones); the readout's buffers are None when not ``fused``."""
-        nT, nB, nI = T.meta_var(X.shape)
+    def sequence(b, fused, X, WT, RT, Beta, Alpha, Rho, V0, A0, Z0, R0, Z, V, A, FV, FA, FZ, FR,
+                 WoT, AlphaO, BiasO, Y0, Y, FY):
+        """Sequence ``b`` of the batch, with its state in ``H``-long buffers (``fused``: and the
+        readout's in ``O``-long ones); the readout's buffers are None when not ``fused``."""
+        nT, _, nI = T.meta_var(X.shape)
         nH = T.meta_var(WT.shape[1])
         nO = T.meta_var(WoT.shape[1] if fused else 1)
-        for b in batch(nB):
-            v = T.alloc_buffer((nH,), "float32")
-            a = T.alloc_buffer((nH,), "float32")
-            z = T.alloc_buffer((nH,), "float32")
-            r = T.alloc_buffer((nH,), "float32")
-            cur = T.alloc_buffer((nH,), "float32")
-            rec = T.alloc_buffer((nH,), "float32")
-            inputs = T.alloc_buffer((nI,), "int32")
-            spikes = T.alloc_buffer((nH,), "int32")
-            n_in = T.alloc_buffer((1,), "int32")
-            n_sp = T.alloc_buffer((1,), "int32")
-            y = T.alloc_buffer((nO,), "float32")
-            acc = T.alloc_buffer((nO,), "float32")
-            over(nH, lanes, load_state)
+        v = T.alloc_buffer((nH,), "float32")
+        a = T.alloc_buffer((nH,), "float32")
+        z = T.alloc_buffer((nH,), "float32")
+        r = T.alloc_buffer((nH,), "float32")
+        cur = T.alloc_buffer((nH,), "float32")
+        rec = T.alloc_buffer((nH,), "float32")
+        inputs = T.alloc_buffer((nI,), "int32")
+        spikes = T.alloc_buffer((nH,), "int32")
+        n_in = T.alloc_buffer((1,), "int32")
+        n_sp = T.alloc_buffer((1,), "int32")
+        y = T.alloc_buffer((nO,), "float32")
+        acc = T.alloc_buffer((nO,), "float32")
+        over(nH, lanes, load_state)
+        if fused:
+            over(nO, lanes, load_y)
+        event_list(spikes, n_sp, nH, lambda q: z[q], skip, lanes)
+        for t in range(nT):
+            if ahead > 0:  # rows of later steps, far apart in memory when B is large
+                if t + ahead < nT:
+                    prefetch(lambda q: X[t + ahead, b, q], nI, 0)
+                    if store_z:
+                        prefetch(lambda q: Z[t + ahead, b, q], nH, 1)
+            event_list(inputs, n_in, nI, lambda q: X[t, b, q], skip, lanes)
+            over(nH, lanes, clear_sums)
+            for e in range(n_in[0]):  # input projection over the step's nonzero inputs
+                i = T.Cast("int64", inputs[e])
+                xi = X[t, b, i]
+                over(nH, lanes, add_input_row)
+            for e in range(n_sp[0]):  # recurrent input from the previous step's spikes
+                k = T.Cast("int64", spikes[e])
+                zk = z[k]
+                over(nH, lanes, add_recurrent_row)
+            over(nH, lanes, update)
+            event_list(spikes, n_sp, nH, lambda q: z[q], skip, lanes)  # this step's spikes
             if fused:
-                over(nO, lanes, load_y)
-            event_list(spikes, n_sp, nH, lambda q: z[q], skip, lanes)
-            for t in range(nT):
-                if ahead > 0:  # rows of later steps, far apart in memory when B is large
-                    if t + ahead < nT:
-                        prefetch(lambda q: X[t + ahead, b, q], nI, 0)
-                        if store_z:
-                            prefetch(lambda q: Z[t + ahead, b, q], nH, 1)
-                event_list(inputs, n_in, nI, lambda q: X[t, b, q], skip, lanes)
-                over(nH, lanes, clear_sums)
-                for e in range(n_in[0]):  # input projection over the step's nonzero inputs
-                    i = T.Cast("int64", inputs[e])
-                    xi = X[t, b, i]
-                    over(nH, lanes, add_input_row)
-                for e in range(n_sp[0]):  # recurrent input from the previous step's spikes
+                over(nO, lanes, clear_y)
+                for e in range(n_sp[0]):
                     k = T.Cast("int64", spikes[e])
                     zk = z[k]
-                    over(nH, lanes, add_recurrent_row)
-                over(nH, lanes, update)
-                event_list(spikes, n_sp, nH, lambda q: z[q], skip, lanes)  # this step's spikes
-                if fused:
-                    over(nO, lanes, clear_y)
-                    for e in range(n_sp[0]):
-                        k = T.Cast("int64", spikes[e])
-                        zk = z[k]
-                        over(nO, lanes, add_readout_row)
-                    over(nO, lanes, update_y)
-            over(nH, lanes, store_state)
-            if fused:
-                over(nO, lanes, store_y)
+                    over(nO, lanes, add_readout_row)
+                over(nO, lanes, update_y)
+        over(nH, lanes, store_state)
+        if fused:
+            over(nO, lanes, store_y)
 
     @T.prim_func(private=True)
     def alif(x: T.handle, wt: T.handle, rt: T.handle, beta: T.handle, alpha: T.handle, rho: T.handle,
@@ -203,8 +202,8 @@ def alif_kernel(*, thr: float, n_refractory: int, dims: dict, finite_weights: bo
         FA = T.match_buffer(fa, (nB, nH), "float32")
         FZ = T.match_buffer(fz, (nB, nH), "float32")
         FR = T.match_buffer(fr, (nB, nH), "float32")
-        sequences(False, X, WT, RT, Beta, Alpha, Rho, V0, A0, Z0, R0, Z, V, A, FV, FA, FZ, FR,
-                  None, None, None, None, None, None)
+        each(nB, parallel, lambda b: sequence(b, False, X, WT, RT, Beta, Alpha, Rho, V0, A0, Z0, R0, Z, V, A,
+                                              FV, FA, FZ, FR, None, None, None, None, None, None))
 
     @T.prim_func(private=True)
     def alif_li(x: T.handle, wt: T.handle, rt: T.handle, beta: T.handle, alpha: T.handle, rho: T.handle,
@@ -241,7 +240,7 @@ def alif_kernel(*, thr: float, n_refractory: int, dims: dict, finite_weights: bo
         FR = T.match_buffer(fr, (nB, nH), "float32")
         Y = T.match_buffer(yo, (nT, nB, nO), "float32")
         FY = T.match_buffer(fy, (nB, nO), "float32")
-        sequences(True, X, WT, RT, Beta, Alpha, Rho, V0, A0, Z0, R0, Z, V, A, FV, FA, FZ, FR,
-                  WoT, AlphaO, BiasO, Y0, Y, FY)
+        each(nB, parallel, lambda b: sequence(b, True, X, WT, RT, Beta, Alpha, Rho, V0, A0, Z0, R0, Z, V, A,
+                                              FV, FA, FZ, FR, WoT, AlphaO, BiasO, Y0, Y, FY))
 
     return alif if readout is None else alif_li

@@ -6,13 +6,14 @@ spikes: a few per step), and accumulates their rows of ``W^T`` only, as vector
 code (:mod:`.tirtools`); NaN and Inf inputs count as events; every row is
 visited when the weights are not known to be finite (``0 * inf``). ``Y`` is
 always written, ``final_y`` only when the graph reads it (``outputs``);
-``parallel`` splits the batch across the runtime's threads.
+``parallel`` hands the batch's sequences to the runtime's threads (:func:`.worklist.each`).
 """
 from __future__ import annotations
 
 from tvm.script import tirx as T
 
 from .tirtools import event_list, over, prefetch, size
+from .worklist import each
 
 
 @T.macro
@@ -28,7 +29,6 @@ def li_kernel(*, dims: dict, finite_weights: bool, outputs: frozenset, lanes: in
     as for :func:`.alif.alif_kernel`."""
     skip = bool(finite_weights)
     store_final = "final_y" in outputs
-    batch = T.parallel if parallel else T.serial
 
     @T.macro(hygienic=False)
     def load_state(h):
@@ -52,6 +52,29 @@ def li_kernel(*, dims: dict, finite_weights: bool, outputs: frozenset, lanes: in
         if store_final:
             FY[b, h] = y[h]
 
+    @T.macro
+    def sequence(b, X, WT, Alpha, Bias, Y0, Y, FY):
+        """Sequence ``b`` of the batch, with its state in an ``O``-long buffer."""
+        nT, _, nI = T.meta_var(X.shape)
+        nO = T.meta_var(WT.shape[1])
+        y = T.alloc_buffer((nO,), "float32")
+        acc = T.alloc_buffer((nO,), "float32")
+        inputs = T.alloc_buffer((nI,), "int32")
+        n_in = T.alloc_buffer((1,), "int32")
+        over(nO, lanes, load_state)
+        for t in range(nT):
+            if ahead > 0:
+                if t + ahead < nT:
+                    prefetch(lambda q: X[t + ahead, b, q], nI, 0)
+            event_list(inputs, n_in, nI, lambda q: X[t, b, q], skip, lanes)
+            over(nO, lanes, clear_sum)
+            for e in range(n_in[0]):
+                i = T.Cast("int64", inputs[e])
+                xi = X[t, b, i]
+                over(nO, lanes, add_input_row)
+            over(nO, lanes, update)
+        over(nO, lanes, store_state)
+
     @T.prim_func(private=True)
     def li(x: T.handle, wt: T.handle, alpha: T.handle, bias: T.handle, y0: T.handle, yo: T.handle, fy: T.handle):
         T.func_attr({"tirx.noalias": True})
@@ -66,23 +89,6 @@ def li_kernel(*, dims: dict, finite_weights: bool, outputs: frozenset, lanes: in
         Y0 = T.match_buffer(y0, (nB, nO), "float32")
         Y = T.match_buffer(yo, (nT, nB, nO), "float32")
         FY = T.match_buffer(fy, (nB, nO), "float32")
-        for b in batch(nB):
-            y = T.alloc_buffer((nO,), "float32")
-            acc = T.alloc_buffer((nO,), "float32")
-            inputs = T.alloc_buffer((nI,), "int32")
-            n_in = T.alloc_buffer((1,), "int32")
-            over(nO, lanes, load_state)
-            for t in range(nT):
-                if ahead > 0:
-                    if t + ahead < nT:
-                        prefetch(lambda q: X[t + ahead, b, q], nI, 0)
-                event_list(inputs, n_in, nI, lambda q: X[t, b, q], skip, lanes)
-                over(nO, lanes, clear_sum)
-                for e in range(n_in[0]):
-                    i = T.Cast("int64", inputs[e])
-                    xi = X[t, b, i]
-                    over(nO, lanes, add_input_row)
-                over(nO, lanes, update)
-            over(nO, lanes, store_state)
+        each(nB, parallel, lambda b: sequence(b, X, WT, Alpha, Bias, Y0, Y, FY))
 
     return li

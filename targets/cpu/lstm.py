@@ -1,9 +1,9 @@
 """ONNX LSTM (forward, default activations) for CPUs: the time loop inside.
 
 Gates in ONNX order (i, o, f, c); ``bias`` is ``Wb + Rb``. The batch is cut
-into groups of at most ``GROUP`` sequences, one per task of the runtime's
-thread pool (``T.parallel``); a group runs its whole sequence, so threads
-never wait for each other. Within a group, time is cut into chunks of
+into groups of at most ``GROUP`` sequences, each an item of the batch's
+work list (:func:`.worklist.each`); a group runs its whole sequence, so
+threads never wait for each other. Within a group, time is cut into chunks of
 ``ROWS // group size`` steps, and each chunk:
 
 1. counts its nonzero inputs (a test of the bits, :func:`.floatops.nonzero`),
@@ -41,6 +41,7 @@ from tvm.script import tirx as T
 from . import fastmath
 from .floatops import nonzero
 from .matmul import padded, product_rows, tile_cols
+from .worklist import each
 
 #: the LSTM's outputs (ONNX names, as in the op schema)
 OUTPUTS = frozenset({"Y", "Y_h", "Y_c"})
@@ -119,7 +120,6 @@ def _kernel(nI: int, nH: int, nO: int | None, blk: Blocking, lanes: int, store_y
     nG = 4 * nH
     GB, ROWS_, RB, CB, CB1 = blk.group, blk.rows, blk.tile_rows, blk.tile_cols, blk.row_cols
     UB, GR = blk.units, blk.gate_rows
-    par = T.parallel if blk.vector else T.serial
     vec = T.vectorized if blk.vector else T.serial
     fused = nO is not None
     out_lanes = lanes if blk.vector else 1
@@ -185,6 +185,69 @@ def _kernel(nI: int, nH: int, nO: int | None, blk: Blocking, lanes: int, store_y
                     P[r0 + r, u0 + jj] = hs[1 - cur, s0 + r, u0 + jj]
 
     @T.macro
+    def group(grp, X, X2, WT, RT, Bias, Bias2, H0, C0, Y, FH, FC, Wo, Bo, Out2):
+        """Group ``grp`` of the batch: its ``GROUP`` sequences (fewer in the last), all steps."""
+        nT, nB, _ = T.meta_var(X.shape)
+        b0 = grp * GB
+        nb = T.min(T.int64(GB), nB - b0)  # sequences of this group
+        steps = T.int64(ROWS_) // nb  # steps per chunk
+        hs = T.alloc_buffer((2, GB, nH), "float32")  # h before and after the step, by step parity
+        cs = T.alloc_buffer((GB, nH), "float32")
+        P = T.alloc_buffer((ROWS_, nG), "float32")  # row tt * nb + b: projection, then gates
+        cnt = T.alloc_buffer((1,), "int64", scope="local")
+        for b in range(nb):
+            for k in range(nH):
+                hs[0, b, k] = H0[b0 + b, k]
+                cs[b, k] = C0[b0 + b, k]
+        for tc in range((nT + steps - 1) // steps):
+            t0 = tc * steps
+            nt = T.min(steps, nT - t0)
+            # -- the chunk's input projection, bias included, into P
+            cnt[0] = T.int64(0)
+            for tt in range(nt):
+                for b in range(nb):
+                    for i in range(nI):
+                        cnt[0] = cnt[0] + T.Cast("int64", nonzero(X[t0 + tt, b0 + b, i]))
+            if cnt[0] * DENSE_FRACTION > nt * nb * nI:
+                for b in range(nb):  # rows (tt, b) of one b, RB steps per tile
+                    for jo in range(nG // CB):
+                        for to in range(nt // RB):
+                            tile(P, to * RB * nb + b, nb, Bias2, 0, 0, X2, (t0 + to * RB) * nB + b0 + b, nB,
+                                 WT, jo * CB, nI)
+                    for tt in range(nt // RB * RB, nt):
+                        row(P, tt * nb + b, Bias2, 0, X2, (t0 + tt) * nB + b0 + b, WT, nI)
+            else:
+                for tt in range(nt):
+                    for b in range(nb):
+                        for j in range(nG):
+                            P[tt * nb + b, j] = Bias[j]
+                        for i in range(nI):
+                            if nonzero(X[t0 + tt, b0 + b, i]):
+                                for j in range(nG):
+                                    P[tt * nb + b, j] = P[tt * nb + b, j] + X[t0 + tt, b0 + b, i] * WT[i, j]
+            # -- the steps: per block of units, gates = P + h @ R^T in registers, then the cell
+            for tt in range(nt):
+                cur = (t0 + tt) % 2  # hs[cur]: h of the step before; the new h goes to hs[1 - cur]
+                for u in range(nH // UB):
+                    for bo in range(nb // GR):
+                        cell(P, RT, hs, cs, Y, tt * nb + bo * GR, bo * GR, GR, u, cur, t0 + tt, b0)
+                    for b in range(nb // GR * GR, nb):
+                        cell(P, RT, hs, cs, Y, tt * nb + b, b, 1, u, cur, t0 + tt, b0)
+            # -- the readout of the chunk's rows (tt, b) of one b, RB steps per tile
+            if fused:
+                for b in range(nb):
+                    for to in range(nt // RB):
+                        readout_rows(Out2, (t0 + to * RB) * nB + b0 + b, nB, P, to * RB * nb + b, nb, Wo, Bo, RB)
+                    for tt in range(nt // RB * RB, nt):
+                        readout_rows(Out2, (t0 + tt) * nB + b0 + b, nB, P, tt * nb + b, nb, Wo, Bo, 1)
+        for b in range(nb):
+            for k in range(nH):
+                if store_h:
+                    FH[b0 + b, k] = hs[nT % 2, b, k]
+                if store_c:
+                    FC[b0 + b, k] = cs[b, k]
+
+    @T.macro
     def sequences(X, WT, RT, Bias, H0, C0, Y, FH, FC, WoT, BiasO, Out2):
         """Every group of the batch; with the readout (``fused``), ``Out = h W^T + bias`` of each
         chunk's rows after its steps (``Out2``: ``Out`` as ``[T * B, O]``), from ``h`` kept in ``P``'s first ``H`` columns (the input
@@ -200,65 +263,8 @@ def _kernel(nI: int, nH: int, nO: int | None, blk: Blocking, lanes: int, store_y
                 Bo[j] = T.if_then_else(j < nO, BiasO[T.min(j, nO - 1)], T.float32(0))
                 for k in range(nH):
                     Wo[k, j] = T.if_then_else(j < nO, WoT[k, T.min(j, nO - 1)], T.float32(0))
-        for grp in par((nB + GB - 1) // GB):
-            b0 = grp * GB
-            nb = T.min(T.int64(GB), nB - b0)  # sequences of this group
-            steps = T.int64(ROWS_) // nb  # steps per chunk
-            hs = T.alloc_buffer((2, GB, nH), "float32")  # h before and after the step, by step parity
-            cs = T.alloc_buffer((GB, nH), "float32")
-            P = T.alloc_buffer((ROWS_, nG), "float32")  # row tt * nb + b: projection, then gates
-            cnt = T.alloc_buffer((1,), "int64", scope="local")
-            for b in range(nb):
-                for k in range(nH):
-                    hs[0, b, k] = H0[b0 + b, k]
-                    cs[b, k] = C0[b0 + b, k]
-            for tc in range((nT + steps - 1) // steps):
-                t0 = tc * steps
-                nt = T.min(steps, nT - t0)
-                # -- the chunk's input projection, bias included, into P
-                cnt[0] = T.int64(0)
-                for tt in range(nt):
-                    for b in range(nb):
-                        for i in range(nI):
-                            cnt[0] = cnt[0] + T.Cast("int64", nonzero(X[t0 + tt, b0 + b, i]))
-                if cnt[0] * DENSE_FRACTION > nt * nb * nI:
-                    for b in range(nb):  # rows (tt, b) of one b, RB steps per tile
-                        for jo in range(nG // CB):
-                            for to in range(nt // RB):
-                                tile(P, to * RB * nb + b, nb, Bias2, 0, 0, X2, (t0 + to * RB) * nB + b0 + b, nB,
-                                     WT, jo * CB, nI)
-                        for tt in range(nt // RB * RB, nt):
-                            row(P, tt * nb + b, Bias2, 0, X2, (t0 + tt) * nB + b0 + b, WT, nI)
-                else:
-                    for tt in range(nt):
-                        for b in range(nb):
-                            for j in range(nG):
-                                P[tt * nb + b, j] = Bias[j]
-                            for i in range(nI):
-                                if nonzero(X[t0 + tt, b0 + b, i]):
-                                    for j in range(nG):
-                                        P[tt * nb + b, j] = P[tt * nb + b, j] + X[t0 + tt, b0 + b, i] * WT[i, j]
-                # -- the steps: per block of units, gates = P + h @ R^T in registers, then the cell
-                for tt in range(nt):
-                    cur = (t0 + tt) % 2  # hs[cur]: h of the step before; the new h goes to hs[1 - cur]
-                    for u in range(nH // UB):
-                        for bo in range(nb // GR):
-                            cell(P, RT, hs, cs, Y, tt * nb + bo * GR, bo * GR, GR, u, cur, t0 + tt, b0)
-                        for b in range(nb // GR * GR, nb):
-                            cell(P, RT, hs, cs, Y, tt * nb + b, b, 1, u, cur, t0 + tt, b0)
-                # -- the readout of the chunk's rows (tt, b) of one b, RB steps per tile
-                if fused:
-                    for b in range(nb):
-                        for to in range(nt // RB):
-                            readout_rows(Out2, (t0 + to * RB) * nB + b0 + b, nB, P, to * RB * nb + b, nb, Wo, Bo, RB)
-                        for tt in range(nt // RB * RB, nt):
-                            readout_rows(Out2, (t0 + tt) * nB + b0 + b, nB, P, tt * nb + b, nb, Wo, Bo, 1)
-            for b in range(nb):
-                for k in range(nH):
-                    if store_h:
-                        FH[b0 + b, k] = hs[nT % 2, b, k]
-                    if store_c:
-                        FC[b0 + b, k] = cs[b, k]
+        each((nB + GB - 1) // GB, blk.vector,
+             lambda grp: group(grp, X, X2, WT, RT, Bias, Bias2, H0, C0, Y, FH, FC, Wo, Bo, Out2))
 
     if not fused:
         @T.prim_func(private=True)

@@ -6,7 +6,7 @@ computes and lists its arguments): any activations, ``clip``, reverse direction,
 at run time. The plain forward LSTM with constant weights keeps its blocked kernel
 (:mod:`.lstm`).
 
-Each sequence is one task of the runtime's thread pool (``T.parallel``). Per step: the input
+Each sequence is one item of the batch's work list (:func:`.worklist.each`). Per step: the input
 projection ``Wb + X[t] @ W^T`` (rows of ``W^T`` of the nonzero inputs only when the weights
 are finite constants, so that skipping a zero is exact; every row otherwise, as ``0 * Inf``
 is NaN), the recurrent product ``Rb + h @ R^T`` (every row: ``h`` is rarely sparse), each a
@@ -29,6 +29,7 @@ from tvm.script import tirx as T
 from ..cells import Cell
 from . import expmath, fastmath
 from .floatops import at_least, at_most, nonzero
+from .worklist import each
 
 #: the recurrent kernels' outputs (ONNX names)
 OUTPUTS = frozenset({"Y", "Y_h", "Y_c"})
@@ -204,7 +205,6 @@ def _step(units: Units, nH: int, vec):
 
 def _kernel(nI: int, nH: int, cell: Cell, vector: bool, store_y: bool, store_h: bool, store_c: bool):
     nG = cell.gates * nH
-    par = T.parallel if vector else T.serial
     vec = T.vectorized if vector else T.serial
     units = Units(cell, nH)
     step = _step(units, nH, vec)
@@ -217,6 +217,54 @@ def _kernel(nI: int, nH: int, cell: Cell, vector: bool, store_y: bool, store_h: 
                           for n, name in ((nI, "nI"), (nH, "nH"), (nG, "nG"), (nH * 3, "nP"), (2, "n2")))
 
     time = units.time
+
+    @T.macro
+    def sequence(b, X, WT, RT, Bias, Lens, P, H0, C0, Y, FH, FC):
+        """Sequence ``b`` of the batch, with its state in ``H``-long buffers."""
+        nT = T.meta_var(X.shape[0])
+        hs = T.alloc_buffer((nH,), "float32")
+        cs = T.alloc_buffer((nH,), "float32")
+        G = T.alloc_buffer((nG,), "float32")
+        Q = T.alloc_buffer((nG,), "float32")
+        Q2 = T.alloc_buffer((nH,), "float32")
+        n = T.alloc_buffer((1,), "int64", scope="local")
+        n[0] = units.steps(Lens, b, nT)
+        for k in range(nH):
+            hs[k] = H0[b, k]
+            cs[k] = C0[b, k]
+        for s in range(n[0]):
+            for jo in range(nG // wG):
+                for jj in vec(wG):
+                    G[jo * wG + jj] = Bias[0, jo * wG + jj]
+            for i in range(nI):
+                if events:
+                    if nonzero(X[time(n[0], s), b, i]):
+                        for jo in range(nG // wG):
+                            for jj in vec(wG):
+                                G[jo * wG + jj] = G[jo * wG + jj] + X[time(n[0], s), b, i] * WT[i, jo * wG + jj]
+                else:
+                    for jo in range(nG // wG):
+                        for jj in vec(wG):
+                            G[jo * wG + jj] = G[jo * wG + jj] + X[time(n[0], s), b, i] * WT[i, jo * wG + jj]
+            for jo in range(nQ // wQ):  # a block of columns, its sums kept over all k
+                for jj in vec(wQ):
+                    Q[jo * wQ + jj] = Bias[1, jo * wQ + jj]
+                for k in range(nH):
+                    for jj in vec(wQ):
+                        Q[jo * wQ + jj] = Q[jo * wQ + jj] + hs[k] * RT[k, jo * wQ + jj]
+            step(G, Q, Q2, hs, cs, P, RT, Bias)
+            if store_y:
+                for k in range(nH):
+                    Y[time(n[0], s), b, k] = hs[k]
+        if store_y:
+            for t in range(n[0], nT):
+                for k in range(nH):
+                    Y[t, b, k] = T.float32(0)
+        for k in range(nH):
+            if store_h:
+                FH[b, k] = hs[k]
+            if store_c:
+                FC[b, k] = cs[k]
 
     @T.prim_func(private=True)
     def recurrent(x: T.handle, wt: T.handle, rt: T.handle, bias: T.handle, lens: T.handle, p: T.handle,
@@ -235,49 +283,6 @@ def _kernel(nI: int, nH: int, cell: Cell, vector: bool, store_y: bool, store_h: 
         Y = T.match_buffer(yo, (nT, nB, dH), "float32")
         FH = T.match_buffer(fh, (nB, dH), "float32")
         FC = T.match_buffer(fc, (nB, dH), "float32")
-        for b in par(nB):
-            hs = T.alloc_buffer((nH,), "float32")
-            cs = T.alloc_buffer((nH,), "float32")
-            G = T.alloc_buffer((nG,), "float32")
-            Q = T.alloc_buffer((nG,), "float32")
-            Q2 = T.alloc_buffer((nH,), "float32")
-            n = T.alloc_buffer((1,), "int64", scope="local")
-            n[0] = units.steps(Lens, b, nT)
-            for k in range(nH):
-                hs[k] = H0[b, k]
-                cs[k] = C0[b, k]
-            for s in range(n[0]):
-                for jo in range(nG // wG):
-                    for jj in vec(wG):
-                        G[jo * wG + jj] = Bias[0, jo * wG + jj]
-                for i in range(nI):
-                    if events:
-                        if nonzero(X[time(n[0], s), b, i]):
-                            for jo in range(nG // wG):
-                                for jj in vec(wG):
-                                    G[jo * wG + jj] = G[jo * wG + jj] + X[time(n[0], s), b, i] * WT[i, jo * wG + jj]
-                    else:
-                        for jo in range(nG // wG):
-                            for jj in vec(wG):
-                                G[jo * wG + jj] = G[jo * wG + jj] + X[time(n[0], s), b, i] * WT[i, jo * wG + jj]
-                for jo in range(nQ // wQ):  # a block of columns, its sums kept over all k
-                    for jj in vec(wQ):
-                        Q[jo * wQ + jj] = Bias[1, jo * wQ + jj]
-                    for k in range(nH):
-                        for jj in vec(wQ):
-                            Q[jo * wQ + jj] = Q[jo * wQ + jj] + hs[k] * RT[k, jo * wQ + jj]
-                step(G, Q, Q2, hs, cs, P, RT, Bias)
-                if store_y:
-                    for k in range(nH):
-                        Y[time(n[0], s), b, k] = hs[k]
-            if store_y:
-                for t in range(n[0], nT):
-                    for k in range(nH):
-                        Y[t, b, k] = T.float32(0)
-            for k in range(nH):
-                if store_h:
-                    FH[b, k] = hs[k]
-                if store_c:
-                    FC[b, k] = cs[k]
+        each(nB, vector, lambda b: sequence(b, X, WT, RT, Bias, Lens, P, H0, C0, Y, FH, FC))
 
     return recurrent
