@@ -1,5 +1,5 @@
 """The CPU kernels' batch loop (lsnn.targets.cpu.worklist.each): every item runs exactly once,
-whatever the threads, in the queue's stripe order; built in memory and as a shared library."""
+whatever the threads, in order on one thread; built in memory and as a shared library."""
 import numpy as np
 import pytest
 import tvm
@@ -7,7 +7,7 @@ from tvm.script import tirx as T
 
 from lsnn.targets.base import get_target
 from lsnn.targets.cpu import threadpool
-from lsnn.targets.cpu.worklist import STRIPES, each
+from lsnn.targets.cpu.worklist import each
 
 
 def _counting_kernel(parallel: bool):
@@ -42,12 +42,6 @@ def _run(fn, n: int):
     return [a.numpy() for a in args]
 
 
-def stripe_order(n: int) -> list[int]:
-    """The items in the order the queue hands them out (the module's docstring)."""
-    rows = -(-n // STRIPES)
-    return [i for k in range(STRIPES * rows) if (i := k % STRIPES * rows + k // STRIPES) < n]
-
-
 @pytest.fixture(scope="module")
 def kernels(tmp_path_factory):
     """The parallel kernel as built in memory and as loaded from ``model.so`` (the spin lock is
@@ -61,11 +55,11 @@ def kernels(tmp_path_factory):
 
 @pytest.mark.parametrize("n", [1, 5, 8, 9, 64, 101])
 @pytest.mark.parametrize("form", ["in memory", "shared library"])
-def test_every_item_runs_once_on_one_thread_in_stripe_order(kernels, form, n):
+def test_every_item_runs_once_on_one_thread_in_order(kernels, form, n):
     threadpool.use(1)
     runs, order, tick = _run(kernels[form], n)
     assert (runs == 1).all() and tick[0] == n
-    assert [int(i) for i in np.argsort(order)] == stripe_order(n)
+    assert order.tolist() == list(range(n))
 
 
 @pytest.mark.parametrize("n", [1, 9, 64, 101])
@@ -83,10 +77,3 @@ def test_the_serial_form_runs_the_items_in_order(kernels):
     assert "pthread" not in _counting_kernel(False).script()  # C for microcontrollers: no threads
     assert "pthread_spin_lock" in _counting_kernel(True).script()
 
-
-def test_stripe_order_is_a_permutation_that_keeps_items_taken_in_turn_apart():
-    for n in (1, 7, 8, 9, 64, 101):
-        assert sorted(stripe_order(n)) == list(range(n))
-    for n in (9, 64, 101):  # from two items per stripe on, no two taken in turn are neighbours
-        order = stripe_order(n)
-        assert min(abs(a - b) for a, b in zip(order, order[1:])) >= 2

@@ -9,8 +9,15 @@ the CPU time other processes took meanwhile (as a share of one core): a core tha
 else uses makes both figures meaningless, so a run with more than a few percent should be
 repeated once that work is paused or done.
 
+``--contended`` times the same while another process keeps the last core busy (a
+program the machine also runs): that core's thread gets about half of it. A fixed split of the
+batch would make the call wait for that thread's share (x1.0 on two cores); the kernels hand
+sequences to whichever thread is free (:mod:`lsnn.targets.cpu.worklist`), so two cores can
+reach x1.5.
+
     .venv/bin/python bench/benchmarks/thread_scaling.py models/smnist-lsnn models/smnist-lstm
     .venv/bin/python bench/benchmarks/thread_scaling.py --steady models/smnist-lsnn models/smnist-lstm
+    .venv/bin/python bench/benchmarks/thread_scaling.py --contended models/smnist-lsnn models/smnist-lstm
 """
 import multiprocessing as mp
 import os
@@ -144,7 +151,46 @@ def steady(checkpoint: str, rounds: int = ROUNDS) -> str:
               f"(x{min(ones) / med['all cores']:.2f}-x{max(ones) / med['all cores']:.2f} against each)")
 
 
+def _spin(cpu: int, stop) -> None:
+    """Keep ``cpu`` busy until ``stop`` is set."""
+    os.sched_setaffinity(0, {cpu})
+    while not stop.is_set():
+        sum(range(10000))
+
+
+def contended(checkpoint: str, rounds: int = ROUNDS) -> str:
+    """One thread against all cores, calls interleaved, while another process spins on the last
+    core."""
+    from lsnn.targets.artifact import aligned
+    from lsnn.targets.cpu.threadpool import cpus
+
+    arts, name = _artifacts(checkpoint)
+    feed = {name: aligned(_inputs(checkpoint))}
+    for art in arts.values():
+        for _ in range(WARMUP):
+            art.run(feed)
+    spawn = mp.get_context("spawn")
+    stop = spawn.Event()
+    spinner = spawn.Process(target=_spin, args=(cpus()[-1], stop))
+    spinner.start()
+    times = {t: [] for t in arts}
+    try:
+        time.sleep(1.0)  # the spinner's interpreter up and running
+        for _ in range(rounds):
+            for t, art in arts.items():
+                start = time.perf_counter()
+                art.run(feed)
+                times[t].append(time.perf_counter() - start)
+    finally:
+        stop.set()
+        spinner.join()
+    one, all_ = (statistics.median(times[t]) for t in (1, 0))
+    return (f"{checkpoint} batch {BATCH}, cpu {cpus()[-1]} shared with a spinning process: 1 thread "
+            f"{one * 1e3:.2f} ms, all cores {all_ * 1e3:.2f} ms per call: x{one / all_:.2f}")
+
+
 if __name__ == "__main__":
-    measure = steady if "--steady" in sys.argv else scaling
-    for c in (a for a in sys.argv[1:] if a != "--steady"):
+    modes = {"--steady": steady, "--contended": contended}
+    measure = next((modes[a] for a in sys.argv[1:] if a in modes), scaling)
+    for c in (a for a in sys.argv[1:] if a not in modes):
         print(measure(c), flush=True)

@@ -13,20 +13,13 @@ code generator has no atomic instructions (``tirx.atomic_add`` fails to build),
 and the C library's spin lock needs nothing beyond that library, which every
 process has loaded: the in-memory JIT and ``model.so`` resolve it alike.
 
-The queue hands items out by stripes: its ``k``-th is item
-``(k % STRIPES) * ceil(n / STRIPES) + k // STRIPES``, so that items taken at
-about the same moment are ``n / STRIPES`` apart, not neighbours. Neighbouring
-sequences share cache lines of the outputs (a readout's row of 10 floats is
-40 bytes), and two threads writing one line at every step would pass it back
-and forth between their cores. Items do not share state, so which thread runs
-which item, and in which order, changes no result.
+Items are handed out in order: with one thread, the batch runs as a serial
+loop would. Items do not share state, so which thread runs which item changes
+no result.
 """
 from __future__ import annotations
 
 from tvm.script import tirx as T
-
-#: stripes of the queue's order: items taken one after another are in different stripes
-STRIPES = 8
 
 
 @T.macro
@@ -36,9 +29,9 @@ def _spin(name, lock):
 
 @T.macro
 def _take(queue, item):
-    """``item[0]``: the queue's next position (``queue[1]``), advanced under the lock
-    ``queue[0]``. The lock calls are given the buffer itself, so the compiler keeps the
-    counter's load and store between them."""
+    """``item[0]``: the queue's next item (``queue[1]``), advanced under the lock ``queue[0]``.
+    The lock calls are given the buffer itself, so the compiler keeps the counter's load and
+    store between them."""
     _spin("pthread_spin_lock", queue)
     item[0] = queue[1]
     queue[1] = queue[1] + 1
@@ -52,17 +45,14 @@ def each(n, parallel, body):
     ``parallel``: on the runtime's thread pool, each thread taking the next item when it is
     free; otherwise one serial loop in order (for code generators without threads)."""
     if parallel:
-        queue = T.alloc_buffer((2,), "int32")  # [0]: a pthread_spinlock_t (an int), [1]: the next position
+        queue = T.alloc_buffer((2,), "int32")  # [0]: a pthread_spinlock_t (an int), [1]: the next item
         T.evaluate(T.call_extern("int32", "pthread_spin_init", T.address_of(queue[0]), 0))  # process-private
         queue[1] = 0
-        rows = (n + STRIPES - 1) // STRIPES  # items per stripe
         for _task in T.parallel(n):  # n tasks: each thread's first takes items until none is left
             item = T.alloc_buffer((1,), "int32")
             _take(queue, item)
-            while T.Cast("int64", item[0]) < STRIPES * rows:
-                i = T.meta_var(T.Cast("int64", item[0]) % STRIPES * rows + T.Cast("int64", item[0]) // STRIPES)
-                if i < n:  # the last stripes are short by up to one item
-                    body(i)
+            while T.Cast("int64", item[0]) < n:
+                body(T.Cast("int64", item[0]))
                 _take(queue, item)
     else:
         for i in range(n):
