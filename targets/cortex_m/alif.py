@@ -35,10 +35,10 @@ import functools
 from dataclasses import dataclass
 
 from tvm import tirx
-from tvm.script import tirx as T
 from tvm.tirx import bitwise_and, bitwise_not
 
 from ..cpu.floatops import at_least
+from ..tvmscript import T
 from .bits import bits, choose, const_bits, negative, positive, zero
 from .events import BLOCK, blocks, gather
 from .li import Events

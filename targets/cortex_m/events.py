@@ -9,9 +9,9 @@ listed entries only. ``skip=False`` lists every entry (the dense kernel).
 from __future__ import annotations
 
 from tvm import tirx
-from tvm.script import tirx as T
 
 from ..cpu.floatops import nonzero
+from ..tvmscript import T
 
 #: neurons whose currents a kernel keeps in registers while it adds the events' weight rows
 BLOCK = 8

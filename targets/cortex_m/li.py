@@ -14,8 +14,7 @@ import functools
 from dataclasses import dataclass
 from typing import Callable
 
-from tvm.script import tirx as T
-
+from ..tvmscript import T
 from .events import BLOCK, blocks, gather
 
 

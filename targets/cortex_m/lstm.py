@@ -13,10 +13,9 @@ call.
 """
 from __future__ import annotations
 
-from tvm.script import tirx as T
-
 from ..cpu import fastmath
 from ..cpu.floatops import nonzero
+from ..tvmscript import T
 
 
 def lstm_kernel(*, dims: dict, outputs: frozenset | None = None):

@@ -22,8 +22,7 @@ Shapes are symbolic: one kernel serves every T, B, I and H.
 """
 from __future__ import annotations
 
-from tvm.script import tirx as T
-
+from ..tvmscript import T
 from .floatops import at_least
 from .li import leak
 from .tirtools import event_list, over, prefetch, size

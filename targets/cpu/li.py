@@ -10,8 +10,7 @@ always written, ``final_y`` only when the graph reads it (``outputs``);
 """
 from __future__ import annotations
 
-from tvm.script import tirx as T
-
+from ..tvmscript import T
 from .tirtools import event_list, over, prefetch, size
 from .worklist import each
 

@@ -36,8 +36,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from tvm.script import tirx as T
 
+from ..tvmscript import T
 from . import fastmath
 from .floatops import nonzero
 from .matmul import padded, product_rows, tile_cols

@@ -22,7 +22,8 @@ import numpy as np
 import tvm
 from tvm import relax
 from tvm.relax.dpl import is_const, is_op, rewrite_call, wildcard
-from tvm.script import tirx as T
+
+from ..tvmscript import T
 
 F32 = "float32"
 TILE_ROWS = 4   # rows x 2 vectors of sums: 8 of AVX2's 16 registers, the rest W's row and broadcasts

@@ -24,9 +24,9 @@ loops (TVM's C): the same loops, serial.
 from __future__ import annotations
 
 from tvm import tirx
-from tvm.script import tirx as T
 
 from ..cells import Cell
+from ..tvmscript import T
 from . import expmath, fastmath
 from .floatops import at_least, at_most, nonzero
 from .worklist import each

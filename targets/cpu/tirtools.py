@@ -11,8 +11,8 @@ per step, for the event-driven products to visit.
 from __future__ import annotations
 
 from tvm import tirx
-from tvm.script import tirx as T
 
+from ..tvmscript import T
 from .floatops import any_nonzero, nonzero
 
 

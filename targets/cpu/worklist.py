@@ -19,7 +19,7 @@ no result.
 """
 from __future__ import annotations
 
-from tvm.script import tirx as T
+from ..tvmscript import T
 
 
 @T.macro

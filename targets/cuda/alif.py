@@ -19,10 +19,9 @@ constants); ``T`` and ``B`` stay symbolic.
 """
 from __future__ import annotations
 
-from tvm.script import tirx as T
-
 from ..base import TargetError
 from ..cpu.floatops import at_least, nonzero
+from ..tvmscript import T
 
 MAX_THREADS = 1024
 

@@ -6,10 +6,9 @@ and Inf count as nonzero), or every row when the weights are not known finite.
 """
 from __future__ import annotations
 
-from tvm.script import tirx as T
-
 from ..base import TargetError
 from ..cpu.floatops import nonzero
+from ..tvmscript import T
 from .alif import threads_for
 
 

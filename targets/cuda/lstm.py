@@ -12,12 +12,11 @@ graph does not read (``outputs``) are not stored.
 """
 from __future__ import annotations
 
-from tvm.script import tirx as T
-
 from ..base import TargetError
 from ..cpu import fastmath
 from ..cpu.floatops import nonzero
 from ..cpu.lstm import OUTPUTS
+from ..tvmscript import T
 
 MAX_HIDDEN = 256
 

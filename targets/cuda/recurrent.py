@@ -17,12 +17,11 @@ is 0 past its length; ``Y``, ``Y_h`` and ``Y_c`` are stored only when read (``ou
 """
 from __future__ import annotations
 
-from tvm.script import tirx as T
-
 from ..base import TargetError
 from ..cells import Cell
 from ..cpu.floatops import nonzero
 from ..cpu.recurrent import OUTPUTS, Units
+from ..tvmscript import T
 
 #: threads per block: one per gate column
 MAX_THREADS = 1024
